@@ -1,0 +1,100 @@
+"""`mfspark <command>`: one entry point for every job; `jobs/*.py` call `main` too.
+
+Each command lives in its own module exposing `add_arguments(parser)` and
+`run(args, spark) -> dict | None` (the result is logged as one JSON line). Commands
+that need no Spark (download, synth) set `NEEDS_SPARK = False` and get `spark=None`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from mfspark.errors import MfsparkError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "ingest": ("mfspark.ingest", "read a MovieLens release into validated Parquet tables"),
+    "download": ("mfspark.download", "download a GroupLens release (md5-verified, cached)"),
+    "synth": ("mfspark.synth", "generate MovieLens-shaped synthetic data in a release format"),
+    "baseline": ("mfspark.baseline_job", "split, fit and evaluate the bias baseline"),
+    "train": ("mfspark.train_job", "train block-partitioned ALS and write factors"),
+    "compare-mllib": ("mfspark.compare", "train ours and Spark MLlib ALS on the same split"),
+}
+
+log = logging.getLogger("mfspark")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("runtime")
+    group.add_argument("--profile", default="local", help="conf/<profile>.toml (default: local)")
+    group.add_argument("--conf", action="append", metavar="KEY=VALUE",
+                       help="override a Spark setting (spark.*) or an mfspark setting; repeatable")
+    group.add_argument("--conf-dir", help="directory holding <profile>.toml (default: ./conf)")
+    group.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default from the profile)")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; only the chosen command's module is imported (fast `--help`)."""
+    parser = argparse.ArgumentParser(prog="mfspark", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        if name != command:
+            continue
+        module = importlib.import_module(module_name)
+        module.add_arguments(cmd)
+        if getattr(module, "NEEDS_SPARK", True):
+            add_runtime_arguments(cmd)
+        cmd.set_defaults(module=module)
+    return parser
+
+
+def session_for(args: argparse.Namespace, app_name: str):
+    """Build the SparkSession from the profile, with `--out` as the output root."""
+    from mfspark.session import build_session, load_profile, parse_overrides
+
+    profile = load_profile(args.profile, getattr(args, "out", None) or "out",
+                           parse_overrides(args.conf), args.conf_dir)
+    configure_logging(args.log_level or profile.log_level)
+    return build_session(profile, app_name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(next((a for a in argv if a in COMMANDS), None)).parse_args(argv)
+    module = args.module
+    configure_logging(getattr(args, "log_level", None) or "INFO")
+    started = time.perf_counter()
+    spark = None
+    try:
+        if getattr(module, "NEEDS_SPARK", True):
+            spark = session_for(args, f"mfspark-{args.command}")
+        result = module.run(args, spark)
+    except MfsparkError as exc:
+        print(f"mfspark {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if spark is not None:
+            spark.stop()
+    log.info("%s finished in %.1f s", args.command, time.perf_counter() - started)
+    if result is not None:
+        print(json.dumps(result, sort_keys=True, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""One local SparkSession for the whole test run, built the way jobs build theirs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    from mfspark.session import build_session, load_profile
+
+    root = tmp_path_factory.mktemp("spark")
+    session = build_session(load_profile("test", root, conf_dir=REPO / "conf"), "mfspark-tests")
+    yield session
+    session.stop()
+
+
+def movielens_dir() -> Path | None:
+    """Directory holding real releases (ml-latest-small, ...), if this machine has one."""
+    for candidate in (os.environ.get("MFSPARK_DATA_DIR"), REPO.parent / "shared" / "data" / "movielens"):
+        if candidate and (Path(candidate) / "ml-latest-small" / "ratings.csv").is_file():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def ml_latest_small() -> Path:
+    found = movielens_dir()
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must have ml-latest-small: set MFSPARK_DATA_DIR")
+        pytest.skip("ml-latest-small not available (set MFSPARK_DATA_DIR)")
+    return found / "ml-latest-small"
