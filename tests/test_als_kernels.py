@@ -1,0 +1,103 @@
+"""ALS numeric kernels against dense numpy references (no Spark)."""
+
+import numpy as np
+import pytest
+from scipy.optimize import nnls
+
+from mfspark import als_kernels as K
+
+
+def random_block(n_dst=9, n_src=6, density=0.6, seed=0):
+    """A small rating block in CSR form plus the same ratings as a dense masked matrix."""
+    rng = np.random.default_rng(seed)
+    mask = rng.random((n_dst, n_src)) < density
+    mask[np.arange(n_dst), rng.integers(0, n_src, n_dst)] = True  # every entity has a rating
+    dense = np.where(mask, rng.integers(1, 11, (n_dst, n_src)) / 2.0, 0.0)
+    indptr = np.concatenate([[0], np.cumsum(mask.sum(axis=1))])
+    cols = np.nonzero(mask)[1].astype(np.int32)
+    ratings = dense[mask].astype(np.float32)
+    return indptr, cols, ratings, mask, dense
+
+
+def ridge_reference(mask, dense, y, reg):
+    """Closed-form ALS-WR solution, one entity at a time."""
+    out = []
+    for e in range(mask.shape[0]):
+        ys, r = y[mask[e]], dense[e, mask[e]]
+        out.append(np.linalg.solve(ys.T @ ys + reg * len(r) * np.eye(y.shape[1]), ys.T @ r))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("rank", [3, 40])  # sparse-product and padded-GEMM Gram paths
+def test_half_step_equals_closed_form_ridge_solution(rank):
+    indptr, cols, ratings, mask, dense = random_block(n_dst=30, n_src=50, density=0.5)
+    y = np.random.default_rng(1).standard_normal((50, rank))
+    solution = K.solve_block(indptr, cols, ratings, y, reg=0.1)
+    np.testing.assert_allclose(solution.factors, ridge_reference(mask, dense, y, 0.1), rtol=1e-6, atol=1e-8)
+
+
+def test_both_gram_paths_agree_with_dense_grams():
+    indptr, cols, _, mask, _ = random_block(n_dst=12, n_src=8)
+    y = np.random.default_rng(2).standard_normal((8, 5))
+    expected = np.array([y[m].T @ y[m] for m in mask])
+    np.testing.assert_allclose(K._gram_by_sparse_product(indptr, cols, y), expected, atol=1e-12)
+    np.testing.assert_allclose(K._gram_by_padded_gemm(indptr, cols, y), expected, atol=1e-12)
+
+
+def test_objective_terms_come_from_the_normal_equations(monkeypatch):
+    monkeypatch.setattr(K, "MAX_CHUNK_RATINGS", 7)  # force several chunks
+    indptr, cols, ratings, mask, dense = random_block(n_dst=20, n_src=10)
+    y = np.random.default_rng(3).standard_normal((10, 4))
+    solution = K.solve_block(indptr, cols, ratings, y, reg=0.05)
+    x = ridge_reference(mask, dense, y, 0.05)
+    np.testing.assert_allclose(solution.factors, x, rtol=1e-6)
+    residual = np.where(mask, dense - x @ y.T, 0.0)
+    assert solution.squared_error == pytest.approx(float((residual**2).sum()), rel=1e-9)
+    assert solution.penalty == pytest.approx(float((mask.sum(axis=1) * (x**2).sum(axis=1)).sum()), rel=1e-9)
+
+
+def test_chunks_cover_every_entity_once(monkeypatch):
+    monkeypatch.setattr(K, "MAX_CHUNK_RATINGS", 5)
+    indptr = np.array([0, 2, 12, 13, 14, 20])
+    assert K._chunks(indptr) == [(0, 1), (1, 2), (2, 4), (4, 5)]
+    assert K._chunks(np.array([0])) == []
+
+
+def test_nonnegative_solution_matches_scipy_nnls():
+    rng = np.random.default_rng(4)
+    c = rng.standard_normal((5, 12, 6))
+    d = rng.standard_normal((5, 12))
+    lhs = np.matmul(c.transpose(0, 2, 1), c)
+    rhs = np.einsum("nji,nj->ni", c, d)
+    x = K.solve_nonnegative(lhs, rhs)
+    expected = np.array([nnls(c[i], d[i])[0] for i in range(5)])
+    assert (x >= 0).all() and (expected == 0).any()
+    np.testing.assert_allclose(x, expected, atol=1e-6)
+
+
+def test_nonnegative_half_step_is_nonnegative_and_equals_unconstrained_when_inactive():
+    indptr, cols, ratings, mask, dense = random_block()
+    y = np.abs(np.random.default_rng(5).standard_normal((6, 3)))
+    constrained = K.solve_block(indptr, cols, ratings, y, reg=0.1, nonnegative=True).factors
+    free = ridge_reference(mask, dense, y, 0.1)
+    assert (constrained >= 0).all()
+    inactive = (free > 0).all(axis=1)
+    np.testing.assert_allclose(constrained[inactive], free[inactive], atol=1e-7)
+
+
+def test_zero_reg_on_rank_deficient_grams_gives_minimum_norm_solution():
+    indptr, cols, ratings = np.array([0, 1]), np.array([0], dtype=np.int32), np.array([3.0], dtype=np.float32)
+    y = np.array([[1.0, 1.0]])
+    x = K.solve_block(indptr, cols, ratings, y, reg=0.0).factors
+    np.testing.assert_allclose(x, [[1.5, 1.5]])
+
+
+def test_initial_factors_depend_only_on_seed_and_id():
+    ids = np.array([5, 17, 3, 99_999])
+    full = K.initial_factors(ids, 8, seed=42)
+    np.testing.assert_array_equal(K.initial_factors(ids[[2, 0]], 8, seed=42), full[[2, 0]])
+    np.testing.assert_allclose(np.linalg.norm(full, axis=1), 1.0)
+    assert not np.allclose(K.initial_factors(ids, 8, seed=43), full)
+    assert (K.initial_factors(ids, 8, seed=42, nonnegative=True) >= 0).all()
+    draws = K.initial_factors(np.arange(20_000), 1, seed=7)[:, 0]
+    assert abs(np.mean(np.sign(draws))) < 0.05  # symmetric around 0, not degenerate
