@@ -1,0 +1,281 @@
+"""`mfspark ingest`: a MovieLens release directory -> validated Parquet tables, rejects and a manifest.
+
+Each input file is read with `spark.read.text` and parsed with built-in column functions.
+Every line keeps its position (file split start, `monotonically_increasing_id`): rows of a
+split are contiguous and in file order, so the physical line number of a rejected row is
+the number of lines in earlier splits plus its offset in its own split. That costs one extra
+scan of a file only when the file has rejects. Rows that fail a check go to `rejects`; above
+`--max-reject-fraction` of one file the run fails and commits nothing (`atomic_output`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+import mfspark
+from mfspark.errors import ConfigError, InputError, RejectThresholdError
+from mfspark.movielens import (
+    BLANK_LINE,
+    DUPLICATE,
+    LATEST_BY,
+    RELEASES,
+    TABLE_KEYS,
+    TABLE_SCHEMAS,
+    Release,
+    SourceFile,
+    detect_release,
+    parse_lines,
+    read_genre_names,
+    release_named,
+)
+from mfspark.storage import atomic_output, write_json
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_REJECT_FRACTION = 0.001
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", metavar="DIR", help="release directory (holding ratings.csv, ratings.dat or u.data)")
+    source.add_argument("--dataset", metavar="NAME", help=f"release by name: {', '.join(RELEASES)}")
+    parser.add_argument("--data-dir", help="where --dataset looks first (then $MFSPARK_DATA_DIR, the download cache)")
+    parser.add_argument("--cache-dir",
+                        help="download cache for --dataset (default $MFSPARK_DATA_DIR or ~/.cache/mfspark)")
+    parser.add_argument("--out", required=True, help="output directory (replaced atomically)")
+    parser.add_argument("--format", choices=RELEASES, help="release format (default: detected from the files)")
+    parser.add_argument("--max-reject-fraction", type=float, default=DEFAULT_MAX_REJECT_FRACTION,
+                        help="fail when more than this fraction of one file's rows is rejected (default 0.001)")
+
+
+def run(args: argparse.Namespace, spark: SparkSession) -> dict:
+    if args.input:
+        source_dir = Path(args.input)
+    else:
+        from mfspark.datasets import resolve_dataset
+
+        source_dir = resolve_dataset(args.dataset, args.data_dir, args.cache_dir)
+    return ingest_release(spark, source_dir, args.out, args.format, args.max_reject_fraction)
+
+
+@dataclass(frozen=True)
+class FileResult:
+    source: SourceFile
+    path: Path
+    rows: int
+    rejected: dict[str, int]
+    blank_lines: int
+    seconds: float
+
+
+def ingest_release(
+    spark: SparkSession,
+    source_dir: str | Path,
+    out_dir: str,
+    release: str | None = None,
+    max_reject_fraction: float = DEFAULT_MAX_REJECT_FRACTION,
+) -> dict:
+    """Ingest one release directory into `out_dir` and return the manifest (also written there)."""
+    if not 0 <= max_reject_fraction <= 1:
+        raise ConfigError(f"--max-reject-fraction must be between 0 and 1, got {max_reject_fraction}")
+    started = time.perf_counter()
+    source_dir = Path(source_dir).resolve()
+    chosen = release_named(release) if release else detect_release(source_dir)
+    files = input_files(source_dir, chosen)
+    log.info("ingesting %s from %s: %s", chosen.name, source_dir, ", ".join(p.name for _, p in files))
+    checksum_started = time.perf_counter()
+    inputs = {path.name: describe_input(path) for _, path in files}
+    timings = {"checksums": time.perf_counter() - checksum_started}
+    genre_names = read_genre_names(source_dir / "u.genre")
+    with atomic_output(spark, out_dir) as staging:
+        empty_table(spark, "rejects").write.parquet(f"{staging}/rejects")
+        results = [ingest_file(spark, source, path, chosen, genre_names, staging, max_reject_fraction)
+                   for source, path in files]
+        timings.update({r.source.table: r.seconds for r in results})
+        timings["total"] = time.perf_counter() - started
+        manifest = build_manifest(spark, chosen, source_dir, out_dir, inputs, results, max_reject_fraction, timings)
+        write_json(spark, f"{staging}/manifest.json", manifest)
+    return manifest
+
+
+def input_files(source_dir: Path, release: Release) -> list[tuple[SourceFile, Path]]:
+    """The release's files present in `source_dir`, smallest first (a bad small file fails fast)."""
+    if not source_dir.is_dir():
+        raise InputError(f"input directory {source_dir} does not exist (expected a MovieLens {release.name} release)")
+    found = []
+    for source in release.files:
+        path = source_dir / source.name
+        if not path.is_file():
+            if source.required:
+                raise InputError(f"{source_dir}: missing {source.name}, required for a {release.name} release "
+                                 f"(expected {', '.join(s.name for s in release.files if s.required)})")
+            log.warning("%s: no %s, so no %s table", source_dir, source.name, source.table)
+            continue
+        if path.stat().st_size == 0:
+            raise InputError(f"{path} is empty")
+        if source.header:
+            check_header(path, source)
+        found.append((source, path))
+    return sorted(found, key=lambda item: item[1].stat().st_size)
+
+
+def check_header(path: Path, source: SourceFile) -> None:
+    with path.open("rb") as stream:
+        first = stream.readline().decode("utf-8-sig", errors="replace").rstrip("\r\n")
+    if tuple(first.split(",")) != source.header:
+        raise InputError(f"{path}: unrecognised header '{first[:200]}', expected '{','.join(source.header)}'")
+
+
+def describe_input(path: Path) -> dict:
+    digest = hashlib.md5()
+    with path.open("rb") as stream:
+        while chunk := stream.read(8 << 20):
+            digest.update(chunk)
+    return {"path": str(path), "bytes": path.stat().st_size, "md5": digest.hexdigest()}
+
+
+def read_lines(spark: SparkSession, path: Path) -> DataFrame:
+    """Lines of one file with their position: (split start byte, id increasing within a split)."""
+    return spark.read.text(str(path)).select(
+        "value",
+        F.col("_metadata.file_block_start").alias("block_start"),
+        F.monotonically_increasing_id().alias("row_id"),
+    )
+
+
+def ingest_file(
+    spark: SparkSession,
+    source: SourceFile,
+    path: Path,
+    release: Release,
+    genre_names: tuple[str, ...],
+    staging: str,
+    max_reject_fraction: float,
+) -> FileResult:
+    started = time.perf_counter()
+    checked = check_file(spark, source, path, release, genre_names).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        counts = {row["reason"]: row["count"] for row in checked.groupBy("reason").count().collect()}
+        rows = counts.pop(None, 0)
+        blank_lines = counts.pop(BLANK_LINE, 0)
+        rejected = sum(counts.values())
+        if rows + rejected == 0:
+            raise InputError(f"{path} has no data rows")
+        rejects = with_line_numbers(spark, checked.filter(F.col("reason") != BLANK_LINE), source, path)
+        if rejected > max_reject_fraction * (rows + rejected):
+            raise threshold_error(path, rows, rejected, max_reject_fraction, rejects)
+        table_columns = [name.split()[0] for name in TABLE_SCHEMAS[source.table].split(", ")]
+        checked.filter(F.col("reason").isNull()).select(*table_columns).write.parquet(f"{staging}/{source.table}")
+        if rejected:
+            rejects.write.mode("append").parquet(f"{staging}/rejects")
+    finally:
+        checked.unpersist()
+    seconds = time.perf_counter() - started
+    log.info("%s: %d rows -> %s, %d rejected %s, %d blank lines (%.1f s)", path.name, rows, source.table,
+             rejected, dict(sorted(counts.items())), blank_lines, seconds)
+    return FileResult(source, path, rows, dict(sorted(counts.items())), blank_lines, seconds)
+
+
+def check_file(spark: SparkSession, source: SourceFile, path: Path, release: Release,
+               genre_names: tuple[str, ...]) -> DataFrame:
+    """Every data line of the file with its typed columns, `reason` and position; blank lines included."""
+    lines = read_lines(spark, path)
+    if source.header:
+        lines = lines.filter((F.col("block_start") != 0) | (F.col("row_id") != 0))
+    parsed = mark_duplicates(parse_lines(lines, source, release, genre_names), source.table)
+    # Only rejected rows need their text: the cache stays small.
+    raw_line = F.when(F.col("reason").isNotNull(), F.col("raw_line"))
+    return parsed.withColumn("raw_line", raw_line).drop("value")
+
+
+def mark_duplicates(parsed: DataFrame, table: str) -> DataFrame:
+    """Among valid rows sharing a key, keep one and mark the others `duplicate`.
+
+    Ratings keep the latest timestamp and, on equal timestamps, the later line; other tables
+    keep the first line. Positions make the choice deterministic.
+    """
+    keys = TABLE_KEYS.get(table)
+    if not keys:
+        return parsed
+    position = [F.col("block_start"), F.col("row_id")]
+    latest = LATEST_BY.get(table)
+    order = [F.col(latest).desc(), *(c.desc() for c in position)] if latest else position
+    rank = F.row_number().over(Window.partitionBy("reason", *keys).orderBy(*order))
+    reason = F.when(F.col("reason").isNull() & (rank > 1), F.lit(DUPLICATE)).otherwise(F.col("reason"))
+    return parsed.withColumn("reason", reason)
+
+
+def with_line_numbers(spark: SparkSession, rejected: DataFrame, source: SourceFile, path: Path) -> DataFrame:
+    """Rejected rows in the `rejects` schema, with 1-based physical line numbers (header = line 1)."""
+    per_split = read_lines(spark, path).groupBy("block_start").agg(
+        F.min("row_id").alias("first_row_id"), F.count(F.lit(1)).alias("lines"))
+    earlier = Window.orderBy("block_start").rowsBetween(Window.unboundedPreceding, -1)
+    offsets = per_split.withColumn("lines_before", F.coalesce(F.sum("lines").over(earlier), F.lit(0)))
+    line_number = F.col("lines_before") + F.col("row_id") - F.col("first_row_id") + 1
+    return rejected.join(F.broadcast(offsets), "block_start").select(
+        F.lit(path.name).alias("source_file"),
+        line_number.alias("line_number"),
+        "raw_line",
+        "reason",
+        F.lit(source.table).alias("table"),
+    )
+
+
+def threshold_error(path: Path, rows: int, rejected: int, limit: float, rejects: DataFrame) -> RejectThresholdError:
+    first = rejects.orderBy("line_number").first()
+    return RejectThresholdError(
+        f"{path}: {rejected:,} of {rows + rejected:,} rows rejected ({rejected / (rows + rejected):.3%}, "
+        f"more than --max-reject-fraction {limit:g}); first at line {first['line_number']}: {first['reason']} "
+        f"in {first['raw_line']!r}. Nothing was written."
+    )
+
+
+def empty_table(spark: SparkSession, table: str) -> DataFrame:
+    return spark.createDataFrame([], TABLE_SCHEMAS[table])
+
+
+def build_manifest(
+    spark: SparkSession,
+    release: Release,
+    source_dir: Path,
+    out_dir: str,
+    inputs: dict[str, dict],
+    results: list[FileResult],
+    max_reject_fraction: float,
+    timings: dict[str, float],
+) -> dict:
+    by_reason: dict[str, int] = {}
+    for result in results:
+        inputs[result.path.name].update(table=result.source.table, rows=result.rows,
+                                        rejected=sum(result.rejected.values()), blank_lines=result.blank_lines)
+        for reason, count in result.rejected.items():
+            by_reason[reason] = by_reason.get(reason, 0) + count
+    return {
+        "release": release.name,
+        "layout": release.layout,
+        "source_dir": str(source_dir),
+        "output_dir": str(out_dir),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "inputs": inputs,
+        "tables": {r.source.table: {"rows": r.rows, "path": r.source.table} for r in results},
+        "rejects": {
+            "rows": sum(by_reason.values()),
+            "path": "rejects",
+            "by_reason": dict(sorted(by_reason.items())),
+            "by_file": {r.path.name: r.rejected for r in results},
+        },
+        "max_reject_fraction": max_reject_fraction,
+        "versions": {"mfspark": mfspark.__version__, "spark": spark.version, "python": platform.python_version()},
+        "timings_s": {name: round(seconds, 3) for name, seconds in timings.items()},
+    }
