@@ -182,3 +182,15 @@ def test_planted_signal_is_the_biased_dot_product():
     got = planted_signal(3.5, np.array([0.1, -0.2]), p, np.array([0.0, 0.3, -0.1]), q,
                          np.array([0, 1, 0]), np.array([2, 0, 1]))
     assert got == pytest.approx([3.5 + 0.1 - 0.1 + 4.0, 3.5 - 0.2 + 0.0 + 1.5, 3.5 + 0.1 + 0.3 + 3.0])
+
+
+@pytest.mark.parametrize("shape", ["ml-1m", "ml-25m"])
+def test_ingest_reads_synthetic_releases_without_rejects(spark, releases, shape, tmp_path):
+    from mfspark.ingest import ingest_release
+
+    manifest = ingest_release(spark, releases[shape], str(tmp_path / "ingested"))
+    assert manifest["release"] == shape
+    assert manifest["rejects"]["rows"] == 0, manifest["rejects"]
+    counts = json.loads((releases[shape] / "synth.json").read_text())["counts"]
+    assert manifest["tables"]["ratings"]["rows"] == counts["ratings"]
+    assert manifest["tables"]["movies"]["rows"] == counts["movies"]
