@@ -1,0 +1,88 @@
+"""Rating-prediction and top-N metrics computed with DataFrame aggregations and windows.
+
+Top-N metrics take recommendations (user_id, movie_id, rank; rank 1 is the best) and the
+held-out test ratings; a test rating >= `threshold` is relevant. They average over the users
+with at least one relevant test rating (a user without recommendations scores 0 there):
+
+- precision@k = hits in the top k / k (also when fewer than k items were recommended)
+- recall@k    = hits in the top k / number of relevant items
+- NDCG@k      = sum over hits of 1/log2(rank + 1), divided by the same sum over ranks
+                1..min(k, number of relevant items) (binary relevance)
+- MAP@k       = sum over hits of (hits up to that rank / rank), divided by min(k, number relevant)
+- hit rate@k  = share of users with at least one hit in the top k
+
+These are the definitions of Spark's `RankingMetrics` (`RankingEvaluator`'s precisionAtK,
+recallAtK, ndcgAtK, meanAveragePrecisionAtK) when it is given one row per user with at least
+one relevant item; Spark averages over whatever rows it gets, scoring users with no relevant
+item as 0. Catalog coverage = distinct recommended movies in the top k / catalog size.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pyspark.sql import Window
+from pyspark.sql import functions as F
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
+
+DEFAULT_THRESHOLD = 4.0
+
+
+def rating_metrics(predictions: DataFrame, label_col: str = "rating",
+                   prediction_col: str = "prediction") -> dict[str, float]:
+    """RMSE, MAE and count over rows with a prediction and a label (one aggregation)."""
+    error = F.col(prediction_col).cast("double") - F.col(label_col).cast("double")
+    row = predictions.agg(
+        F.sqrt(F.avg(error * error)).alias("rmse"), F.avg(F.abs(error)).alias("mae"), F.count(error).alias("count"),
+    ).first()
+    return {"rmse": row["rmse"], "mae": row["mae"], "count": int(row["count"])}
+
+
+def _ideal_dcg(n_ideal: str) -> Column:
+    """sum_{i=1..n} 1/log2(i + 1) for the column n (built-in higher-order functions, no UDF)."""
+    ranks = F.sequence(F.lit(1), F.col(n_ideal))
+    return F.aggregate(ranks, F.lit(0.0), lambda acc, i: acc + F.lit(1.0) / F.log2(i + 1))
+
+
+def ranking_metrics(recommendations: DataFrame, test: DataFrame, k: int, threshold: float = DEFAULT_THRESHOLD,
+                    catalog_size: int | None = None) -> dict[str, float]:
+    """precision@k, recall@k, ndcg@k, map@k, hit_rate@k over users with a relevant test rating.
+
+    Adds `coverage@k` when `catalog_size` is given, and `users` (how many users were averaged).
+    """
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    top = recommendations.where(F.col("rank") <= k).select("user_id", "movie_id", "rank")
+    relevant = test.where(F.col("rating") >= threshold).select("user_id", "movie_id").distinct()
+    n_relevant = relevant.groupBy("user_id").agg(F.count(F.lit(1)).alias("n_relevant"))
+    hits = top.join(relevant, ["user_id", "movie_id"])
+    hits_so_far = F.row_number().over(Window.partitionBy("user_id").orderBy("rank", "movie_id"))
+    per_user_hits = (hits.withColumn("hits_so_far", hits_so_far).groupBy("user_id").agg(
+        F.count(F.lit(1)).alias("hits"),
+        F.sum(F.lit(1.0) / F.log2(F.col("rank") + 1)).alias("dcg"),
+        F.sum(F.col("hits_so_far") / F.col("rank")).alias("precision_sum")))
+    per_user = (n_relevant.join(per_user_hits, "user_id", "left").fillna(0, subset=["hits", "dcg", "precision_sum"])
+                .withColumn("n_ideal", F.least(F.col("n_relevant"), F.lit(k)).cast("int")))
+    row = per_user.agg(
+        F.count(F.lit(1)).alias("users"),
+        F.avg(F.col("hits") / k).alias("precision"),
+        F.avg(F.col("hits") / F.col("n_relevant")).alias("recall"),
+        F.avg(F.col("dcg") / _ideal_dcg("n_ideal")).alias("ndcg"),
+        F.avg(F.col("precision_sum") / F.col("n_ideal")).alias("map"),
+        F.avg((F.col("hits") > 0).cast("double")).alias("hit_rate"),
+    ).first()
+    metrics = {f"{name}@{k}": row[name] for name in ("precision", "recall", "ndcg", "map", "hit_rate")}
+    metrics["users"] = int(row["users"])
+    if catalog_size is not None:
+        metrics[f"coverage@{k}"] = catalog_coverage(recommendations, k, catalog_size)
+    return metrics
+
+
+def catalog_coverage(recommendations: DataFrame, k: int, catalog_size: int) -> float:
+    """Distinct movies recommended in anyone's top k / catalog size."""
+    if catalog_size < 1:
+        raise ValueError("catalog_size must be >= 1")
+    distinct = recommendations.where(F.col("rank") <= k).select("movie_id").distinct().count()
+    return distinct / catalog_size
