@@ -402,8 +402,9 @@ def _first_distinct(users: np.ndarray, movies: np.ndarray, need: np.ndarray,
     first.sort()  # distinct pairs back in draw order
     by_user = first[np.argsort(users[first], kind="stable")]
     users, movies = users[by_user], movies[by_user]
-    starts = np.searchsorted(users, users, side="left")
-    keep = np.arange(len(users)) - starts < need[users]
+    position = np.arange(len(users))
+    group_start = np.maximum.accumulate(np.where(np.r_[True, users[1:] != users[:-1]], position, 0))
+    keep = position - group_start < need[users]
     return users[keep], movies[keep]
 
 
