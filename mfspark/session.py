@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -133,6 +134,9 @@ def build_session(profile: Profile, app_name: str = "mfspark") -> SparkSession:
     if local_dir and "://" not in local_dir:
         Path(local_dir).mkdir(parents=True, exist_ok=True)
     builder = SparkSession.builder.appName(app_name)
+    if profile.spark.get("spark.master", "").startswith("local"):
+        # Local workers must run this interpreter (the venv), not whatever `python3` is on PATH.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in profile.spark.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

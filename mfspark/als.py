@@ -1,0 +1,258 @@
+"""Block-partitioned ALS for explicit ratings: the estimator (`ALS.fit`) and `ALSModel`.
+
+Objective (the same as Spark MLlib's, so results compare; ALS-WR weighting):
+
+    sum_(u,i) (r_ui - x_u . y_i)^2 + reg * (sum_u n_u |x_u|^2 + sum_i n_i |y_i|^2)
+
+With `biases=True` the factors fit the residuals of the bias baseline and the model
+predicts mu + b_u + b_i + x_u . y_i.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+from pyspark import RDD, StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from mfspark import als_blocks as blocks
+from mfspark.baseline import BiasModel, BiasParams, clipped, with_bias_columns
+from mfspark.errors import ConfigError
+from mfspark.storage import HadoopPaths
+
+log = logging.getLogger(__name__)
+
+FACTOR_SCHEMA = "id int, features array<float>"
+COLD_START_STRATEGIES = ("nan", "drop", "baseline")
+
+
+@dataclass
+class ALSParams:
+    rank: int = 10
+    reg: float = 0.1
+    max_iter: int = 10
+    num_user_blocks: int | None = None  # default: spark.default.parallelism
+    num_item_blocks: int | None = None
+    seed: int = 0
+    nonnegative: bool = False
+    checkpoint_interval: int = 10  # iterations between checkpoints of the factors; 0 disables
+    storage_level: str = "MEMORY_AND_DISK"
+    biases: bool = False
+    bias_reg_user: float = 5.0
+    bias_reg_item: float = 5.0
+    bias_sweeps: int = 2
+    cold_start: str = "nan"
+
+    def validate(self) -> None:
+        if self.rank < 1 or self.max_iter < 0 or self.reg < 0:
+            raise ConfigError(f"need rank >= 1, max_iter >= 0, reg >= 0 (got {self.rank}, {self.max_iter}, {self.reg})")
+        if self.cold_start not in COLD_START_STRATEGIES:
+            raise ConfigError(f"cold_start must be one of {COLD_START_STRATEGIES}, got '{self.cold_start}'")
+        if not hasattr(StorageLevel, self.storage_level):
+            raise ConfigError(f"unknown storage level '{self.storage_level}'")
+
+
+@dataclass
+class IterationLog:
+    iteration: int
+    train_rmse: float
+    objective: float
+    seconds: float
+
+
+@dataclass
+class FitHistory:
+    iterations: list[IterationLog] = field(default_factory=list)
+    build_seconds: float = 0.0
+    fit_seconds: float = 0.0
+    num_ratings: int = 0
+
+
+class ALS:
+    """Estimator: `ALS(rank=..., reg=...).fit(ratings)` with ratings (user_id, movie_id, rating)."""
+
+    def __init__(self, **params):
+        self.params = ALSParams(**params)
+        self.params.validate()
+
+    def fit(self, ratings: DataFrame) -> ALSModel:
+        p = self.params
+        spark = ratings.sparkSession
+        started = time.perf_counter()
+        baseline = None
+        if p.biases or p.cold_start == "baseline":
+            baseline = _fit_baseline(ratings, p)
+        train = baseline.residuals(ratings).select("user_id", "movie_id", F.col("residual").alias("rating")) \
+            if (baseline is not None and p.biases) else ratings
+        parallelism = spark.sparkContext.defaultParallelism
+        users, items = blocks.build_layout(train, p.num_user_blocks or parallelism, p.num_item_blocks or parallelism,
+                                           getattr(StorageLevel, p.storage_level))
+        history = FitHistory(num_ratings=_count_ratings(items))
+        history.build_seconds = time.perf_counter() - started
+        log.info("ALS layout: %d ratings in %d user x %d item blocks (%.1f s)", history.num_ratings,
+                 users.num_blocks, items.num_blocks, history.build_seconds)
+        user_factors, item_factors = self._alternate(spark, users, items, history)
+        history.fit_seconds = time.perf_counter() - started
+        model = ALSModel.from_blocks(spark, p, users, items, user_factors, item_factors, baseline, history)
+        for rdd in (users.in_blocks, users.out_blocks, items.in_blocks, items.out_blocks):
+            rdd.unpersist()
+        return model
+
+    def _alternate(self, spark: SparkSession, users: blocks.Side, items: blocks.Side, history: FitHistory):
+        """The ALS loop: each iteration solves the items from the users, then the users from the items.
+
+        (Items first, as MLlib does, so both start from the same kind of state.) Factor RDDs
+        are persisted and materialised once per iteration by one job that also returns the
+        objective terms; the previous iteration's are released, and every
+        `checkpoint_interval` iterations the user factors are checkpointed so lineage and
+        shuffle files stay bounded however many iterations run.
+        """
+        p = self.params
+        level = getattr(StorageLevel, p.storage_level)
+        user_factors = blocks.initial_factor_blocks(users, p.rank, p.seed, p.nonnegative).persist(level)
+        item_factors = blocks.initial_factor_blocks(items, p.rank, p.seed + 1, p.nonnegative).persist(level)
+        checkpoint_file = None
+        for iteration in range(1, p.max_iter + 1):
+            tick = time.perf_counter()
+            new_items = blocks.solve_half_step(items, blocks.route_factors(user_factors, users, items.num_blocks),
+                                               p.rank, p.reg, p.nonnegative).persist(level)
+            new_users = blocks.solve_half_step(users, blocks.route_factors(new_items, items, users.num_blocks),
+                                               p.rank, p.reg, p.nonnegative).persist(level)
+            checkpointing = p.checkpoint_interval > 0 and iteration % p.checkpoint_interval == 0
+            if checkpointing:
+                new_users.checkpoint()
+            squared_error, user_penalty, item_penalty = _objective_terms(new_users)
+            item_factors.unpersist()
+            user_factors.unpersist()
+            item_factors, user_factors = new_items, new_users
+            if checkpointing:
+                checkpoint_file = _replace_checkpoint(spark, checkpoint_file, user_factors.getCheckpointFile())
+            entry = IterationLog(
+                iteration,
+                math.sqrt(squared_error / max(history.num_ratings, 1)),
+                squared_error + p.reg * (user_penalty + item_penalty),
+                time.perf_counter() - tick,
+            )
+            history.iterations.append(entry)
+            log.info("ALS iteration %d/%d: train RMSE %.4f, objective %.1f (%.2f s)", iteration, p.max_iter,
+                     entry.train_rmse, entry.objective, entry.seconds)
+        return user_factors, item_factors
+
+
+def _objective_terms(factors: RDD) -> tuple[float, float, float]:
+    """(squared error, penalty, source side's penalty) over all blocks; this action materialises the factors.
+
+    The source penalties arrive once per (source, destination) block pair, so they are
+    de-duplicated by source block.
+    """
+    terms = factors.map(lambda kv: (kv[1].squared_error, kv[1].penalty, kv[1].source_penalties)).collect()
+    source_penalties = {s: pen for _, _, by_src in terms for s, pen in (by_src or {}).items()}
+    return sum(t[0] for t in terms), sum(t[1] for t in terms), sum(source_penalties.values())
+
+
+def _count_ratings(side: blocks.Side) -> int:
+    return int(side.in_blocks.map(lambda kv: kv[1].num_ratings).sum())
+
+
+def _replace_checkpoint(spark: SparkSession, previous: str | None, current: str | None) -> str | None:
+    """Delete the previous checkpoint once a newer one exists, and let the JVM drop old shuffles.
+
+    The checkpointed RDD no longer references earlier iterations, so after a driver GC the
+    ContextCleaner removes their shuffle files; without this, long runs fill the disk.
+    """
+    if previous and previous != current:
+        HadoopPaths(spark).delete(previous)
+    gc.collect()
+    spark.sparkContext._jvm.System.gc()
+    return current
+
+
+def _fit_baseline(ratings: DataFrame, p: ALSParams) -> BiasModel:
+    return BiasModel.fit(ratings, BiasParams(lambda_u=p.bias_reg_user, lambda_i=p.bias_reg_item, sweeps=p.bias_sweeps))
+
+
+class ALSModel:
+    """Trained factors: `user_factors`/`item_factors` DataFrames (id, features array<float>)."""
+
+    def __init__(self, user_factors: DataFrame, item_factors: DataFrame, params: ALSParams, baseline=None,
+                 history: FitHistory | None = None):
+        self.user_factors = user_factors
+        self.item_factors = item_factors
+        self.params = params
+        self.baseline = baseline
+        self.history = history or FitHistory()
+
+    @classmethod
+    def from_blocks(cls, spark: SparkSession, params: ALSParams, users: blocks.Side, items: blocks.Side,
+                    user_factors: RDD, item_factors: RDD, baseline, history: FitHistory) -> ALSModel:
+        """Factor DataFrames from the factor blocks, materialised so the block RDDs can be released."""
+        frames = []
+        for factors, side in ((user_factors, users), (item_factors, items)):
+            frame = spark.createDataFrame(blocks.factor_rows(factors, side), FACTOR_SCHEMA)
+            frames.append(frame.localCheckpoint(eager=True))
+            factors.unpersist()
+        return cls(frames[0], frames[1], params, baseline, history)
+
+    @property
+    def rank(self) -> int:
+        return self.params.rank
+
+    def predict(self, pairs: DataFrame, cold_start: str | None = None) -> DataFrame:
+        """Add `prediction` to (user_id, movie_id, ...) rows.
+
+        cold_start: "nan" (NaN for unknown users/items, as MLlib), "drop" (remove those rows),
+        "baseline" (mu + b_u + b_i, unknown biases 0). Biased models add the baseline always.
+        """
+        strategy = cold_start or self.params.cold_start
+        if strategy not in COLD_START_STRATEGIES:
+            raise ConfigError(f"cold_start must be one of {COLD_START_STRATEGIES}, got '{strategy}'")
+        if self.baseline is None and (strategy == "baseline" or self.params.biases):
+            raise ConfigError("this model has no bias baseline: fit with biases=True or cold_start='baseline'")
+        users = self.user_factors.select(F.col("id").alias("user_id"), F.col("features").alias("_uf"))
+        items = self.item_factors.select(F.col("id").alias("movie_id"), F.col("features").alias("_if"))
+        joined = pairs.join(users, "user_id", "left").join(items, "movie_id", "left")
+        dot = F.aggregate(F.zip_with("_uf", "_if", lambda a, b: a * b), F.lit(0.0), lambda acc, v: acc + v)
+        known = F.col("_uf").isNotNull() & F.col("_if").isNotNull()
+        if strategy == "drop":
+            joined = joined.where(known)
+        base = F.lit(0.0)
+        if self.baseline is not None:
+            joined = with_bias_columns(joined, self.baseline.user_biases, self.baseline.movie_biases)
+            base = self.baseline.baseline_column()
+        if strategy == "baseline":
+            prediction = F.when(known, (base if self.params.biases else F.lit(0.0)) + dot).otherwise(base)
+        else:
+            prediction = F.when(known, (base if self.params.biases else F.lit(0.0)) + dot)
+        if self.baseline is not None:  # clip to the rating scale; a missing prediction stays missing
+            prediction = F.when(prediction.isNotNull(), clipped(prediction, self.baseline.params))
+        if strategy == "nan":
+            prediction = F.coalesce(prediction, F.lit(float("nan")))
+        return joined.withColumn("prediction", prediction.cast("double")).drop("_uf", "_if", "_b_u", "_b_i")
+
+    def save(self, path: str) -> None:
+        """Parquet factors (+ baseline) and JSON metadata under `path` (overwritten)."""
+        spark = self.user_factors.sparkSession
+        self.user_factors.write.mode("overwrite").parquet(f"{path}/users")
+        self.item_factors.write.mode("overwrite").parquet(f"{path}/items")
+        if self.baseline is not None:
+            self.baseline.save(f"{path}/baseline")
+        meta = {"params": asdict(self.params), "history": asdict(self.history), "format": 1}
+        HadoopPaths(spark).write_text(f"{path}/metadata.json", json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, spark: SparkSession, path: str) -> ALSModel:
+        meta = json.loads(HadoopPaths(spark).read_text(f"{path}/metadata.json"))
+        params = ALSParams(**meta["params"])
+        baseline = None
+        if HadoopPaths(spark).exists(f"{path}/baseline"):
+            baseline = BiasModel.load(spark, f"{path}/baseline")
+        history = FitHistory(**{**meta["history"],
+                                "iterations": [IterationLog(**it) for it in meta["history"]["iterations"]]})
+        return cls(spark.read.parquet(f"{path}/users"), spark.read.parquet(f"{path}/items"), params, baseline,
+                   history)

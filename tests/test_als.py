@@ -1,0 +1,161 @@
+"""Block-partitioned ALS on Spark against a dense numpy ALS, plus the model API."""
+
+import math
+
+import numpy as np
+import pytest
+from pyspark.sql import functions as F
+
+from mfspark.als import ALS, ALSModel
+from mfspark.als_blocks import assemble_in_block
+from mfspark.als_kernels import initial_factors
+
+RATINGS_SCHEMA = "user_id int, movie_id int, rating float"
+
+
+def small_ratings(seed=0, n_users=9, n_items=7, density=0.5):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((n_users, n_items)) < density
+    mask[np.arange(n_users), rng.integers(0, n_items, n_users)] = True
+    mask[rng.integers(0, n_users, n_items), np.arange(n_items)] = True
+    user_ids, item_ids = np.arange(n_users) * 7 + 3, np.arange(n_items) * 11 + 2
+    dense = np.where(mask, rng.integers(1, 11, mask.shape) / 2.0, 0.0)
+    rows = [(int(user_ids[u]), int(item_ids[i]), float(dense[u, i])) for u, i in zip(*np.nonzero(mask))]
+    return rows, mask, dense, user_ids, item_ids
+
+
+def dense_als(mask, dense, user_ids, item_ids, rank, reg, iterations, seed):
+    """Reference ALS-WR in plain numpy, same start and order (items first), float32 between half-steps."""
+    x = initial_factors(user_ids, rank, seed).astype(np.float32).astype(np.float64)
+    y = initial_factors(item_ids, rank, seed + 1).astype(np.float32).astype(np.float64)
+
+    def solve(m, r, src):
+        out = [np.linalg.solve(src[row].T @ src[row] + reg * row.sum() * np.eye(rank), src[row].T @ r[e, row])
+               for e, row in enumerate(m)]
+        return np.array(out).astype(np.float32).astype(np.float64)
+
+    for _ in range(iterations):
+        y = solve(mask.T, dense.T, x)
+        x = solve(mask, dense, y)
+    return x, y
+
+
+def factors_by_id(frame):
+    return {row.id: np.array(row.features) for row in frame.collect()}
+
+
+def test_in_block_is_csr_of_ratings_with_rows_into_the_received_stack():
+    dst_local = np.array([1, 0, 1, 0, 1])
+    dst_ids = np.array([20, 10, 20, 10, 20])
+    src_block = np.array([1, 0, 0, 1, 1])
+    src_local = np.array([4, 2, 2, 0, 0])
+    ratings = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    block, links = assemble_in_block(dst_local, dst_ids, src_block, src_local, ratings, num_src=3)
+    assert block.ids.tolist() == [10, 20]
+    assert block.indptr.tolist() == [0, 2, 5]
+    assert block.ratings.tolist() == [2.0, 4.0, 1.0, 3.0, 5.0]
+    assert {s: idx.tolist() for s, idx in links.items()} == {0: [2], 1: [0, 4]}
+    assert block.src_counts.tolist() == [1, 2, 0]
+    # received stack = [src0 local 2, src1 local 0, src1 local 4]
+    assert block.cols.tolist() == [0, 1, 2, 0, 1]
+
+
+def test_fit_equals_dense_numpy_als(spark):
+    rows, mask, dense, user_ids, item_ids = small_ratings()
+    ratings = spark.createDataFrame(rows, RATINGS_SCHEMA)
+    model = ALS(rank=3, reg=0.1, max_iter=4, num_user_blocks=3, num_item_blocks=2, seed=5).fit(ratings)
+    x, y = dense_als(mask, dense, user_ids, item_ids, 3, 0.1, 4, seed=5)
+    users, items = factors_by_id(model.user_factors), factors_by_id(model.item_factors)
+    np.testing.assert_allclose(np.array([users[u] for u in user_ids]), x, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.array([items[i] for i in item_ids]), y, rtol=1e-4, atol=1e-5)
+    residual = np.where(mask, dense - x @ y.T, 0.0)
+    last = model.history.iterations[-1]
+    assert last.train_rmse == pytest.approx(math.sqrt((residual**2).sum() / mask.sum()), rel=1e-4)
+    penalty = (mask.sum(1) * (x**2).sum(1)).sum() + (mask.sum(0) * (y**2).sum(1)).sum()
+    assert last.objective == pytest.approx((residual**2).sum() + 0.1 * penalty, rel=1e-4)
+    objectives = [it.objective for it in model.history.iterations]
+    assert objectives == sorted(objectives, reverse=True)
+
+
+def test_factors_do_not_depend_on_block_counts_and_repeat_for_a_seed(spark):
+    rows, *_ = small_ratings(seed=1, n_users=15, n_items=12)
+    ratings = spark.createDataFrame(rows, RATINGS_SCHEMA)
+    one = ALS(rank=4, max_iter=3, num_user_blocks=1, num_item_blocks=1, seed=9).fit(ratings)
+    many = ALS(rank=4, max_iter=3, num_user_blocks=4, num_item_blocks=3, seed=9).fit(ratings.repartition(5))
+    a, b = factors_by_id(one.item_factors), factors_by_id(many.item_factors)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_long_runs_keep_one_checkpoint_and_finish(spark):
+    rows, *_ = small_ratings(seed=2)
+    ratings = spark.createDataFrame(rows, RATINGS_SCHEMA)
+    model = ALS(rank=2, max_iter=12, checkpoint_interval=3, seed=1).fit(ratings)
+    assert len(model.history.iterations) == 12
+    checkpoint_root = spark.sparkContext.getCheckpointDir().replace("file:", "")
+    from pathlib import Path
+
+    assert len(list(Path(checkpoint_root).glob("rdd-*"))) <= 1
+
+
+def test_nonnegative_factors(spark):
+    rows, *_ = small_ratings(seed=3)
+    model = ALS(rank=3, max_iter=3, nonnegative=True).fit(spark.createDataFrame(rows, RATINGS_SCHEMA))
+    features = model.user_factors.select(F.explode("features")).collect()
+    assert min(row[0] for row in features) >= 0.0
+
+
+def test_cold_start_strategies(spark):
+    rows, *_ = small_ratings(seed=4)
+    ratings = spark.createDataFrame(rows, RATINGS_SCHEMA)
+    model = ALS(rank=2, max_iter=2, cold_start="baseline").fit(ratings)
+    pairs = spark.createDataFrame([(3, 2), (999, 2), (3, 999)], "user_id int, movie_id int")
+    nan = {(r.user_id, r.movie_id): r.prediction for r in model.predict(pairs, "nan").collect()}
+    assert not math.isnan(nan[(3, 2)]) and math.isnan(nan[(999, 2)]) and math.isnan(nan[(3, 999)])
+    assert [(r.user_id, r.movie_id) for r in model.predict(pairs, "drop").collect()] == [(3, 2)]
+    base = {(r.user_id, r.movie_id): r.prediction for r in model.predict(pairs, "baseline").collect()}
+    expected = model.baseline.predict(pairs.where("user_id = 999"))
+    assert base[(999, 2)] == pytest.approx(expected.first().prediction)
+    assert base[(3, 2)] == pytest.approx(nan[(3, 2)], rel=1e-6)
+
+
+def test_biased_model_predicts_baseline_plus_dot_product(spark):
+    rows, *_ = small_ratings(seed=5)
+    model = ALS(rank=2, max_iter=3, biases=True, bias_reg_user=2.0, bias_reg_item=3.0).fit(
+        spark.createDataFrame(rows, RATINGS_SCHEMA))
+    pair = spark.createDataFrame([(3, 13)], "user_id int, movie_id int")
+    got = model.predict(pair).first().prediction
+    b_u = model.baseline.user_biases.where("user_id = 3").first().bias
+    b_i = model.baseline.movie_biases.where("movie_id = 13").first().bias
+    x = np.array(model.user_factors.where("id = 3").first().features)
+    y = np.array(model.item_factors.where("id = 13").first().features)
+    assert got == pytest.approx(min(5.0, max(0.5, model.baseline.mu + b_u + b_i + x @ y)), rel=1e-6)
+
+
+def test_save_and_load_round_trip(spark, tmp_path):
+    rows, *_ = small_ratings(seed=6)
+    ratings = spark.createDataFrame(rows, RATINGS_SCHEMA)
+    model = ALS(rank=2, max_iter=2, biases=True).fit(ratings)
+    model.save(str(tmp_path / "model"))
+    loaded = ALSModel.load(spark, str(tmp_path / "model"))
+    assert loaded.params == model.params
+    assert loaded.history.iterations == model.history.iterations
+    before = sorted(model.predict(ratings).select("user_id", "movie_id", "prediction").collect())
+    after = sorted(loaded.predict(ratings).select("user_id", "movie_id", "prediction").collect())
+    assert before == after
+
+
+def test_planted_low_rank_data_is_recovered_to_the_noise_floor(spark):
+    rng = np.random.default_rng(7)
+    n_users, n_items, rank, noise = 120, 80, 3, 0.1
+    truth = rng.standard_normal((n_users, rank)) @ rng.standard_normal((rank, n_items))
+    mask = rng.random((n_users, n_items)) < 0.5
+    observed = truth + noise * rng.standard_normal(truth.shape)
+    rows = [(int(u) + 1, int(i) + 1, float(observed[u, i])) for u, i in zip(*np.nonzero(mask))]
+    model = ALS(rank=rank, reg=0.001, max_iter=15, seed=3).fit(spark.createDataFrame(rows, RATINGS_SCHEMA))
+    held_out = [(int(u) + 1, int(i) + 1, float(truth[u, i])) for u, i in zip(*np.nonzero(~mask))]
+    scored = model.predict(spark.createDataFrame(held_out, RATINGS_SCHEMA))
+    rmse = scored.select(F.sqrt(F.avg((F.col("rating") - F.col("prediction")) ** 2))).first()[0]
+    assert model.history.iterations[-1].train_rmse < 1.1 * noise
+    assert rmse < 0.1  # error against the noiseless truth on unseen cells
