@@ -1,0 +1,267 @@
+"""Ingest of every MovieLens release format from tiny inline fixtures, rejects and failure modes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from chispa import assert_df_equality
+
+from mfspark.errors import InputError, RejectThresholdError
+from mfspark.ingest import ingest_release
+from mfspark.movielens import TABLE_SCHEMAS, detect_release
+
+
+def write(directory: Path, name: str, lines: list[str], encoding: str = "utf-8", eol: str = "\n") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_bytes("".join(line + eol for line in lines).encode(encoding))
+    return path
+
+
+def at(seconds: int) -> dt.datetime:
+    """What Spark returns for epoch seconds in the UTC session (naive UTC datetimes)."""
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).replace(tzinfo=None)
+
+
+def table(spark, out: Path, name: str):
+    return spark.read.parquet(str(out / name))
+
+
+def expect(spark, name: str, rows: list[tuple]):
+    return spark.createDataFrame(rows, TABLE_SCHEMAS[name])
+
+
+def assert_table(spark, out: Path, name: str, rows: list[tuple]) -> None:
+    assert_df_equality(table(spark, out, name), expect(spark, name, rows), ignore_row_order=True,
+                       ignore_nullable=True)
+
+
+def csv_release(root: Path, ratings: list[str] | None = None) -> Path:
+    crlf = "\r\n"
+    write(root, "ratings.csv", ["userId,movieId,rating,timestamp", *(ratings or [
+        "1,1,4.0,964982703", "1,2,0.5,964982704", "2,1,5.0,964982705"])], eol=crlf)
+    write(root, "movies.csv", [
+        "movieId,title,genres",
+        "1,Toy Story (1995),Adventure|Animation|Children",
+        '2,"City of Lost Children, The (Cité des enfants perdus, La) (1995)",Drama|Fantasy',
+        '3,"""Great Performances"" Cats (1998)",Musical',
+        "4,Babylon 5,Sci-Fi",
+        "5,Hyena Road ,(no genres listed)",
+    ], eol=crlf)
+    write(root, "tags.csv", ["userId,movieId,tag,timestamp", '1,1,"funny, clever",1445714994', "2,1,pixar,1445714995"],
+          eol=crlf)
+    write(root, "links.csv", ["movieId,imdbId,tmdbId", "1,0114709,862", "2,0112682,", "3,0173714,16992"], eol=crlf)
+    return root
+
+
+def test_detect_release_from_files(tmp_path):
+    cases = {
+        "ml-100k": ["u.data", "u.item"],
+        "ml-1m": ["ratings.dat", "movies.dat", "users.dat"],
+        "ml-10m": ["ratings.dat", "movies.dat", "tags.dat"],
+        "ml-25m": ["ratings.csv", "movies.csv"],
+        "other": ["ratings.csv"],
+    }
+    for name, files in cases.items():
+        for file_name in files:
+            write(tmp_path / name, file_name, ["1::1::3.5::1"])
+    assert {name: detect_release(tmp_path / name).name for name in cases} == {
+        "ml-100k": "ml-100k", "ml-1m": "ml-1m", "ml-10m": "ml-10m", "ml-25m": "ml-25m", "other": "ml-latest"}
+    # ratings.dat alone: half stars mean ml-10m, whole stars ml-1m.
+    write(tmp_path / "half", "ratings.dat", ["1::1::5::1", "1::2::3.5::2"])
+    write(tmp_path / "whole", "ratings.dat", ["1::1::5::1", "1::2::3::2"])
+    assert detect_release(tmp_path / "half").name == "ml-10m"
+    assert detect_release(tmp_path / "whole").name == "ml-1m"
+
+
+def test_csv_release_with_quotes_crlf_and_titles(spark, tmp_path):
+    out = tmp_path / "out"
+    manifest = ingest_release(spark, csv_release(tmp_path / "ml-latest-small"), str(out))
+    assert_table(spark, out, "ratings", [(1, 1, 4.0, at(964982703)), (1, 2, 0.5, at(964982704)),
+                                         (2, 1, 5.0, at(964982705))])
+    assert_table(spark, out, "movies", [
+        (1, "Toy Story", 1995, ["Adventure", "Animation", "Children"]),
+        (2, "City of Lost Children, The (Cité des enfants perdus, La)", 1995, ["Drama", "Fantasy"]),
+        (3, '"Great Performances" Cats', 1998, ["Musical"]),
+        (4, "Babylon 5", None, ["Sci-Fi"]),
+        (5, "Hyena Road", None, []),
+    ])
+    assert_table(spark, out, "tags", [(1, 1, "funny, clever", at(1445714994)), (2, 1, "pixar", at(1445714995))])
+    assert_table(spark, out, "links", [(1, 114709, 862), (2, 112682, None), (3, 173714, 16992)])
+    assert manifest["release"] == "ml-latest-small"
+    assert {name: t["rows"] for name, t in manifest["tables"].items()} == {
+        "ratings": 3, "movies": 5, "tags": 2, "links": 3}
+    assert manifest["rejects"]["rows"] == 0 and table(spark, out, "rejects").count() == 0
+    written = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert written == ["links", "manifest.json", "movies", "ratings", "rejects", "tags"]
+
+
+def test_ml100k_tab_and_pipe_files_latin1(spark, tmp_path):
+    source = tmp_path / "ml-100k"
+    write(source, "u.data", ["196\t242\t3\t881250949", "186\t302\t5\t891717742"])
+    flags = ["0"] * 19
+    flags[3] = flags[5] = "1"  # Animation, Comedy
+    write(source, "u.item", [
+        "|".join(["242", "Kolya (1996)", "24-Jan-1997", "", "http://us.imdb.com/M/title-exact?Kolya%20(1996)", *flags]),
+        "|".join(["302", "Café au lait (1993)", "01-Jan-1993", "", "", *["0"] * 18, "1"]),
+    ], encoding="latin-1")
+    write(source, "u.user", ["196|49|M|writer|55105", "186|39|F|executive|00000"])
+    out = tmp_path / "out"
+    manifest = ingest_release(spark, source, str(out))
+    assert manifest["release"] == "ml-100k"
+    assert_table(spark, out, "ratings", [(196, 242, 3.0, at(881250949)), (186, 302, 5.0, at(891717742))])
+    assert_table(spark, out, "movies", [(242, "Kolya", 1996, ["Animation", "Comedy"]),
+                                        (302, "Café au lait", 1993, ["Western"])])
+    assert_table(spark, out, "users", [(196, "M", 49, "writer", "55105"), (186, "F", 39, "executive", "00000")])
+
+
+def test_ml1m_dat_files_latin1(spark, tmp_path):
+    source = tmp_path / "ml-1m"
+    write(source, "ratings.dat", ["1::1193::5::978300760", "1::661::3::978302109"])
+    write(source, "movies.dat", ["1193::One Flew Over the Cuckoo's Nest (1975)::Drama",
+                                 "661::Schtonk! Fälscher (1992)::Comedy|Drama"], encoding="latin-1")
+    write(source, "users.dat", ["1::F::1::10::48067"])
+    out = tmp_path / "out"
+    assert ingest_release(spark, source, str(out))["release"] == "ml-1m"
+    assert_table(spark, out, "ratings", [(1, 1193, 5.0, at(978300760)), (1, 661, 3.0, at(978302109))])
+    assert_table(spark, out, "movies", [(1193, "One Flew Over the Cuckoo's Nest", 1975, ["Drama"]),
+                                        (661, "Schtonk! Fälscher", 1992, ["Comedy", "Drama"])])
+    assert_table(spark, out, "users", [(1, "F", 1, "10", "48067")])
+
+
+def test_ml10m_half_stars_tags_utf8(spark, tmp_path):
+    source = tmp_path / "ml-10M100K"
+    write(source, "ratings.dat", ["1::122::3.5::838985046", "2::122::0.5::838985047"])
+    write(source, "movies.dat", ["122::Boomerang (1992)::Comedy|Romance", "123::Amélie (2001)::Comedy"])
+    write(source, "tags.dat", ["15::4973::excellent!::1215184630"])
+    out = tmp_path / "out"
+    assert ingest_release(spark, source, str(out))["release"] == "ml-10m"
+    assert_table(spark, out, "ratings", [(1, 122, 3.5, at(838985046)), (2, 122, 0.5, at(838985047))])
+    assert_table(spark, out, "movies", [(122, "Boomerang", 1992, ["Comedy", "Romance"]),
+                                        (123, "Amélie", 2001, ["Comedy"])])
+    assert_table(spark, out, "tags", [(15, 4973, "excellent!", at(1215184630))])
+
+
+BAD_RATINGS = [
+    "1,1,4.0,100",          # line 2: kept
+    "1,2,4.0",              # 3: wrong field count
+    "1,3,four,100",         # 4: not numeric
+    "1,4,5.5,100",          # 5: above the scale
+    "1,5,4.25,100",         # 6: not a half star
+    "0,6,4.0,100",          # 7: id not positive
+    "1,2147483648,4.0,100",  # 8: id beyond int32
+    "x,7,4.0,100",          # 9: id not numeric
+    "1,8,4.0,yesterday",    # 10: timestamp not numeric
+    "",                     # 11: blank line, skipped and counted
+    "2,1,3.0,200",          # 12: duplicate, older: rejected
+    "2,1,4.0,300",          # 13: duplicate, latest: kept
+    "2,1,2.0,100",          # 14: duplicate, oldest: rejected
+    "3,1,3.0,500",          # 15: same timestamp: the later line wins, so rejected
+    "3,1,3.5,500",          # 16: kept
+]
+
+
+def test_each_reject_reason_with_line_numbers(spark, tmp_path):
+    out = tmp_path / "out"
+    manifest = ingest_release(spark, csv_release(tmp_path / "src", BAD_RATINGS), str(out), max_reject_fraction=1.0)
+    assert_table(spark, out, "ratings", [(1, 1, 4.0, at(100)), (2, 1, 4.0, at(300)), (3, 1, 3.5, at(500))])
+    reasons = {3: "field_count", 4: "not_numeric:rating", 5: "off_scale:rating", 6: "off_scale:rating",
+               7: "not_positive_int32:user_id", 8: "not_positive_int32:movie_id", 9: "not_numeric:user_id",
+               10: "not_numeric:timestamp", 12: "duplicate", 14: "duplicate", 15: "duplicate"}
+    assert_table(spark, out, "rejects", [("ratings.csv", line, BAD_RATINGS[line - 2], reason, "ratings")
+                                         for line, reason in reasons.items()])
+    assert manifest["rejects"]["by_reason"] == {
+        "duplicate": 3, "field_count": 1, "not_numeric:rating": 1, "not_numeric:timestamp": 1,
+        "not_numeric:user_id": 1, "not_positive_int32:movie_id": 1, "not_positive_int32:user_id": 1,
+        "off_scale:rating": 2}
+    assert manifest["inputs"]["ratings.csv"]["blank_lines"] == 1
+    assert manifest["rejects"]["by_file"]["ratings.csv"] == manifest["rejects"]["by_reason"]
+
+
+def test_whole_star_releases_reject_half_stars_and_other_tables_reject_rows(spark, tmp_path):
+    source = tmp_path / "ml-1m"
+    write(source, "ratings.dat", ["1::1::5::978300760", "1::2::3.5::978300761", "1::3::0::978300762"])
+    write(source, "movies.dat", ["1::Heat (1995)::Action", "1::Heat again (1995)::Action", "x::Bad::Drama",
+                                 "3::::Drama"])
+    write(source, "users.dat", ["1::F::1::10::48067", "2::M::old::10::48067"])
+    out = tmp_path / "out"
+    ingest_release(spark, source, str(out), max_reject_fraction=1.0)
+    assert_table(spark, out, "rejects", [
+        ("ratings.dat", 2, "1::2::3.5::978300761", "off_scale:rating", "ratings"),
+        ("ratings.dat", 3, "1::3::0::978300762", "off_scale:rating", "ratings"),
+        ("movies.dat", 2, "1::Heat again (1995)::Action", "duplicate", "movies"),
+        ("movies.dat", 3, "x::Bad::Drama", "not_numeric:movie_id", "movies"),
+        ("movies.dat", 4, "3::::Drama", "empty:title", "movies"),
+        ("users.dat", 2, "2::M::old::10::48067", "not_numeric:age", "users"),
+    ])
+
+
+def test_line_numbers_are_physical_across_many_file_splits(spark, tmp_path):
+    ratings = [f"{user},{movie},3.0,{user * 100 + movie}" for user in range(1, 40) for movie in range(1, 6)]
+    bad_lines = {17, 150, 196}  # 1-based lines in the file, header = line 1
+    for line in bad_lines:
+        ratings[line - 2] = f"bad line {line}"
+    source = csv_release(tmp_path / "src", ratings)
+    previous = spark.conf.get("spark.sql.files.maxPartitionBytes")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "300")  # about 20 splits of ~16 lines
+    try:
+        ingest_release(spark, source, str(tmp_path / "out"), max_reject_fraction=1.0)
+    finally:
+        spark.conf.set("spark.sql.files.maxPartitionBytes", previous)
+    rejects = table(spark, tmp_path / "out", "rejects").select("line_number", "raw_line").collect()
+    assert sorted((r.line_number, r.raw_line) for r in rejects) == [(n, f"bad line {n}") for n in sorted(bad_lines)]
+    assert table(spark, tmp_path / "out", "ratings").count() == len(ratings) - len(bad_lines)
+
+
+def test_too_many_rejects_fails_and_keeps_the_previous_output(spark, tmp_path):
+    out = tmp_path / "out"
+    ingest_release(spark, csv_release(tmp_path / "good"), str(out))
+    before = table(spark, out, "ratings").collect()
+    manifest_before = (out / "manifest.json").read_text()
+    bad = csv_release(tmp_path / "bad", ["1,1,4.0,100", "1,2,9.0,100", "1,3,4.0,100"])
+    with pytest.raises(RejectThresholdError) as failure:
+        ingest_release(spark, bad, str(out), max_reject_fraction=0.1)
+    message = str(failure.value)
+    assert "ratings.csv" in message and "1 of 3 rows rejected" in message
+    assert "line 3: off_scale:rating in '1,2,9.0,100'" in message
+    assert sorted(table(spark, out, "ratings").collect()) == sorted(before)
+    assert (out / "manifest.json").read_text() == manifest_before
+    assert [p.name for p in tmp_path.iterdir() if "staging" in p.name] == []
+
+
+def test_rerun_is_idempotent(spark, tmp_path):
+    source, out = csv_release(tmp_path / "src", BAD_RATINGS), tmp_path / "out"
+    first = ingest_release(spark, source, str(out), max_reject_fraction=1.0)
+    tables = {name: table(spark, out, name).collect() for name in ("ratings", "movies", "tags", "links", "rejects")}
+    second = ingest_release(spark, source, str(out), max_reject_fraction=1.0)
+    for name, rows in tables.items():
+        assert_df_equality(table(spark, out, name), spark.createDataFrame(rows, TABLE_SCHEMAS[name]),
+                           ignore_row_order=True, ignore_nullable=True)
+    volatile = ("created_at", "timings_s")
+    assert {k: v for k, v in first.items() if k not in volatile} == {k: v for k, v in second.items()
+                                                                    if k not in volatile}
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda d: None, "does not exist"),
+    (lambda d: d.mkdir(), "holds no MovieLens ratings file"),
+    (lambda d: write(d, "README.txt", ["hello"]), "found README.txt"),
+    (lambda d: write(d, "ratings.csv", []), "ratings.csv is empty"),
+    (lambda d: write(d, "ratings.csv", ["userId,movieId,rating,timestamp"]), "missing movies.csv"),
+    (lambda d: write(d, "ratings.csv", ["user,item,rating,ts"]), "unrecognised header 'user,item,rating,ts'"),
+])
+def test_bad_input_directories_are_input_errors(spark, tmp_path, setup, message):
+    source = tmp_path / "src"
+    setup(source)
+    with pytest.raises(InputError, match=message):
+        ingest_release(spark, source, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_header_only_ratings_is_an_input_error(spark, tmp_path):
+    source = csv_release(tmp_path / "src")
+    write(source, "ratings.csv", ["userId,movieId,rating,timestamp"])
+    with pytest.raises(InputError, match="ratings.csv has no data rows"):
+        ingest_release(spark, source, str(tmp_path / "out"))
