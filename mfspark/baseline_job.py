@@ -1,0 +1,191 @@
+"""`mfspark baseline`: split an ingested ratings table, fit the bias baseline, evaluate it, write it.
+
+Writes OUT/biases/{users,movies,model.json} and OUT/metrics.json in one atomic commit. For
+k-fold the metrics cover every fold and the written biases are fitted on all ratings; for the
+other splits they are the model evaluated (fitted on the training part).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pyspark.sql import Window
+from pyspark.sql import functions as F
+
+import mfspark
+from mfspark.baseline import BiasModel, BiasParams, tune
+from mfspark.errors import ConfigError, InputError
+from mfspark.evaluate import DEFAULT_THRESHOLD, ranking_metrics, rating_metrics
+from mfspark.split import (
+    PREDEFINED_SPLITS,
+    Split,
+    cold_start_counts,
+    kfold_splits,
+    predefined_split,
+    random_split,
+    temporal_split,
+)
+from mfspark.storage import HadoopPaths, atomic_output, read_json, write_json
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = BiasParams()
+DEFAULT_GRID = "0,1,2,5,10,15,25,50"
+
+
+def float_list(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from exc
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", metavar="DIR", help="ingest output (reads DIR/ratings and DIR/manifest.json)")
+    parser.add_argument("--out", required=True, help="output directory (replaced atomically)")
+    parser.add_argument("--split", choices=("random", "temporal", "kfold", "predefined"), default="random")
+    parser.add_argument("--test-fraction", type=float, default=0.2, help="random/temporal test share (default 0.2)")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the random and k-fold draws (default 42)")
+    parser.add_argument("--folds", type=int, default=5, help="k for --split kfold (default 5)")
+    parser.add_argument("--predefined-dir", metavar="DIR", help="ml-100k directory holding u1.base, u1.test, ...")
+    parser.add_argument("--predefined-name", choices=PREDEFINED_SPLITS, default="u1")
+    parser.add_argument("--lambda-u", type=float, default=DEFAULTS.lambda_u, help="user bias damping")
+    parser.add_argument("--lambda-i", type=float, default=DEFAULTS.lambda_i, help="movie bias damping")
+    parser.add_argument("--sweeps", type=int, default=DEFAULTS.sweeps, help="alternating refits (1 = damped means)")
+    parser.add_argument("--min-rating", type=float, default=DEFAULTS.min_rating)
+    parser.add_argument("--max-rating", type=float, default=DEFAULTS.max_rating)
+    parser.add_argument("--tune", action="store_true",
+                        help="pick lambda_u, lambda_i on a validation split carved from training")
+    parser.add_argument("--grid-lambda-u", type=float_list, default=float_list(DEFAULT_GRID))
+    parser.add_argument("--grid-lambda-i", type=float_list, default=float_list(DEFAULT_GRID))
+    parser.add_argument("--validation-fraction", type=float, default=0.2,
+                        help="share of training carved off for --tune (default 0.2)")
+    parser.add_argument("--top-k", type=int, default=10, help="top-N list length for ranking metrics (0: skip)")
+    parser.add_argument("--candidates", type=int, default=200,
+                        help="movies with the largest bias considered for each top-N list (default 200)")
+    parser.add_argument("--relevance-threshold", type=float, default=DEFAULT_THRESHOLD)
+
+
+def load_ratings(spark: SparkSession, input_dir: str) -> tuple[DataFrame, str]:
+    """The ingested ratings table and the dataset name from the manifest (else the directory name)."""
+    paths = HadoopPaths(spark)
+    if not paths.exists(f"{input_dir}/ratings"):
+        raise InputError(f"{input_dir}/ratings: not found (run `mfspark ingest` first and pass its --out)")
+    manifest = f"{input_dir}/manifest.json"
+    dataset = read_json(spark, manifest).get("release") if paths.exists(manifest) else None
+    return spark.read.parquet(f"{input_dir}/ratings"), dataset or Path(input_dir).name
+
+
+def make_splits(spark: SparkSession, args: argparse.Namespace, ratings: DataFrame | None) -> list[Split]:
+    if args.split == "predefined":
+        if not args.predefined_dir:
+            raise ConfigError("--split predefined needs --predefined-dir (an ml-100k directory)")
+        return [predefined_split(spark, args.predefined_dir, args.predefined_name)]
+    if args.split == "kfold":
+        return kfold_splits(ratings, args.folds, args.seed)
+    if args.split == "temporal":
+        return [temporal_split(ratings, test_fraction=args.test_fraction)]
+    return [random_split(ratings, args.test_fraction, args.seed)]
+
+
+def validation_carve(train: DataFrame, args: argparse.Namespace) -> Split:
+    """Validation from training, split the same way as the test (temporal stays temporal)."""
+    if args.split == "temporal":
+        return temporal_split(train, test_fraction=args.validation_fraction)
+    return random_split(train, args.validation_fraction, args.seed + 1)
+
+
+def top_n(model: BiasModel, users: DataFrame, exclude: DataFrame, k: int, candidates: int) -> DataFrame:
+    """Each user's k unrated movies with the largest bias (mu + b_u does not change a user's order).
+
+    Only the `candidates` movies with the largest bias are considered, so a user who rated
+    more than candidates - k of them gets a shorter list (scored as misses).
+    """
+    by_bias = [F.col("bias").desc(), F.col("movie_id")]
+    pool = model.movie_biases.orderBy(*by_bias).limit(candidates).select("movie_id", "bias")
+    unrated = (users.select("user_id").distinct().crossJoin(F.broadcast(pool))
+               .join(exclude.select("user_id", "movie_id"), ["user_id", "movie_id"], "left_anti"))
+    ranked = unrated.withColumn("rank", F.row_number().over(
+        Window.partitionBy("user_id").orderBy(*by_bias)))
+    return ranked.where(F.col("rank") <= k).select("user_id", "movie_id", "rank")
+
+
+def evaluate_split(split: Split, params: BiasParams, args: argparse.Namespace) -> tuple[BiasModel, dict]:
+    started = time.perf_counter()
+    train, test = split.train.persist(), split.test.persist()
+    counts = cold_start_counts(Split(split.name, train, test))
+    model = BiasModel.fit(train, params)
+    fitted = time.perf_counter()
+    result = {"split": split.name, "counts": counts, "mu": model.mu}
+    result.update({k: v for k, v in rating_metrics(model.predict(test)).items() if k != "count"})
+    result["global_mean_rmse"] = rating_metrics(test.withColumn("prediction", F.lit(model.mu)))["rmse"]
+    if args.top_k > 0:
+        recs = top_n(model, test, train, args.top_k, args.candidates)
+        catalog = model.movie_biases.count()
+        result["ranking"] = ranking_metrics(recs, test, args.top_k, args.relevance_threshold, catalog)
+    result["timings_s"] = {"fit": round(fitted - started, 3), "evaluate": round(time.perf_counter() - fitted, 3)}
+    log.info("%s: RMSE %.4f (global mean %.4f), MAE %.4f", split.name, result["rmse"], result["global_mean_rmse"],
+             result["mae"])
+    return model, result
+
+
+def tune_params(split: Split, params: BiasParams, args: argparse.Namespace) -> tuple[BiasParams, dict]:
+    carved = validation_carve(split.train, args)
+    chosen, table = tune(carved.train, carved.test, args.grid_lambda_u, args.grid_lambda_i, params)
+    return chosen, {"validation_fraction": args.validation_fraction, "chosen": {
+        "lambda_u": chosen.lambda_u, "lambda_i": chosen.lambda_i}, "grid": table}
+
+
+def mean_of(results: list[dict], key: str) -> float:
+    return sum(r[key] for r in results) / len(results)
+
+
+def run(args: argparse.Namespace, spark: SparkSession) -> dict:
+    started = time.perf_counter()
+    if args.split != "predefined" and not args.input:
+        raise ConfigError("--input (an ingest output directory) is required unless --split predefined")
+    ratings, dataset = load_ratings(spark, args.input) if args.input else (None, "ml-100k")
+    if ratings is not None:
+        ratings = ratings.select("user_id", "movie_id", "rating", "rated_at").persist()
+    splits = make_splits(spark, args, ratings)
+    params = BiasParams(args.lambda_u, args.lambda_i, args.sweeps, args.min_rating, args.max_rating)
+    tuning = None
+    if args.tune:
+        params, tuning = tune_params(splits[0], params, args)
+    evaluated = [evaluate_split(split, params, args) for split in splits]
+    results = [result for _, result in evaluated]
+    model = BiasModel.fit(ratings, params) if args.split == "kfold" else evaluated[0][0]
+    metrics = {
+        "dataset": dataset,
+        "input": args.input,
+        "split": {"kind": args.split, "test_fraction": args.test_fraction, "seed": args.seed,
+                  "folds": args.folds if args.split == "kfold" else None,
+                  "predefined": args.predefined_name if args.split == "predefined" else None},
+        "parameters": {"lambda_u": params.lambda_u, "lambda_i": params.lambda_i, "sweeps": params.sweeps,
+                       "min_rating": params.min_rating, "max_rating": params.max_rating, "top_k": args.top_k,
+                       "relevance_threshold": args.relevance_threshold, "candidates": args.candidates},
+        "biases_fitted_on": "all ratings" if args.split == "kfold" else "training part",
+        "mu": model.mu,
+        "rmse": mean_of(results, "rmse"),
+        "mae": mean_of(results, "mae"),
+        "global_mean_rmse": mean_of(results, "global_mean_rmse"),
+        "counts": results[0]["counts"] if len(results) == 1 else [r["counts"] for r in results],
+        "splits": results,
+        "tuning": tuning,
+        "versions": {"mfspark": mfspark.__version__, "spark": spark.version, "python": platform.python_version()},
+    }
+    with atomic_output(spark, args.out) as staging:
+        model.save(f"{staging}/biases")
+        metrics["timings_s"] = {"total": round(time.perf_counter() - started, 3)}
+        write_json(spark, f"{staging}/metrics.json", metrics)
+    return {"dataset": dataset, "split": args.split, "rmse": metrics["rmse"], "mae": metrics["mae"],
+            "global_mean_rmse": metrics["global_mean_rmse"], "lambda_u": params.lambda_u,
+            "lambda_i": params.lambda_i, "mu": model.mu, "out": args.out, "seconds": metrics["timings_s"]["total"]}
