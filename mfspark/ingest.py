@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
 import mfspark
@@ -44,6 +44,7 @@ from mfspark.storage import atomic_output, write_json
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_REJECT_FRACTION = 0.001
+TABLE_COLUMNS = {table: [column.split()[0] for column in schema.split(", ")] for table, schema in TABLE_SCHEMAS.items()}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -163,40 +164,63 @@ def ingest_file(
     staging: str,
     max_reject_fraction: float,
 ) -> FileResult:
+    """Write the file's valid rows and count lines in one pass; a second pass only when rows were rejected."""
     started = time.perf_counter()
-    checked = check_file(spark, source, path, release, genre_names).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        counts = {row["reason"]: row["count"] for row in checked.groupBy("reason").count().collect()}
-        rows = counts.pop(None, 0)
-        blank_lines = counts.pop(BLANK_LINE, 0)
-        rejected = sum(counts.values())
-        if rows + rejected == 0:
-            raise InputError(f"{path} has no data rows")
-        rejects = with_line_numbers(spark, checked.filter(F.col("reason") != BLANK_LINE), source, path)
-        if rejected > max_reject_fraction * (rows + rejected):
-            raise threshold_error(path, rows, rejected, max_reject_fraction, rejects)
-        table_columns = [name.split()[0] for name in TABLE_SCHEMAS[source.table].split(", ")]
-        checked.filter(F.col("reason").isNull()).select(*table_columns).write.parquet(f"{staging}/{source.table}")
-        if rejected:
-            rejects.write.mode("append").parquet(f"{staging}/rejects")
-    finally:
-        checked.unpersist()
+    checked = check_file(spark, source, path, release, genre_names, with_raw_lines=False)
+    reason = F.col("reason")
+    counts = Observation(f"{path.name} counts")
+    checked.observe(
+        counts,
+        F.count(F.lit(1)).alias("lines"),
+        F.count_if(reason.isNull()).alias("rows"),
+        F.count_if(reason == BLANK_LINE).alias("blank_lines"),
+    ).filter(reason.isNull()).select(*TABLE_COLUMNS[source.table]).write.parquet(f"{staging}/{source.table}")
+    lines, rows, blank_lines = (counts.get[name] for name in ("lines", "rows", "blank_lines"))
+    rejected = lines - rows - blank_lines
+    if rows + rejected == 0:
+        raise InputError(f"{path} has no data rows")
+    by_reason = write_rejects(spark, source, path, release, genre_names, staging, max_reject_fraction, rows) \
+        if rejected else {}
     seconds = time.perf_counter() - started
     log.info("%s: %d rows -> %s, %d rejected %s, %d blank lines (%.1f s)", path.name, rows, source.table,
-             rejected, dict(sorted(counts.items())), blank_lines, seconds)
-    return FileResult(source, path, rows, dict(sorted(counts.items())), blank_lines, seconds)
+             rejected, by_reason, blank_lines, seconds)
+    return FileResult(source, path, rows, by_reason, blank_lines, seconds)
+
+
+def write_rejects(spark: SparkSession, source: SourceFile, path: Path, release: Release,
+                  genre_names: tuple[str, ...], staging: str, max_reject_fraction: float, rows: int) -> dict[str, int]:
+    """Append the file's rejected rows to `rejects` and return their counts by reason.
+
+    Raises RejectThresholdError (naming the first offending line) above the allowed fraction.
+    """
+    checked = check_file(spark, source, path, release, genre_names, with_raw_lines=True)
+    reason = F.col("reason")
+    rejects = with_line_numbers(spark, checked.filter(reason.isNotNull() & (reason != BLANK_LINE)), source, path)
+    rejects = rejects.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        by_reason = {row["reason"]: row["count"] for row in rejects.groupBy("reason").count().collect()}
+        rejected = sum(by_reason.values())
+        if rejected > max_reject_fraction * (rows + rejected):
+            raise threshold_error(path, rows, rejected, max_reject_fraction, rejects)
+        rejects.write.mode("append").parquet(f"{staging}/rejects")
+    finally:
+        rejects.unpersist()
+    return dict(sorted(by_reason.items()))
 
 
 def check_file(spark: SparkSession, source: SourceFile, path: Path, release: Release,
-               genre_names: tuple[str, ...]) -> DataFrame:
-    """Every data line of the file with its typed columns, `reason` and position; blank lines included."""
+               genre_names: tuple[str, ...], with_raw_lines: bool) -> DataFrame:
+    """Every line of the file (blank ones included) with its typed columns, `reason` and position.
+
+    The text of each line (`raw_line`) is only carried when asked for: it would double what the
+    duplicate check shuffles.
+    """
     lines = read_lines(spark, path)
     if source.header:
         lines = lines.filter((F.col("block_start") != 0) | (F.col("row_id") != 0))
-    parsed = mark_duplicates(parse_lines(lines, source, release, genre_names), source.table)
-    # Only rejected rows need their text: the cache stays small.
-    raw_line = F.when(F.col("reason").isNotNull(), F.col("raw_line"))
-    return parsed.withColumn("raw_line", raw_line).drop("value")
+    parsed = parse_lines(lines, source, release, genre_names)
+    kept = [*TABLE_COLUMNS[source.table], "reason", "block_start", "row_id", *(["raw_line"] if with_raw_lines else [])]
+    return mark_duplicates(parsed.select(*kept), source.table)
 
 
 def mark_duplicates(parsed: DataFrame, table: str) -> DataFrame:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -76,11 +77,47 @@ def test_detect_release_from_files(tmp_path):
     assert detect_release(tmp_path / "whole").name == "ml-1m"
 
 
-def test_csv_release_with_quotes_crlf_and_titles(spark, tmp_path):
-    out = tmp_path / "out"
-    manifest = ingest_release(spark, csv_release(tmp_path / "ml-latest-small"), str(out))
-    assert_table(spark, out, "ratings", [(1, 1, 4.0, at(964982703)), (1, 2, 0.5, at(964982704)),
-                                         (2, 1, 5.0, at(964982705))])
+BAD_RATINGS = [
+    "1,1,4.0,100",          # line 2: kept
+    "1,2,4.0",              # 3: wrong field count
+    "1,3,four,100",         # 4: not numeric
+    "1,4,5.5,100",          # 5: above the scale
+    "1,5,4.25,100",         # 6: not a half star
+    "0,6,4.0,100",          # 7: id not positive
+    "1,2147483648,4.0,100",  # 8: id beyond int32
+    "x,7,4.0,100",          # 9: id not numeric
+    "1,8,4.0,yesterday",    # 10: timestamp not numeric
+    "",                     # 11: blank line, skipped and counted
+    "2,1,3.0,200",          # 12: duplicate, older: rejected
+    "2,1,4.0,300",          # 13: duplicate, latest: kept
+    "2,1,2.0,100",          # 14: duplicate, oldest: rejected
+    "3,1,3.0,500",          # 15: same timestamp: the later line wins, so rejected
+    "3,1,3.5,500",          # 16: kept
+]
+BAD_LINES = {3: "field_count", 4: "not_numeric:rating", 5: "off_scale:rating", 6: "off_scale:rating",
+             7: "not_positive_int32:user_id", 8: "not_positive_int32:movie_id", 9: "not_numeric:user_id",
+             10: "not_numeric:timestamp", 12: "duplicate", 14: "duplicate", 15: "duplicate"}
+SMALL_SPLITS = "64"  # bytes per file split: ratings.csv is read as several splits, so line numbers cross them
+
+
+@pytest.fixture(scope="module")
+def csv_ingest(spark, tmp_path_factory):
+    """One ingest of a CSV release (quotes, CRLF, every reject reason) shared by the tests below."""
+    root = tmp_path_factory.mktemp("csv")
+    source, out = csv_release(root / "ml-latest-small", BAD_RATINGS), root / "out"
+    previous = spark.conf.get("spark.sql.files.maxPartitionBytes")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", SMALL_SPLITS)
+    try:
+        assert spark.read.text(str(source / "ratings.csv")).rdd.getNumPartitions() > 3
+        manifest = ingest_release(spark, source, str(out), max_reject_fraction=1.0)
+    finally:
+        spark.conf.set("spark.sql.files.maxPartitionBytes", previous)
+    return source, out, manifest
+
+
+def test_csv_release_with_quotes_crlf_and_titles(spark, csv_ingest):
+    _, out, manifest = csv_ingest
+    assert_table(spark, out, "ratings", [(1, 1, 4.0, at(100)), (2, 1, 4.0, at(300)), (3, 1, 3.5, at(500))])
     assert_table(spark, out, "movies", [
         (1, "Toy Story", 1995, ["Adventure", "Animation", "Children"]),
         (2, "City of Lost Children, The (Cité des enfants perdus, La)", 1995, ["Drama", "Fantasy"]),
@@ -93,9 +130,50 @@ def test_csv_release_with_quotes_crlf_and_titles(spark, tmp_path):
     assert manifest["release"] == "ml-latest-small"
     assert {name: t["rows"] for name, t in manifest["tables"].items()} == {
         "ratings": 3, "movies": 5, "tags": 2, "links": 3}
-    assert manifest["rejects"]["rows"] == 0 and table(spark, out, "rejects").count() == 0
     written = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     assert written == ["links", "manifest.json", "movies", "ratings", "rejects", "tags"]
+
+
+def test_each_reject_reason_with_physical_line_numbers(spark, csv_ingest):
+    _, out, manifest = csv_ingest
+    assert_table(spark, out, "rejects", [("ratings.csv", line, BAD_RATINGS[line - 2], reason, "ratings")
+                                         for line, reason in BAD_LINES.items()])
+    assert manifest["rejects"]["by_reason"] == {
+        "duplicate": 3, "field_count": 1, "not_numeric:rating": 1, "not_numeric:timestamp": 1,
+        "not_numeric:user_id": 1, "not_positive_int32:movie_id": 1, "not_positive_int32:user_id": 1,
+        "off_scale:rating": 2}
+    assert manifest["rejects"]["rows"] == len(BAD_LINES)
+    assert manifest["rejects"]["by_file"]["ratings.csv"] == manifest["rejects"]["by_reason"]
+    assert manifest["inputs"]["ratings.csv"]["blank_lines"] == 1
+    assert manifest["inputs"]["ratings.csv"]["md5"] == hashlib.md5((csv_ingest[0] / "ratings.csv").read_bytes()
+                                                                  ).hexdigest()
+
+
+def test_rerun_is_idempotent(spark, csv_ingest):
+    source, out, first = csv_ingest
+    tables = {name: table(spark, out, name).collect() for name in ("ratings", "movies", "tags", "links", "rejects")}
+    second = ingest_release(spark, source, str(out), max_reject_fraction=1.0)
+    for name, rows in tables.items():
+        assert_df_equality(table(spark, out, name), spark.createDataFrame(rows, TABLE_SCHEMAS[name]),
+                           ignore_row_order=True, ignore_nullable=True)
+    volatile = ("created_at", "timings_s")
+    assert {k: v for k, v in first.items() if k not in volatile} == {k: v for k, v in second.items()
+                                                                    if k not in volatile}
+
+
+def test_too_many_rejects_fails_and_keeps_the_previous_output(spark, csv_ingest, tmp_path):
+    _, out, _ = csv_ingest
+    before = table(spark, out, "ratings").collect()
+    manifest_before = (out / "manifest.json").read_text()
+    bad = csv_release(tmp_path / "bad", ["1,1,4.0,100", "1,2,9.0,100", "1,3,4.0,100"])
+    with pytest.raises(RejectThresholdError) as failure:
+        ingest_release(spark, bad, str(out), max_reject_fraction=0.1)
+    message = str(failure.value)
+    assert "ratings.csv" in message and "1 of 3 rows rejected" in message
+    assert "line 3: off_scale:rating in '1,2,9.0,100'" in message
+    assert sorted(table(spark, out, "ratings").collect()) == sorted(before)
+    assert (out / "manifest.json").read_text() == manifest_before
+    assert [p.name for p in out.parent.iterdir() if "staging" in p.name] == []
 
 
 def test_ml100k_tab_and_pipe_files_latin1(spark, tmp_path):
@@ -117,18 +195,29 @@ def test_ml100k_tab_and_pipe_files_latin1(spark, tmp_path):
     assert_table(spark, out, "users", [(196, "M", 49, "writer", "55105"), (186, "F", 39, "executive", "00000")])
 
 
-def test_ml1m_dat_files_latin1(spark, tmp_path):
+def test_ml1m_dat_files_latin1_whole_stars_and_rejects_in_every_table(spark, tmp_path):
     source = tmp_path / "ml-1m"
-    write(source, "ratings.dat", ["1::1193::5::978300760", "1::661::3::978302109"])
+    write(source, "ratings.dat", ["1::1193::5::978300760", "1::661::3::978302109", "1::2::3.5::978300761",
+                                  "1::3::0::978300762"])
     write(source, "movies.dat", ["1193::One Flew Over the Cuckoo's Nest (1975)::Drama",
-                                 "661::Schtonk! Fälscher (1992)::Comedy|Drama"], encoding="latin-1")
-    write(source, "users.dat", ["1::F::1::10::48067"])
+                                 "661::Schtonk! Fälscher (1992)::Comedy|Drama", "661::Again (1992)::Drama",
+                                 "x::Bad::Drama", "3::::Drama", "4::Heat (1995)"], encoding="latin-1")
+    write(source, "users.dat", ["1::F::1::10::48067", "2::M::old::10::48067"])
     out = tmp_path / "out"
-    assert ingest_release(spark, source, str(out))["release"] == "ml-1m"
+    assert ingest_release(spark, source, str(out), max_reject_fraction=1.0)["release"] == "ml-1m"
     assert_table(spark, out, "ratings", [(1, 1193, 5.0, at(978300760)), (1, 661, 3.0, at(978302109))])
     assert_table(spark, out, "movies", [(1193, "One Flew Over the Cuckoo's Nest", 1975, ["Drama"]),
                                         (661, "Schtonk! Fälscher", 1992, ["Comedy", "Drama"])])
     assert_table(spark, out, "users", [(1, "F", 1, "10", "48067")])
+    assert_table(spark, out, "rejects", [
+        ("ratings.dat", 3, "1::2::3.5::978300761", "off_scale:rating", "ratings"),
+        ("ratings.dat", 4, "1::3::0::978300762", "off_scale:rating", "ratings"),
+        ("movies.dat", 3, "661::Again (1992)::Drama", "duplicate", "movies"),
+        ("movies.dat", 4, "x::Bad::Drama", "not_numeric:movie_id", "movies"),
+        ("movies.dat", 5, "3::::Drama", "empty:title", "movies"),
+        ("movies.dat", 6, "4::Heat (1995)", "field_count", "movies"),
+        ("users.dat", 2, "2::M::old::10::48067", "not_numeric:age", "users"),
+    ])
 
 
 def test_ml10m_half_stars_tags_utf8(spark, tmp_path):
@@ -142,106 +231,6 @@ def test_ml10m_half_stars_tags_utf8(spark, tmp_path):
     assert_table(spark, out, "movies", [(122, "Boomerang", 1992, ["Comedy", "Romance"]),
                                         (123, "Amélie", 2001, ["Comedy"])])
     assert_table(spark, out, "tags", [(15, 4973, "excellent!", at(1215184630))])
-
-
-BAD_RATINGS = [
-    "1,1,4.0,100",          # line 2: kept
-    "1,2,4.0",              # 3: wrong field count
-    "1,3,four,100",         # 4: not numeric
-    "1,4,5.5,100",          # 5: above the scale
-    "1,5,4.25,100",         # 6: not a half star
-    "0,6,4.0,100",          # 7: id not positive
-    "1,2147483648,4.0,100",  # 8: id beyond int32
-    "x,7,4.0,100",          # 9: id not numeric
-    "1,8,4.0,yesterday",    # 10: timestamp not numeric
-    "",                     # 11: blank line, skipped and counted
-    "2,1,3.0,200",          # 12: duplicate, older: rejected
-    "2,1,4.0,300",          # 13: duplicate, latest: kept
-    "2,1,2.0,100",          # 14: duplicate, oldest: rejected
-    "3,1,3.0,500",          # 15: same timestamp: the later line wins, so rejected
-    "3,1,3.5,500",          # 16: kept
-]
-
-
-def test_each_reject_reason_with_line_numbers(spark, tmp_path):
-    out = tmp_path / "out"
-    manifest = ingest_release(spark, csv_release(tmp_path / "src", BAD_RATINGS), str(out), max_reject_fraction=1.0)
-    assert_table(spark, out, "ratings", [(1, 1, 4.0, at(100)), (2, 1, 4.0, at(300)), (3, 1, 3.5, at(500))])
-    reasons = {3: "field_count", 4: "not_numeric:rating", 5: "off_scale:rating", 6: "off_scale:rating",
-               7: "not_positive_int32:user_id", 8: "not_positive_int32:movie_id", 9: "not_numeric:user_id",
-               10: "not_numeric:timestamp", 12: "duplicate", 14: "duplicate", 15: "duplicate"}
-    assert_table(spark, out, "rejects", [("ratings.csv", line, BAD_RATINGS[line - 2], reason, "ratings")
-                                         for line, reason in reasons.items()])
-    assert manifest["rejects"]["by_reason"] == {
-        "duplicate": 3, "field_count": 1, "not_numeric:rating": 1, "not_numeric:timestamp": 1,
-        "not_numeric:user_id": 1, "not_positive_int32:movie_id": 1, "not_positive_int32:user_id": 1,
-        "off_scale:rating": 2}
-    assert manifest["inputs"]["ratings.csv"]["blank_lines"] == 1
-    assert manifest["rejects"]["by_file"]["ratings.csv"] == manifest["rejects"]["by_reason"]
-
-
-def test_whole_star_releases_reject_half_stars_and_other_tables_reject_rows(spark, tmp_path):
-    source = tmp_path / "ml-1m"
-    write(source, "ratings.dat", ["1::1::5::978300760", "1::2::3.5::978300761", "1::3::0::978300762"])
-    write(source, "movies.dat", ["1::Heat (1995)::Action", "1::Heat again (1995)::Action", "x::Bad::Drama",
-                                 "3::::Drama"])
-    write(source, "users.dat", ["1::F::1::10::48067", "2::M::old::10::48067"])
-    out = tmp_path / "out"
-    ingest_release(spark, source, str(out), max_reject_fraction=1.0)
-    assert_table(spark, out, "rejects", [
-        ("ratings.dat", 2, "1::2::3.5::978300761", "off_scale:rating", "ratings"),
-        ("ratings.dat", 3, "1::3::0::978300762", "off_scale:rating", "ratings"),
-        ("movies.dat", 2, "1::Heat again (1995)::Action", "duplicate", "movies"),
-        ("movies.dat", 3, "x::Bad::Drama", "not_numeric:movie_id", "movies"),
-        ("movies.dat", 4, "3::::Drama", "empty:title", "movies"),
-        ("users.dat", 2, "2::M::old::10::48067", "not_numeric:age", "users"),
-    ])
-
-
-def test_line_numbers_are_physical_across_many_file_splits(spark, tmp_path):
-    ratings = [f"{user},{movie},3.0,{user * 100 + movie}" for user in range(1, 40) for movie in range(1, 6)]
-    bad_lines = {17, 150, 196}  # 1-based lines in the file, header = line 1
-    for line in bad_lines:
-        ratings[line - 2] = f"bad line {line}"
-    source = csv_release(tmp_path / "src", ratings)
-    previous = spark.conf.get("spark.sql.files.maxPartitionBytes")
-    spark.conf.set("spark.sql.files.maxPartitionBytes", "300")  # about 20 splits of ~16 lines
-    try:
-        ingest_release(spark, source, str(tmp_path / "out"), max_reject_fraction=1.0)
-    finally:
-        spark.conf.set("spark.sql.files.maxPartitionBytes", previous)
-    rejects = table(spark, tmp_path / "out", "rejects").select("line_number", "raw_line").collect()
-    assert sorted((r.line_number, r.raw_line) for r in rejects) == [(n, f"bad line {n}") for n in sorted(bad_lines)]
-    assert table(spark, tmp_path / "out", "ratings").count() == len(ratings) - len(bad_lines)
-
-
-def test_too_many_rejects_fails_and_keeps_the_previous_output(spark, tmp_path):
-    out = tmp_path / "out"
-    ingest_release(spark, csv_release(tmp_path / "good"), str(out))
-    before = table(spark, out, "ratings").collect()
-    manifest_before = (out / "manifest.json").read_text()
-    bad = csv_release(tmp_path / "bad", ["1,1,4.0,100", "1,2,9.0,100", "1,3,4.0,100"])
-    with pytest.raises(RejectThresholdError) as failure:
-        ingest_release(spark, bad, str(out), max_reject_fraction=0.1)
-    message = str(failure.value)
-    assert "ratings.csv" in message and "1 of 3 rows rejected" in message
-    assert "line 3: off_scale:rating in '1,2,9.0,100'" in message
-    assert sorted(table(spark, out, "ratings").collect()) == sorted(before)
-    assert (out / "manifest.json").read_text() == manifest_before
-    assert [p.name for p in tmp_path.iterdir() if "staging" in p.name] == []
-
-
-def test_rerun_is_idempotent(spark, tmp_path):
-    source, out = csv_release(tmp_path / "src", BAD_RATINGS), tmp_path / "out"
-    first = ingest_release(spark, source, str(out), max_reject_fraction=1.0)
-    tables = {name: table(spark, out, name).collect() for name in ("ratings", "movies", "tags", "links", "rejects")}
-    second = ingest_release(spark, source, str(out), max_reject_fraction=1.0)
-    for name, rows in tables.items():
-        assert_df_equality(table(spark, out, name), spark.createDataFrame(rows, TABLE_SCHEMAS[name]),
-                           ignore_row_order=True, ignore_nullable=True)
-    volatile = ("created_at", "timings_s")
-    assert {k: v for k, v in first.items() if k not in volatile} == {k: v for k, v in second.items()
-                                                                    if k not in volatile}
 
 
 @pytest.mark.parametrize("setup, message", [
