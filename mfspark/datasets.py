@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from mfspark.download import default_cache_dir, download_dataset
+from mfspark.download import GROUPLENS_URL, default_cache_dir, download_dataset
 from mfspark.errors import ConfigError
 from mfspark.movielens import LAYOUT_FILES, RELEASES
 
@@ -36,6 +36,7 @@ def resolve_dataset(
     data_dir: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     download: bool = True,
+    base_url: str = GROUPLENS_URL,
 ) -> Path:
     """The directory holding release `name`, downloading it into the cache when no copy is found."""
     if name not in RELEASES:
@@ -49,4 +50,4 @@ def resolve_dataset(
     if not download:
         raise ConfigError(f"dataset {name} not found in {', '.join(map(str, roots))}")
     log.info("dataset %s not found in %s: downloading it", name, ", ".join(map(str, roots)))
-    return download_dataset(name, cache_dir)
+    return download_dataset(name, cache_dir, base_url)
