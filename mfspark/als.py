@@ -91,9 +91,10 @@ class ALS:
         train = baseline.residuals(ratings).select("user_id", "movie_id", F.col("residual").alias("rating")) \
             if (baseline is not None and p.biases) else ratings
         parallelism = spark.sparkContext.defaultParallelism
-        users, items = blocks.build_layout(train, p.num_user_blocks or parallelism, p.num_item_blocks or parallelism,
-                                           getattr(StorageLevel, p.storage_level))
-        history = FitHistory(num_ratings=_count_ratings(items))
+        users, items, num_ratings = blocks.build_layout(
+            train, p.num_user_blocks or parallelism, p.num_item_blocks or parallelism,
+            getattr(StorageLevel, p.storage_level))
+        history = FitHistory(num_ratings=num_ratings)
         history.build_seconds = time.perf_counter() - started
         log.info("ALS layout: %d ratings in %d user x %d item blocks (%.1f s)", history.num_ratings,
                  users.num_blocks, items.num_blocks, history.build_seconds)
@@ -154,10 +155,6 @@ def _objective_terms(factors: RDD) -> tuple[float, float, float]:
     terms = factors.map(lambda kv: (kv[1].squared_error, kv[1].penalty, kv[1].source_penalties)).collect()
     source_penalties = {s: pen for _, _, by_src in terms for s, pen in (by_src or {}).items()}
     return sum(t[0] for t in terms), sum(t[1] for t in terms), sum(source_penalties.values())
-
-
-def _count_ratings(side: blocks.Side) -> int:
-    return int(side.in_blocks.map(lambda kv: kv[1].num_ratings).sum())
 
 
 def _replace_checkpoint(spark: SparkSession, previous: str | None, current: str | None) -> str | None:

@@ -21,13 +21,12 @@ import pickle
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 from pyspark import RDD, StorageLevel
 from pyspark.serializers import BatchedSerializer, CPickleSerializer
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from mfspark.als_kernels import initial_factors, solve_block
+from mfspark.als_kernels import initial_factors, solve_block, splitmix64
 
 # One pickled record per serialized batch, so `zip` pairs records, not batches of them.
 _ONE_RECORD_PER_BATCH = BatchedSerializer(CPickleSerializer(), 1)
@@ -75,73 +74,133 @@ class Side:
     num_blocks: int
 
 
-def block_of(id_col: str, num_blocks: int) -> Column:
-    """Block of an id: a fixed hash (xxhash64), so layout never depends on the process or input order."""
-    return F.pmod(F.xxhash64(F.col(id_col)), F.lit(num_blocks)).cast("int")
+@dataclass(frozen=True)
+class EntityIndex:
+    """Raw id -> (block, local index) for one side, built on the driver from the distinct ids.
 
+    It holds one entry per user or item (not per rating), so it is small enough to broadcast;
+    the block of an id is a fixed hash of the id alone, so the layout never depends on the
+    process, the input order or its partitioning.
+    """
 
-def index_entities(ratings: DataFrame, id_col: str, num_blocks: int, prefix: str) -> DataFrame:
-    """(id, block, local index) for every distinct id; local index = rank of the id within its block."""
-    by_block = Window.partitionBy(f"{prefix}_block").orderBy(id_col)
-    return (
-        ratings.select(id_col).distinct()
-        .withColumn(f"{prefix}_block", block_of(id_col, num_blocks))
-        .withColumn(f"{prefix}_local", (F.row_number().over(by_block) - 1).cast("int"))
-    )
+    ids: np.ndarray  # all ids, ascending
+    blocks: np.ndarray  # int32 block of ids[j]
+    locals_: np.ndarray  # int32 local index of ids[j] within its block (rank among the block's ids)
+    num_blocks: int
+
+    @classmethod
+    def from_ids(cls, ids: np.ndarray, num_blocks: int) -> EntityIndex:
+        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        blocks = (splitmix64(ids) % np.uint64(num_blocks)).astype(np.int32)
+        order = np.lexsort((ids, blocks))
+        locals_ = np.empty(len(ids), dtype=np.int32)
+        starts = np.searchsorted(blocks[order], np.arange(num_blocks))
+        locals_[order] = np.arange(len(ids)) - np.repeat(starts, np.bincount(blocks, minlength=num_blocks))
+        return cls(ids, blocks, locals_, num_blocks)
+
+    def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        position = np.searchsorted(self.ids, ids)
+        return self.blocks[position], self.locals_[position]
+
+    def ids_of_block(self, block: int) -> np.ndarray:
+        return self.ids[self.blocks == block]  # ascending, i.e. in local-index order
 
 
 def build_layout(
     ratings: DataFrame, num_user_blocks: int, num_item_blocks: int, storage_level: StorageLevel
-) -> tuple[Side, Side]:
-    """Build and persist the user and item sides from (user_id, movie_id, rating).
+) -> tuple[Side, Side, int]:
+    """The persisted, materialised user and item sides from (user_id, movie_id, rating), and the rating count.
 
-    The result depends only on the set of ratings, never on their order or partitioning,
-    so recomputing a lost block on a task retry reproduces it exactly.
+    One small job collects the distinct ids (O(users + items)) to index them; the ratings
+    themselves cross from the JVM to Python once, as Arrow batches, are packed into numpy
+    arrays per (side, block) and shuffled once per side. Everything is a function of the
+    set of ratings, so a retried task rebuilds exactly the same blocks.
     """
-    users = index_entities(ratings, "user_id", num_user_blocks, "u")
-    items = index_entities(ratings, "movie_id", num_item_blocks, "i")
-    indexed = (
-        ratings.select("user_id", "movie_id", F.col("rating").cast("float"))
-        .join(F.broadcast(users), "user_id").join(F.broadcast(items), "movie_id")
-    )
-    user_in, item_out = _blocks_for(indexed, ("u", "user_id"), ("i", num_item_blocks), num_user_blocks)
-    item_in, user_out = _blocks_for(indexed, ("i", "movie_id"), ("u", num_user_blocks), num_item_blocks)
-    user_side = Side(_persist(user_in, storage_level), _persist(user_out, storage_level), num_user_blocks)
-    item_side = Side(_persist(item_in, storage_level), _persist(item_out, storage_level), num_item_blocks)
-    return user_side, item_side
+    spark = ratings.sparkSession
+    triples = ratings.select(F.col("user_id").cast("int"), F.col("movie_id").cast("int"),
+                             F.col("rating").cast("float"))
+    distinct = triples.select(F.lit(0).alias("side"), F.col("user_id").alias("id")).unionByName(
+        triples.select(F.lit(1).alias("side"), F.col("movie_id").alias("id"))).distinct().toArrow()
+    side, ids = distinct.column("side").to_numpy(), distinct.column("id").to_numpy()
+    users = EntityIndex.from_ids(ids[side == 0], num_user_blocks)
+    items = EntityIndex.from_ids(ids[side == 1], num_item_blocks)
+    indexes = spark.sparkContext.broadcast((users, items))
+    packed = triples.mapInArrow(lambda batches: _pack_by_block(batches, indexes.value),
+                                "side int, block int, payload binary")
+    packed = packed.rdd.map(lambda row: ((row.side, row.block), row.payload)).persist(storage_level)
+    user_in, item_out = _blocks_for(packed, 0, users, items.num_blocks, indexes)
+    item_in, user_out = _blocks_for(packed, 1, items, users.num_blocks, indexes)
+    user_side = Side(user_in.persist(storage_level), user_out.persist(storage_level), users.num_blocks)
+    item_side = Side(item_in.persist(storage_level), item_out.persist(storage_level), items.num_blocks)
+    # One job materialises all four block RDDs (the packed ratings are computed once) and counts the ratings.
+    num_ratings = spark.sparkContext.union([
+        user_side.in_blocks.map(lambda kv: kv[1].num_ratings), user_side.out_blocks.map(lambda kv: 0),
+        item_side.in_blocks.map(lambda kv: 0), item_side.out_blocks.map(lambda kv: 0)]).sum()
+    packed.unpersist()
+    indexes.unpersist()
+    return user_side, item_side, int(num_ratings)
 
 
-def _blocks_for(indexed: DataFrame, dst: tuple[str, str], src: tuple[str, int], num_dst: int) -> tuple[RDD, RDD]:
-    """In-blocks of the destination side and out-blocks of the source side, from one grouping.
+# Ratings per packed chunk: keeps each Arrow binary value far below its 2 GB limit.
+PACK_CHUNK_RATINGS = 4_000_000
 
-    Each destination block's ratings are assembled into arrays in one pandas call (Arrow
-    transfer, no per-row Python); the out-blocks fall out of the same pass, since a
-    destination block needs exactly the source factors its ratings refer to.
+
+def _pack_by_block(batches, indexes: tuple[EntityIndex, EntityIndex]):
+    """Arrow batches of one partition -> rows (side, block, payload) of packed numpy arrays.
+
+    Side 0 packs by user block (user local, item block, item local, rating), side 1 the
+    mirror image by item block; the payload is a pickled tuple of those arrays.
     """
-    (dst_prefix, dst_id), (src_prefix, num_src) = dst, src
-    columns = [f"{dst_prefix}_block", f"{dst_prefix}_local", dst_id, f"{src_prefix}_block", f"{src_prefix}_local",
-               "rating"]
+    import pyarrow as pa
 
-    def assemble(frame: pd.DataFrame) -> pd.DataFrame:
-        block = int(frame.iloc[0, 0])
-        payload = pickle.dumps(assemble_in_block(*(frame[c].to_numpy() for c in columns[1:]), num_src), protocol=5)
-        return pd.DataFrame({"block": [block], "payload": [payload]})
+    users, items = indexes
+    parts = [(b.column(0).to_numpy(), b.column(1).to_numpy(), b.column(2).to_numpy()) for b in batches]
+    if not parts:
+        return
+    user_ids, item_ids, ratings = (np.concatenate(column) for column in zip(*parts))
+    user_block, user_local = users.lookup(user_ids)
+    item_block, item_local = items.lookup(item_ids)
+    for side, dst_block, dst_local, src_block, src_local in (
+            (0, user_block, user_local, item_block, item_local), (1, item_block, item_local, user_block, user_local)):
+        order = np.argsort(dst_block, kind="stable")
+        bounds = np.searchsorted(dst_block[order], np.arange(np.max(dst_block, initial=-1) + 2))
+        rows = []
+        for block in range(len(bounds) - 1):
+            for lo in range(bounds[block], bounds[block + 1], PACK_CHUNK_RATINGS):
+                chunk = order[lo:min(lo + PACK_CHUNK_RATINGS, bounds[block + 1])]
+                arrays = (dst_local[chunk], src_block[chunk], src_local[chunk], ratings[chunk])
+                rows.append((block, pickle.dumps(arrays, protocol=5)))
+        if rows:
+            yield pa.RecordBatch.from_arrays(
+                [pa.array([side] * len(rows), pa.int32()), pa.array([r[0] for r in rows], pa.int32()),
+                 pa.array([r[1] for r in rows], pa.binary())], names=["side", "block", "payload"])
 
-    assembled = (
-        indexed.select(*columns).groupBy(columns[0])
-        .applyInPandas(assemble, schema="block int, payload binary")
-        .rdd.map(lambda row: (row.block, pickle.loads(row.payload)))
-    )
-    per_block = one_record_per_partition(assembled, num_dst, default=None)
-    in_blocks = per_block.map(lambda kv: (kv[0], kv[1][0] if kv[1] else empty_in_block(num_src)),
-                              preservesPartitioning=True)
-    links = per_block.flatMap(lambda kv: [(s, (kv[0], idx)) for s, idx in (kv[1][1] if kv[1] else {}).items()])
-    out_blocks = one_record_per_partition(links, num_src, default=None, combine=dict)
+
+def _blocks_for(packed: RDD, side: int, dst: EntityIndex, num_src: int, indexes) -> tuple[RDD, RDD]:
+    """In-blocks of one side (as destination) and out-blocks of the other side (as source).
+
+    The out-blocks fall out of the same pass: a destination block needs exactly the source
+    factors its ratings refer to.
+    """
+
+    def assemble(block: int, chunks: list) -> tuple[InBlock, OutBlock]:
+        ids = indexes.value[side].ids_of_block(block)
+        if not chunks:
+            return empty_in_block(num_src, ids), {}
+        arrays = [np.concatenate(column) for column in zip(*(pickle.loads(c) for c in chunks))]
+        return assemble_in_block(ids, *arrays, num_src)
+
+    keyed = packed.filter(lambda kv: kv[0][0] == side).map(lambda kv: (kv[0][1], kv[1]))
+    per_block = one_record_per_partition(keyed, dst.num_blocks, combine=list).map(
+        lambda kv: (kv[0], assemble(kv[0], kv[1])), preservesPartitioning=True)
+    in_blocks = per_block.map(lambda kv: (kv[0], kv[1][0]), preservesPartitioning=True)
+    links = per_block.flatMap(lambda kv: [(s, (kv[0], idx)) for s, idx in kv[1][1].items()])
+    out_blocks = one_record_per_partition(links, num_src, combine=dict)
     return _one_record_batches(in_blocks), out_blocks
 
 
 def assemble_in_block(
-    dst_local: np.ndarray, dst_ids: np.ndarray, src_block: np.ndarray, src_local: np.ndarray,
+    ids: np.ndarray, dst_local: np.ndarray, src_block: np.ndarray, src_local: np.ndarray,
     ratings: np.ndarray, num_src: int,
 ) -> tuple[InBlock, OutBlock]:
     """Arrays of one destination block's ratings -> (InBlock, out-block links by source block).
@@ -151,10 +210,7 @@ def assemble_in_block(
     """
     order = np.argsort(dst_local, kind="stable")
     dst_local, src_block, src_local = dst_local[order], src_block[order], src_local[order]
-    n = int(dst_local.max()) + 1 if len(dst_local) else 0
-    ids = np.zeros(n, dtype=np.int64)
-    ids[dst_local] = dst_ids[order]
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(dst_local, minlength=n))]).astype(np.int64)
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(dst_local, minlength=len(ids)))]).astype(np.int64)
     cols = np.empty(len(order), dtype=np.int32)
     src_counts = np.zeros(num_src, dtype=np.int64)
     links: OutBlock = {}
@@ -167,29 +223,25 @@ def assemble_in_block(
             links[s] = needed.astype(np.int32)
         src_counts[s] = len(needed)
         offset += len(needed)
-    in_block = InBlock(ids, indptr, cols, np.asarray(ratings, dtype=np.float32)[order], src_counts)
+    in_block = InBlock(np.asarray(ids, dtype=np.int64), indptr, cols, np.asarray(ratings, dtype=np.float32)[order],
+                       src_counts)
     return in_block, links
 
 
-def empty_in_block(num_src: int) -> InBlock:
-    return InBlock(np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32),
+def empty_in_block(num_src: int, ids: np.ndarray | None = None) -> InBlock:
+    ids = np.zeros(0, np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+    return InBlock(ids, np.zeros(len(ids) + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32),
                    np.zeros(num_src, np.int64))
 
 
-def one_record_per_partition(pairs: RDD, num_blocks: int, default, combine=None) -> RDD:
-    """Shuffle (block, value) pairs so partition b holds exactly one record (b, value).
+def one_record_per_partition(pairs: RDD, num_blocks: int, combine) -> RDD:
+    """Shuffle (block, value) pairs so partition b holds exactly one record (b, combine(values)).
 
-    With `combine`, all values of a block are merged (e.g. `dict` of (key, value) pairs);
-    otherwise a block must have at most one value. Missing blocks get `default`.
+    Every block gets its record, even one that received nothing (combine of an empty list).
     """
 
     def gather(index: int, records):
-        values = [value for _, value in records]
-        if combine is not None:
-            return [(index, combine(values))]
-        if len(values) > 1:
-            raise ValueError(f"block {index} received {len(values)} records, expected at most one")
-        return [(index, values[0] if values else default)]
+        return [(index, combine([value for _, value in records]))]
 
     grouped = pairs.partitionBy(num_blocks, lambda block: block).mapPartitionsWithIndex(gather, True)
     return _one_record_batches(grouped)
@@ -225,8 +277,7 @@ def route_factors(src_factors: RDD, src: Side, num_dst: int) -> RDD:
         return [(dst, (src_block, (factor_block.factors[idx], factor_block.penalty)))
                 for dst, idx in out_block.items()]
 
-    return one_record_per_partition(zip_blocks(src_factors, src.out_blocks).flatMap(messages), num_dst,
-                                    default=None, combine=dict)
+    return one_record_per_partition(zip_blocks(src_factors, src.out_blocks).flatMap(messages), num_dst, dict)
 
 
 def solve_half_step(dst: Side, received: RDD, rank: int, reg: float, nonnegative: bool) -> RDD:
@@ -259,5 +310,3 @@ def _one_record_batches(rdd: RDD) -> RDD:
     return rdd._reserialize(_ONE_RECORD_PER_BATCH)
 
 
-def _persist(rdd: RDD, storage_level: StorageLevel) -> RDD:
-    return rdd.persist(storage_level)

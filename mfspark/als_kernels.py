@@ -184,11 +184,11 @@ def initial_factors(ids: np.ndarray, rank: int, seed: int, nonnegative: bool = F
     normal draw (counter-based: splitmix64 of seed, id and component, then Box-Muller)
     scaled to unit length, as MLlib does; absolute values when nonnegative.
     """
-    base = _splitmix64(_splitmix64(np.asarray(ids, dtype=np.uint64)) ^ np.uint64(seed & 0xFFFFFFFFFFFFFFFF))
+    base = splitmix64(splitmix64(np.asarray(ids, dtype=np.uint64)) ^ np.uint64(seed & 0xFFFFFFFFFFFFFFFF))
     with np.errstate(over="ignore"):
         key = base[:, None] + np.arange(rank, dtype=np.uint64)[None, :] * np.uint64(2)  # two counters per component
-    u1 = (_splitmix64(key) >> np.uint64(11)).astype(np.float64) * 2.0**-53
-    u2 = (_splitmix64(key + np.uint64(1)) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    u1 = (splitmix64(key) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    u2 = (splitmix64(key + np.uint64(1)) >> np.uint64(11)).astype(np.float64) * 2.0**-53
     normal = np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * np.pi * u2)
     if nonnegative:
         normal = np.abs(normal)
@@ -196,7 +196,7 @@ def initial_factors(ids: np.ndarray, rank: int, seed: int, nonnegative: bool = F
     return normal / np.where(norms > 0, norms, 1.0)
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
+def splitmix64(x: np.ndarray) -> np.ndarray:
     """The splitmix64 finaliser: a well-mixed 64-bit hash, vectorised (wraps modulo 2^64)."""
     with np.errstate(over="ignore"):
         z = np.asarray(x, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)

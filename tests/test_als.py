@@ -7,7 +7,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from mfspark.als import ALS, ALSModel
-from mfspark.als_blocks import assemble_in_block
+from mfspark.als_blocks import EntityIndex, assemble_in_block
 from mfspark.als_kernels import initial_factors
 
 RATINGS_SCHEMA = "user_id int, movie_id int, rating float"
@@ -40,17 +40,26 @@ def dense_als(mask, dense, user_ids, item_ids, rank, reg, iterations, seed):
     return x, y
 
 
+def test_entity_index_numbers_ids_within_hashed_blocks():
+    index = EntityIndex.from_ids(np.array([50, 7, 7, 1000, 3, 12]), num_blocks=2)
+    assert index.ids.tolist() == [3, 7, 12, 50, 1000]
+    for block in range(2):
+        members = index.ids_of_block(block)
+        blocks, locals_ = index.lookup(members)
+        assert (blocks == block).all() and locals_.tolist() == list(range(len(members)))
+    assert sorted(np.concatenate([index.ids_of_block(b) for b in range(2)]).tolist()) == index.ids.tolist()
+
+
 def factors_by_id(frame):
     return {row.id: np.array(row.features) for row in frame.collect()}
 
 
 def test_in_block_is_csr_of_ratings_with_rows_into_the_received_stack():
     dst_local = np.array([1, 0, 1, 0, 1])
-    dst_ids = np.array([20, 10, 20, 10, 20])
     src_block = np.array([1, 0, 0, 1, 1])
     src_local = np.array([4, 2, 2, 0, 0])
     ratings = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
-    block, links = assemble_in_block(dst_local, dst_ids, src_block, src_local, ratings, num_src=3)
+    block, links = assemble_in_block(np.array([10, 20]), dst_local, src_block, src_local, ratings, num_src=3)
     assert block.ids.tolist() == [10, 20]
     assert block.indptr.tolist() == [0, 2, 5]
     assert block.ratings.tolist() == [2.0, 4.0, 1.0, 3.0, 5.0]
