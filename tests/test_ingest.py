@@ -11,7 +11,7 @@ from chispa import assert_df_equality
 
 from mfspark.errors import InputError, RejectThresholdError
 from mfspark.ingest import ingest_release
-from mfspark.movielens import TABLE_SCHEMAS, detect_release
+from mfspark.movielens import ML100K_GENRES, TABLE_SCHEMAS, detect_release, read_genre_names
 
 
 def write(directory: Path, name: str, lines: list[str], encoding: str = "utf-8", eol: str = "\n") -> Path:
@@ -193,6 +193,16 @@ def test_ml100k_tab_and_pipe_files_latin1(spark, tmp_path):
     assert_table(spark, out, "movies", [(242, "Kolya", 1996, ["Animation", "Comedy"]),
                                         (302, "Café au lait", 1993, ["Western"])])
     assert_table(spark, out, "users", [(196, "M", 49, "writer", "55105"), (186, "F", 39, "executive", "00000")])
+
+
+def test_ml100k_genre_names_from_u_genre_in_index_order(tmp_path):
+    assert read_genre_names(tmp_path / "u.genre") == ML100K_GENRES  # absent: the standard list
+    renamed = [f"G{i}|{i}" for i in reversed(range(19))]
+    write(tmp_path, "u.genre", [*renamed, ""], encoding="latin-1")
+    assert read_genre_names(tmp_path / "u.genre") == tuple(f"G{i}" for i in range(19))
+    write(tmp_path, "u.genre", ["Action|0"])
+    with pytest.raises(InputError, match="expected 19 genres, found 1"):
+        read_genre_names(tmp_path / "u.genre")
 
 
 def test_ml1m_dat_files_latin1_whole_stars_and_rejects_in_every_table(spark, tmp_path):
