@@ -41,13 +41,14 @@ class InBlock:
     cols: np.ndarray  # int32, row in the stack of received source factors
     ratings: np.ndarray  # float32
     src_counts: np.ndarray  # int64 per source block: how many factors it sends here
+    src_ids: dict[int, np.ndarray]  # per source block: ascending raw ids of the factors it sends here
 
     @property
     def num_ratings(self) -> int:
         return int(self.indptr[-1])
 
 
-# Destination block id -> ascending local indices of the source factors it needs.
+# Destination block id -> local indices (in this source block) of the factors it needs, in its stacking order.
 OutBlock = dict[int, np.ndarray]
 
 
@@ -74,36 +75,10 @@ class Side:
     num_blocks: int
 
 
-@dataclass(frozen=True)
-class EntityIndex:
-    """Raw id -> (block, local index) for one side, built on the driver from the distinct ids.
-
-    It holds one entry per user or item (not per rating), so it is small enough to broadcast;
-    the block of an id is a fixed hash of the id alone, so the layout never depends on the
-    process, the input order or its partitioning.
-    """
-
-    ids: np.ndarray  # all ids, ascending
-    blocks: np.ndarray  # int32 block of ids[j]
-    locals_: np.ndarray  # int32 local index of ids[j] within its block (rank among the block's ids)
-    num_blocks: int
-
-    @classmethod
-    def from_ids(cls, ids: np.ndarray, num_blocks: int) -> EntityIndex:
-        ids = np.unique(np.asarray(ids, dtype=np.int64))
-        blocks = (splitmix64(ids) % np.uint64(num_blocks)).astype(np.int32)
-        order = np.lexsort((ids, blocks))
-        locals_ = np.empty(len(ids), dtype=np.int32)
-        starts = np.searchsorted(blocks[order], np.arange(num_blocks))
-        locals_[order] = np.arange(len(ids)) - np.repeat(starts, np.bincount(blocks, minlength=num_blocks))
-        return cls(ids, blocks, locals_, num_blocks)
-
-    def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        position = np.searchsorted(self.ids, ids)
-        return self.blocks[position], self.locals_[position]
-
-    def ids_of_block(self, block: int) -> np.ndarray:
-        return self.ids[self.blocks == block]  # ascending, i.e. in local-index order
+def block_of(ids: np.ndarray, num_blocks: int) -> np.ndarray:
+    """Block of each id: a fixed hash of the id alone, so the layout never depends on the
+    process, the input order or its partitioning."""
+    return (splitmix64(np.asarray(ids, dtype=np.int64)) % np.uint64(num_blocks)).astype(np.int32)
 
 
 def build_layout(
@@ -111,64 +86,55 @@ def build_layout(
 ) -> tuple[Side, Side, int]:
     """The persisted, materialised user and item sides from (user_id, movie_id, rating), and the rating count.
 
-    One small job collects the distinct ids (O(users + items)) to index them; the ratings
-    themselves cross from the JVM to Python once, as Arrow batches, are packed into numpy
-    arrays per (side, block) and shuffled once per side. Everything is a function of the
-    set of ratings, so a retried task rebuilds exactly the same blocks.
+    The ratings cross from the JVM to Python once, as Arrow batches, packed into numpy
+    arrays per (side, destination block) and shuffled once per side; each in-block numbers
+    its own entities, and the out-blocks translate the ids other blocks ask for into local
+    indices. Every block is a function of the set of ratings alone, so a retried task
+    rebuilds exactly the same block.
     """
-    spark = ratings.sparkSession
+    sc = ratings.sparkSession.sparkContext
     triples = ratings.select(F.col("user_id").cast("int"), F.col("movie_id").cast("int"),
                              F.col("rating").cast("float"))
-    distinct = triples.select(F.lit(0).alias("side"), F.col("user_id").alias("id")).unionByName(
-        triples.select(F.lit(1).alias("side"), F.col("movie_id").alias("id"))).distinct().toArrow()
-    side, ids = distinct.column("side").to_numpy(), distinct.column("id").to_numpy()
-    users = EntityIndex.from_ids(ids[side == 0], num_user_blocks)
-    items = EntityIndex.from_ids(ids[side == 1], num_item_blocks)
-    indexes = spark.sparkContext.broadcast((users, items))
-    packed = triples.mapInArrow(lambda batches: _pack_by_block(batches, indexes.value),
+    packed = triples.mapInArrow(lambda batches: _pack_by_block(batches, num_user_blocks, num_item_blocks),
                                 "side int, block int, payload binary")
     packed = packed.rdd.map(lambda row: ((row.side, row.block), row.payload)).persist(storage_level)
-    user_in, item_out = _blocks_for(packed, 0, users, items.num_blocks, indexes)
-    item_in, user_out = _blocks_for(packed, 1, items, users.num_blocks, indexes)
-    user_side = Side(user_in.persist(storage_level), user_out.persist(storage_level), users.num_blocks)
-    item_side = Side(item_in.persist(storage_level), item_out.persist(storage_level), items.num_blocks)
+    user_in = _in_blocks(packed, 0, num_user_blocks, num_item_blocks).persist(storage_level)
+    item_in = _in_blocks(packed, 1, num_item_blocks, num_user_blocks).persist(storage_level)
+    users = Side(user_in, _out_blocks(item_in, user_in, num_user_blocks).persist(storage_level), num_user_blocks)
+    items = Side(item_in, _out_blocks(user_in, item_in, num_item_blocks).persist(storage_level), num_item_blocks)
     # One job materialises all four block RDDs (the packed ratings are computed once) and counts the ratings.
-    num_ratings = spark.sparkContext.union([
-        user_side.in_blocks.map(lambda kv: kv[1].num_ratings), user_side.out_blocks.map(lambda kv: 0),
-        item_side.in_blocks.map(lambda kv: 0), item_side.out_blocks.map(lambda kv: 0)]).sum()
+    num_ratings = sc.union([users.in_blocks.map(lambda kv: kv[1].num_ratings), users.out_blocks.map(lambda kv: 0),
+                            items.in_blocks.map(lambda kv: 0), items.out_blocks.map(lambda kv: 0)]).sum()
     packed.unpersist()
-    indexes.unpersist()
-    return user_side, item_side, int(num_ratings)
+    return users, items, int(num_ratings)
 
 
 # Ratings per packed chunk: keeps each Arrow binary value far below its 2 GB limit.
 PACK_CHUNK_RATINGS = 4_000_000
 
 
-def _pack_by_block(batches, indexes: tuple[EntityIndex, EntityIndex]):
+def _pack_by_block(batches, num_user_blocks: int, num_item_blocks: int):
     """Arrow batches of one partition -> rows (side, block, payload) of packed numpy arrays.
 
-    Side 0 packs by user block (user local, item block, item local, rating), side 1 the
-    mirror image by item block; the payload is a pickled tuple of those arrays.
+    Side 0 packs (user id, item block, item id, rating) by user block, side 1 the mirror
+    image by item block; the payload is a pickled tuple of those arrays.
     """
     import pyarrow as pa
 
-    users, items = indexes
     parts = [(b.column(0).to_numpy(), b.column(1).to_numpy(), b.column(2).to_numpy()) for b in batches]
     if not parts:
         return
     user_ids, item_ids, ratings = (np.concatenate(column) for column in zip(*parts))
-    user_block, user_local = users.lookup(user_ids)
-    item_block, item_local = items.lookup(item_ids)
-    for side, dst_block, dst_local, src_block, src_local in (
-            (0, user_block, user_local, item_block, item_local), (1, item_block, item_local, user_block, user_local)):
+    user_block, item_block = block_of(user_ids, num_user_blocks), block_of(item_ids, num_item_blocks)
+    for side, dst_block, dst_ids, src_block, src_ids in (
+            (0, user_block, user_ids, item_block, item_ids), (1, item_block, item_ids, user_block, user_ids)):
         order = np.argsort(dst_block, kind="stable")
         bounds = np.searchsorted(dst_block[order], np.arange(np.max(dst_block, initial=-1) + 2))
         rows = []
         for block in range(len(bounds) - 1):
             for lo in range(bounds[block], bounds[block + 1], PACK_CHUNK_RATINGS):
                 chunk = order[lo:min(lo + PACK_CHUNK_RATINGS, bounds[block + 1])]
-                arrays = (dst_local[chunk], src_block[chunk], src_local[chunk], ratings[chunk])
+                arrays = (dst_ids[chunk], src_block[chunk], src_ids[chunk], ratings[chunk])
                 rows.append((block, pickle.dumps(arrays, protocol=5)))
         if rows:
             yield pa.RecordBatch.from_arrays(
@@ -176,62 +142,67 @@ def _pack_by_block(batches, indexes: tuple[EntityIndex, EntityIndex]):
                  pa.array([r[1] for r in rows], pa.binary())], names=["side", "block", "payload"])
 
 
-def _blocks_for(packed: RDD, side: int, dst: EntityIndex, num_src: int, indexes) -> tuple[RDD, RDD]:
-    """In-blocks of one side (as destination) and out-blocks of the other side (as source).
+def _in_blocks(packed: RDD, side: int, num_dst: int, num_src: int) -> RDD:
+    """(block, InBlock) of one side as destination, from its packed chunks."""
 
-    The out-blocks fall out of the same pass: a destination block needs exactly the source
-    factors its ratings refer to.
-    """
-
-    def assemble(block: int, chunks: list) -> tuple[InBlock, OutBlock]:
-        ids = indexes.value[side].ids_of_block(block)
+    def assemble(chunks: list) -> InBlock:
         if not chunks:
-            return empty_in_block(num_src, ids), {}
-        arrays = [np.concatenate(column) for column in zip(*(pickle.loads(c) for c in chunks))]
-        return assemble_in_block(ids, *arrays, num_src)
+            return empty_in_block(num_src)
+        return assemble_in_block(*(np.concatenate(column) for column in zip(*map(pickle.loads, chunks))), num_src)
 
     keyed = packed.filter(lambda kv: kv[0][0] == side).map(lambda kv: (kv[0][1], kv[1]))
-    per_block = one_record_per_partition(keyed, dst.num_blocks, combine=list).map(
-        lambda kv: (kv[0], assemble(kv[0], kv[1])), preservesPartitioning=True)
-    in_blocks = per_block.map(lambda kv: (kv[0], kv[1][0]), preservesPartitioning=True)
-    links = per_block.flatMap(lambda kv: [(s, (kv[0], idx)) for s, idx in kv[1][1].items()])
-    out_blocks = one_record_per_partition(links, num_src, combine=dict)
-    return _one_record_batches(in_blocks), out_blocks
+    return one_record_per_partition(keyed, num_dst, assemble)
+
+
+def _out_blocks(dst_in_blocks: RDD, src_in_blocks: RDD, num_src: int) -> RDD:
+    """(block, OutBlock) of the source side: which local factors each destination block asked for.
+
+    Destination in-blocks name the source factors they need by raw id; the source block
+    turns those ids into positions in its own (ascending) id array once, here.
+    """
+    requests = dst_in_blocks.flatMap(lambda kv: [(s, (kv[0], ids)) for s, ids in kv[1].src_ids.items()])
+    by_src = one_record_per_partition(requests, num_src, dict)
+
+    def localise(record):
+        block, (asked, src_block) = record
+        return block, {dst: np.searchsorted(src_block.ids, ids).astype(np.int32) for dst, ids in asked.items()}
+
+    return _one_record_batches(zip_blocks(by_src, src_in_blocks).map(localise, preservesPartitioning=True))
 
 
 def assemble_in_block(
-    ids: np.ndarray, dst_local: np.ndarray, src_block: np.ndarray, src_local: np.ndarray,
-    ratings: np.ndarray, num_src: int,
-) -> tuple[InBlock, OutBlock]:
-    """Arrays of one destination block's ratings -> (InBlock, out-block links by source block).
+    dst_ids: np.ndarray, src_block: np.ndarray, src_ids: np.ndarray, ratings: np.ndarray, num_src: int
+) -> InBlock:
+    """Arrays of one destination block's ratings -> its InBlock.
 
-    Received factors are stacked in source-block order, each source block's in ascending
-    local index, so `cols` is that block's offset plus the rank of the local index.
+    Entities are numbered by ascending id. Received factors are stacked in source-block
+    order, each source block's by ascending id, so `cols` is that block's offset plus the
+    rank of the source id among those it sends. Ratings are ordered by (entity, source
+    block, source id), so the block does not depend on the order the ratings arrived in.
     """
-    order = np.argsort(dst_local, kind="stable")
-    dst_local, src_block, src_local = dst_local[order], src_block[order], src_local[order]
+    ids, dst_local = np.unique(dst_ids, return_inverse=True)
+    order = np.lexsort((src_ids, src_block, dst_local))
+    dst_local, src_block, src_ids = dst_local[order], src_block[order], src_ids[order]
     indptr = np.concatenate([[0], np.cumsum(np.bincount(dst_local, minlength=len(ids)))]).astype(np.int64)
     cols = np.empty(len(order), dtype=np.int32)
     src_counts = np.zeros(num_src, dtype=np.int64)
-    links: OutBlock = {}
+    needed_ids: dict[int, np.ndarray] = {}
     offset = 0
     for s in range(num_src):
         rows = np.flatnonzero(src_block == s)
-        needed, position = np.unique(src_local[rows], return_inverse=True)
+        needed, position = np.unique(src_ids[rows], return_inverse=True)
         cols[rows] = offset + position
         if len(needed):
-            links[s] = needed.astype(np.int32)
+            needed_ids[s] = needed.astype(np.int64)
         src_counts[s] = len(needed)
         offset += len(needed)
-    in_block = InBlock(np.asarray(ids, dtype=np.int64), indptr, cols, np.asarray(ratings, dtype=np.float32)[order],
-                       src_counts)
-    return in_block, links
+    return InBlock(ids.astype(np.int64), indptr, cols, np.asarray(ratings, dtype=np.float32)[order], src_counts,
+                   needed_ids)
 
 
-def empty_in_block(num_src: int, ids: np.ndarray | None = None) -> InBlock:
-    ids = np.zeros(0, np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
-    return InBlock(ids, np.zeros(len(ids) + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32),
-                   np.zeros(num_src, np.int64))
+def empty_in_block(num_src: int) -> InBlock:
+    return InBlock(np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32),
+                   np.zeros(num_src, np.int64), {})
 
 
 def one_record_per_partition(pairs: RDD, num_blocks: int, combine) -> RDD:

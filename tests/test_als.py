@@ -7,7 +7,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from mfspark.als import ALS, ALSModel
-from mfspark.als_blocks import EntityIndex, assemble_in_block
+from mfspark.als_blocks import assemble_in_block, block_of
 from mfspark.als_kernels import initial_factors
 
 RATINGS_SCHEMA = "user_id int, movie_id int, rating float"
@@ -40,33 +40,33 @@ def dense_als(mask, dense, user_ids, item_ids, rank, reg, iterations, seed):
     return x, y
 
 
-def test_entity_index_numbers_ids_within_hashed_blocks():
-    index = EntityIndex.from_ids(np.array([50, 7, 7, 1000, 3, 12]), num_blocks=2)
-    assert index.ids.tolist() == [3, 7, 12, 50, 1000]
-    for block in range(2):
-        members = index.ids_of_block(block)
-        blocks, locals_ = index.lookup(members)
-        assert (blocks == block).all() and locals_.tolist() == list(range(len(members)))
-    assert sorted(np.concatenate([index.ids_of_block(b) for b in range(2)]).tolist()) == index.ids.tolist()
-
-
 def factors_by_id(frame):
     return {row.id: np.array(row.features) for row in frame.collect()}
 
 
 def test_in_block_is_csr_of_ratings_with_rows_into_the_received_stack():
-    dst_local = np.array([1, 0, 1, 0, 1])
+    dst_ids = np.array([20, 10, 20, 10, 20])
     src_block = np.array([1, 0, 0, 1, 1])
-    src_local = np.array([4, 2, 2, 0, 0])
+    src_ids = np.array([44, 32, 32, 40, 40])
     ratings = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
-    block, links = assemble_in_block(np.array([10, 20]), dst_local, src_block, src_local, ratings, num_src=3)
+    block = assemble_in_block(dst_ids, src_block, src_ids, ratings, num_src=3)
     assert block.ids.tolist() == [10, 20]
     assert block.indptr.tolist() == [0, 2, 5]
-    assert block.ratings.tolist() == [2.0, 4.0, 1.0, 3.0, 5.0]
-    assert {s: idx.tolist() for s, idx in links.items()} == {0: [2], 1: [0, 4]}
+    # ordered by (entity, source block, source id), whatever the arrival order
+    assert block.ratings.tolist() == [2.0, 4.0, 3.0, 5.0, 1.0]
+    assert {s: ids.tolist() for s, ids in block.src_ids.items()} == {0: [32], 1: [40, 44]}
     assert block.src_counts.tolist() == [1, 2, 0]
-    # received stack = [src0 local 2, src1 local 0, src1 local 4]
-    assert block.cols.tolist() == [0, 1, 2, 0, 1]
+    # received stack = [src0 id 32, src1 id 40, src1 id 44]
+    assert block.cols.tolist() == [0, 1, 0, 1, 2]
+    shuffled = assemble_in_block(dst_ids[::-1], src_block[::-1], src_ids[::-1], ratings[::-1], num_src=3)
+    np.testing.assert_array_equal(shuffled.ratings, block.ratings)
+
+
+def test_blocks_are_a_fixed_hash_of_the_id():
+    ids = np.arange(1, 10_001)
+    blocks = block_of(ids, 4)
+    np.testing.assert_array_equal(block_of(ids[::-1], 4), blocks[::-1])
+    assert np.bincount(blocks, minlength=4).min() > 2_300  # balanced, also for consecutive ids
 
 
 def test_fit_equals_dense_numpy_als(spark):

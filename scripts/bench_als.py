@@ -1,0 +1,188 @@
+"""Benchmark: our block-partitioned ALS against Spark MLlib ALS on synthetic MovieLens shapes.
+
+For each shape: generate the synthetic release once (cached under --work), ingest it once,
+then fit ours and MLlib on the same seeded 80/20 split, each in its own fresh Spark process
+(local mode), alternating which goes first. Reports fit seconds, seconds per iteration, test
+RMSE and the peak resident memory of the whole process tree (driver JVM + Python workers),
+plus the ours/MLlib ratios, as a markdown table.
+
+    python scripts/bench_als.py --shapes ml-1m ml-10m ml-25m --out benchmarks/results/als.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tree_rss_bytes(root_pid: int) -> int:
+    """Resident memory of a process and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(entry), int(fields[1])
+        children.setdefault(ppid, []).append(pid)
+        rss[pid] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    total, stack = 0, [root_pid]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total
+
+
+def run_measured(cmd: list[str]) -> tuple[dict, int]:
+    """Run one fit in a subprocess; return its JSON result and the peak RSS of its process tree."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    peak = 0
+
+    def sample():
+        nonlocal peak
+        while proc.poll() is None:
+            peak = max(peak, tree_rss_bytes(proc.pid))
+            time.sleep(0.25)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, _ = proc.communicate()
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"fit failed ({proc.returncode}): {' '.join(cmd)}")
+    return json.loads(out.strip().splitlines()[-1]), peak
+
+
+def prepare(shape: str, work: Path, seed: int) -> Path:
+    """Synthetic release + ingest output for a shape, reused when already there."""
+    ingested = work / f"{shape}-ingest"
+    if (ingested / "manifest.json").exists():
+        return ingested
+    from mfspark.ingest import ingest_release
+    from mfspark.session import build_session, load_profile
+    from mfspark.synth import generate
+
+    source = work / f"{shape}-synth"
+    if not (source / "synth.json").exists():
+        generate(shape, source, seed=seed)
+    spark = build_session(load_profile("local", work), "bench-als-ingest")
+    try:
+        ingest_release(spark, source, str(ingested))
+    finally:
+        spark.stop()
+    return ingested
+
+
+def fit_once(args: argparse.Namespace) -> None:
+    """Worker mode: one fit of one implementation in this fresh process; prints a JSON line."""
+    from pyspark.sql import functions as F
+
+    from mfspark.als import ALS, ALSParams
+    from mfspark.compare import fit_mllib
+    from mfspark.evaluate import rating_metrics
+    from mfspark.session import build_session, load_profile
+    from mfspark.split import random_split
+
+    spark = build_session(load_profile("local", args.work), f"bench-als-{args.impl}")
+    ratings = spark.read.parquet(f"{args.input}/ratings").select("user_id", "movie_id", "rating")
+    split = random_split(ratings, 0.2, args.seed)
+    train, test = split.train.cache(), split.test.cache()
+    num_train = train.count()
+    test.count()
+    params = ALSParams(rank=args.rank, reg=args.reg, max_iter=args.iterations, seed=args.seed, cold_start="drop")
+    started = time.perf_counter()
+    if args.impl == "ours":
+        model = ALS(**vars(params)).fit(train)
+        fit_s = time.perf_counter() - started
+        scored = model.predict(test, "drop")
+    else:
+        model, fit_s = fit_mllib(train, params, spark.sparkContext.defaultParallelism)
+        scored = model.transform(test)
+    metrics = rating_metrics(scored.where(~F.isnan("prediction")))
+    print(json.dumps({"fit_s": fit_s, "rmse": metrics["rmse"], "train": num_train}))
+    spark.stop()
+
+
+def markdown(rows: list[dict], command: str, blas: str) -> str:
+    lines = [
+        "# ALS benchmark: ours vs Spark MLlib ALS",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"local mode (profile `local`, local[*] on {os.cpu_count()} cores), rank {rows[0]['rank']}, "
+        f"{rows[0]['iterations']} iterations, reg {rows[0]['reg']}, seeded random 80/20 split, each fit in a fresh "
+        f"process. MLlib BLAS: {blas}. Peak memory = resident memory of the whole process tree "
+        "(driver JVM + Python workers). Ratios are ours / MLlib.",
+        "",
+        "| shape | train ratings | ours fit s | MLlib fit s | fit ratio | ours s/iter | MLlib s/iter "
+        "| ours RMSE | MLlib RMSE | RMSE diff | ours peak GiB | MLlib peak GiB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        o, m = r["ours"], r["mllib"]
+        lines.append(
+            f"| {r['shape']} | {o['train']:,} | {o['fit_s']:.1f} | {m['fit_s']:.1f} | {o['fit_s'] / m['fit_s']:.2f} "
+            f"| {o['fit_s'] / r['iterations']:.2f} | {m['fit_s'] / r['iterations']:.2f} | {o['rmse']:.4f} "
+            f"| {m['rmse']:.4f} | {100 * (o['rmse'] - m['rmse']) / m['rmse']:+.2f}% "
+            f"| {o['peak'] / 2**30:.2f} | {m['peak'] / 2**30:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def mllib_blas() -> str:
+    found = any(Path(d, "libblas.so.3").exists() for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib"))
+    return "native (libblas.so.3 present)" if found else "Java fallback (no libblas.so.3)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", nargs="+", default=["ml-1m", "ml-10m", "ml-25m"])
+    parser.add_argument("--work", default=str(REPO / "out" / "bench"), help="cache for synthetic data and ingests")
+    parser.add_argument("--rank", type=int, default=10)
+    parser.add_argument("--reg", type=float, default=0.05)
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", help="write the markdown table here")
+    parser.add_argument("--impl", choices=("ours", "mllib"), help=argparse.SUPPRESS)
+    parser.add_argument("--input", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.impl:
+        fit_once(args)
+        return
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n, shape in enumerate(args.shapes):
+        ingested = prepare(shape, work, args.seed)
+        row = {"shape": shape, "rank": args.rank, "iterations": args.iterations, "reg": args.reg}
+        order = ("ours", "mllib") if n % 2 == 0 else ("mllib", "ours")
+        for impl in order:
+            cmd = [sys.executable, __file__, "--impl", impl, "--input", str(ingested), "--work", str(work),
+                   "--rank", str(args.rank), "--reg", str(args.reg), "--iterations", str(args.iterations),
+                   "--seed", str(args.seed)]
+            result, peak = run_measured(cmd)
+            row[impl] = {**result, "peak": peak}
+            print(f"{shape} {impl}: fit {result['fit_s']:.1f} s, RMSE {result['rmse']:.4f}, "
+                  f"peak {peak / 2**30:.2f} GiB", flush=True)
+        rows.append(row)
+    command = "python scripts/bench_als.py " + " ".join(sys.argv[1:])
+    table = markdown(rows, command, mllib_blas())
+    print(table)
+    if args.out:
+        Path(args.out).write_text(table)
+
+
+if __name__ == "__main__":
+    main()
