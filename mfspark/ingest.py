@@ -235,7 +235,8 @@ def mark_duplicates(parsed: DataFrame, table: str) -> DataFrame:
     position = [F.col("block_start"), F.col("row_id")]
     latest = LATEST_BY.get(table)
     order = [F.col(latest).desc(), *(c.desc() for c in position)] if latest else position
-    rank = F.row_number().over(Window.partitionBy("reason", *keys).orderBy(*order))
+    # Keys first: the sort behind the window then has a useful prefix (reason is null on most rows).
+    rank = F.row_number().over(Window.partitionBy(*keys, "reason").orderBy(*order))
     reason = F.when(F.col("reason").isNull() & (rank > 1), F.lit(DUPLICATE)).otherwise(F.col("reason"))
     return parsed.withColumn("reason", reason)
 

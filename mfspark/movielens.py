@@ -158,15 +158,19 @@ def parse_lines(lines: DataFrame, source: SourceFile, release: Release, genre_na
     if source.encoding == "latin-1":
         text = F.decode(text.cast("binary"), "ISO-8859-1")
     raw, field_count = split_fields(text, source)
-    columns, checks = TABLE_PARSERS[source.table](raw, release, genre_names)
+    # Split once into named columns: the checks refer to each field several times, and Spark keeps
+    # this projection apart rather than repeating the split in every reference.
+    fields = lines.select("*", text.alias("raw_line"), field_count.alias("_field_count"),
+                          *(column.alias(f"_raw_{name}") for name, column in raw.items()))
+    columns, checks = TABLE_PARSERS[source.table]({name: F.col(f"_raw_{name}") for name in raw}, release, genre_names)
+    typed = fields.select("*", *(column.alias(name) for name, column in columns.items()))
     first_failure = [
-        (BLANK_LINE, F.trim(text) == ""),
-        (FIELD_COUNT, field_count != len(source.fields)),
+        (BLANK_LINE, F.trim("raw_line") == ""),
+        (FIELD_COUNT, F.col("_field_count") != len(source.fields)),
         *checks,
     ]
     reason = F.coalesce(*(F.when(failed, F.lit(code)) for code, failed in first_failure))
-    typed = (col.alias(name) for name, col in columns.items())
-    return lines.select("*", *typed, reason.alias("reason"), text.alias("raw_line"))
+    return typed.select(*lines.columns, *columns, reason.alias("reason"), "raw_line")
 
 
 def split_fields(text: Column, source: SourceFile) -> tuple[dict[str, Column], Column]:
@@ -181,20 +185,22 @@ def split_fields(text: Column, source: SourceFile) -> tuple[dict[str, Column], C
     return {name: F.get(parts, i) for i, name in enumerate(source.fields)}, F.size(parts)
 
 
+# Each helper returns the typed value of an output column and the checks on it. The checks refer
+# to the typed column by name (`F.col`): parse_lines computes typed columns once, in their own
+# projection, so a value parsed from text is not parsed again by every check that uses it.
 Checks = list[tuple[str, Column]]
 
 
 def positive_int(raw: Column, field: str) -> tuple[Column, Checks]:
-    value = raw.try_cast("int")
-    return value, [
+    value = F.col(field)
+    return raw.try_cast("int"), [
         (f"not_numeric:{field}", value.isNull() & raw.try_cast("double").isNull()),
         (f"not_positive_int32:{field}", value.isNull() | (value <= 0)),
     ]
 
 
-def epoch_seconds(raw: Column, field: str) -> tuple[Column, Checks]:
-    seconds = raw.try_cast("bigint")
-    return F.timestamp_seconds(seconds), [(f"not_numeric:{field}", seconds.isNull())]
+def epoch_seconds(raw: Column, column: str) -> tuple[Column, Checks]:
+    return F.timestamp_seconds(raw.try_cast("bigint")), [("not_numeric:timestamp", F.col(column).isNull())]
 
 
 def non_empty(raw: Column, field: str) -> tuple[Column, Checks]:
@@ -203,17 +209,17 @@ def non_empty(raw: Column, field: str) -> tuple[Column, Checks]:
 
 
 def rating_on_scale(raw: Column, half_stars: bool) -> tuple[Column, Checks]:
-    value = raw.try_cast("double")
+    value = F.col("rating")
     steps = value * 2 if half_stars else value
     on_scale = value.between(0.5 if half_stars else 1.0, 5.0) & (steps == F.floor(steps))
-    return value.cast("float"), [("not_numeric:rating", value.isNull()), ("off_scale:rating", ~on_scale)]
+    return raw.try_cast("float"), [("not_numeric:rating", value.isNull()), ("off_scale:rating", ~on_scale)]
 
 
 def parse_ratings(raw: dict[str, Column], release: Release, _genres: tuple[str, ...]) -> tuple[dict, Checks]:
     user_id, user_checks = positive_int(raw["user_id"], "user_id")
     movie_id, movie_checks = positive_int(raw["movie_id"], "movie_id")
     rating, rating_checks = rating_on_scale(raw["rating"], release.half_stars)
-    rated_at, time_checks = epoch_seconds(raw["timestamp"], "timestamp")
+    rated_at, time_checks = epoch_seconds(raw["timestamp"], "rated_at")
     columns = {"user_id": user_id, "movie_id": movie_id, "rating": rating, "rated_at": rated_at}
     return columns, user_checks + movie_checks + rating_checks + time_checks
 
@@ -253,7 +259,7 @@ def parse_tags(raw: dict[str, Column], _release: Release, _genres: tuple[str, ..
     user_id, user_checks = positive_int(raw["user_id"], "user_id")
     movie_id, movie_checks = positive_int(raw["movie_id"], "movie_id")
     tag, tag_checks = non_empty(raw["tag"], "tag")
-    tagged_at, time_checks = epoch_seconds(raw["timestamp"], "timestamp")
+    tagged_at, time_checks = epoch_seconds(raw["timestamp"], "tagged_at")
     columns = {"user_id": user_id, "movie_id": movie_id, "tag": tag, "tagged_at": tagged_at}
     return columns, user_checks + movie_checks + tag_checks + time_checks
 
@@ -270,10 +276,9 @@ def parse_links(raw: dict[str, Column], _release: Release, _genres: tuple[str, .
 
 def parse_users(raw: dict[str, Column], _release: Release, _genres: tuple[str, ...]) -> tuple[dict, Checks]:
     user_id, id_checks = positive_int(raw["user_id"], "user_id")
-    age = raw["age"].try_cast("int")
-    columns = {"user_id": user_id, "gender": F.trim(raw["gender"]), "age": age,
+    columns = {"user_id": user_id, "gender": F.trim(raw["gender"]), "age": raw["age"].try_cast("int"),
                "occupation": F.trim(raw["occupation"]), "zip_code": F.trim(raw["zip_code"])}
-    return columns, id_checks + [("not_numeric:age", age.isNull())]
+    return columns, id_checks + [("not_numeric:age", F.col("age").isNull())]
 
 
 TABLE_PARSERS = {"ratings": parse_ratings, "movies": parse_movies, "tags": parse_tags, "links": parse_links,
