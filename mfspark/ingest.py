@@ -62,12 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, spark: SparkSession) -> dict:
     if args.input:
-        source_dir = Path(args.input)
-    else:
-        from mfspark.datasets import resolve_dataset
+        return ingest_release(spark, Path(args.input), args.out, args.format, args.max_reject_fraction)
+    from mfspark.datasets import resolve_dataset
 
-        source_dir = resolve_dataset(args.dataset, args.data_dir, args.cache_dir)
-    return ingest_release(spark, source_dir, args.out, args.format, args.max_reject_fraction)
+    source_dir = resolve_dataset(args.dataset, args.data_dir, args.cache_dir)
+    return ingest_release(spark, source_dir, args.out, args.format or args.dataset, args.max_reject_fraction)
 
 
 @dataclass(frozen=True)
