@@ -132,6 +132,8 @@ def evaluate_split(split: Split, params: BiasParams, args: argparse.Namespace) -
         catalog = model.movie_biases.count()
         result["ranking"] = ranking_metrics(recs, test, args.top_k, args.relevance_threshold, catalog)
     result["timings_s"] = {"fit": round(fitted - started, 3), "evaluate": round(time.perf_counter() - fitted, 3)}
+    train.unpersist()  # the model's bias tables are checkpointed: they do not need the cached split
+    test.unpersist()
     log.info("%s: RMSE %.4f (global mean %.4f), MAE %.4f", split.name, result["rmse"], result["global_mean_rmse"],
              result["mae"])
     return model, result
