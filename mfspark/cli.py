@@ -14,6 +14,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
 
 from mfspark.errors import MfsparkError
 
@@ -63,12 +64,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def scratch_root(out: str | None) -> str:
+    """Where a job's Spark scratch space and checkpoints go: beside `--out`, never inside it,
+    because the output directory is swapped whole when the job commits."""
+    if not out:
+        return "out"
+    return str(PurePosixPath(out.rstrip("/")).parent) if "://" in out else str(Path(out).resolve().parent)
+
+
 def session_for(args: argparse.Namespace, app_name: str):
     """Build the SparkSession from the profile, with `--out` as the output root."""
     from mfspark.session import build_session, load_profile, parse_overrides
 
-    profile = load_profile(args.profile, getattr(args, "out", None) or "out",
-                           parse_overrides(args.conf), args.conf_dir)
+    profile = load_profile(args.profile, scratch_root(getattr(args, "out", None)), parse_overrides(args.conf),
+                           args.conf_dir)
     configure_logging(args.log_level or profile.log_level)
     return build_session(profile, app_name)
 
