@@ -98,11 +98,12 @@ class ALS:
         history.build_seconds = time.perf_counter() - started
         log.info("ALS layout: %d ratings in %d user x %d item blocks (%.1f s)", history.num_ratings,
                  users.num_blocks, items.num_blocks, history.build_seconds)
-        user_factors, item_factors = self._alternate(spark, users, items, history)
+        user_factors, item_factors, checkpoint_file = self._alternate(spark, users, items, history)
         history.fit_seconds = time.perf_counter() - started
         model = ALSModel.from_blocks(spark, p, users, items, user_factors, item_factors, baseline, history)
         for rdd in (users.in_blocks, users.out_blocks, items.in_blocks, items.out_blocks):
             rdd.unpersist()
+        _replace_checkpoint(spark, checkpoint_file, None)  # the model's frames no longer need it
         return model
 
     def _alternate(self, spark: SparkSession, users: blocks.Side, items: blocks.Side, history: FitHistory):
@@ -143,7 +144,7 @@ class ALS:
             history.iterations.append(entry)
             log.info("ALS iteration %d/%d: train RMSE %.4f, objective %.1f (%.2f s)", iteration, p.max_iter,
                      entry.train_rmse, entry.objective, entry.seconds)
-        return user_factors, item_factors
+        return user_factors, item_factors, checkpoint_file
 
 
 def _objective_terms(factors: RDD) -> tuple[float, float, float]:
