@@ -181,7 +181,7 @@ def assemble_in_block(
     block, source id), so the block does not depend on the order the ratings arrived in.
     """
     ids, dst_local = np.unique(dst_ids, return_inverse=True)
-    order = np.lexsort((src_ids, src_block, dst_local))
+    order = _entity_major_order(dst_local, src_block, src_ids)
     dst_local, src_block, src_ids = dst_local[order], src_block[order], src_ids[order]
     indptr = np.concatenate([[0], np.cumsum(np.bincount(dst_local, minlength=len(ids)))]).astype(np.int64)
     cols = np.empty(len(order), dtype=np.int32)
@@ -198,6 +198,15 @@ def assemble_in_block(
         offset += len(needed)
     return InBlock(ids.astype(np.int64), indptr, cols, np.asarray(ratings, dtype=np.float32)[order], src_counts,
                    needed_ids)
+
+
+def _entity_major_order(dst_local: np.ndarray, src_block: np.ndarray, src_ids: np.ndarray) -> np.ndarray:
+    """Stable order by (entity, source block, source id): one int64 key sort when the parts fit, else lexsort."""
+    if len(dst_local) and dst_local.max() < 2**23 and src_block.max() < 2**8 and src_ids.min() >= 0 \
+            and src_ids.max() < 2**32:
+        key = (dst_local.astype(np.int64) << 40) | (src_block.astype(np.int64) << 32) | src_ids.astype(np.int64)
+        return np.argsort(key, kind="stable")
+    return np.lexsort((src_ids, src_block, dst_local))
 
 
 def empty_in_block(num_src: int) -> InBlock:
