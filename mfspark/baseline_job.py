@@ -19,8 +19,9 @@ from pyspark.sql import functions as F
 
 import mfspark
 from mfspark.baseline import BiasModel, BiasParams, tune
-from mfspark.errors import ConfigError, InputError
+from mfspark.errors import ConfigError
 from mfspark.evaluate import DEFAULT_THRESHOLD, ranking_metrics, rating_metrics
+from mfspark.ratings_input import read_ratings
 from mfspark.split import (
     PREDEFINED_SPLITS,
     Split,
@@ -76,12 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_ratings(spark: SparkSession, input_dir: str) -> tuple[DataFrame, str]:
     """The ingested ratings table and the dataset name from the manifest (else the directory name)."""
-    paths = HadoopPaths(spark)
-    if not paths.exists(f"{input_dir}/ratings"):
-        raise InputError(f"{input_dir}/ratings: not found (run `mfspark ingest` first and pass its --out)")
+    ratings = read_ratings(spark, input_dir)
     manifest = f"{input_dir}/manifest.json"
-    dataset = read_json(spark, manifest).get("release") if paths.exists(manifest) else None
-    return spark.read.parquet(f"{input_dir}/ratings"), dataset or Path(input_dir).name
+    dataset = read_json(spark, manifest).get("release") if HadoopPaths(spark).exists(manifest) else None
+    return ratings, dataset or Path(input_dir).name
 
 
 def make_splits(spark: SparkSession, args: argparse.Namespace, ratings: DataFrame | None) -> list[Split]:
