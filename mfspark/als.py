@@ -14,10 +14,12 @@ import gc
 import json
 import logging
 import math
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
-from pyspark import RDD, StorageLevel
+from pyspark import RDD, Accumulator, StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -100,62 +102,127 @@ class ALS:
                  users.num_blocks, items.num_blocks, history.build_seconds)
         user_factors, item_factors, checkpoint_file = self._alternate(spark, users, items, history)
         history.fit_seconds = time.perf_counter() - started
-        model = ALSModel.from_blocks(spark, p, users, items, user_factors, item_factors, baseline, history)
-        for rdd in (users.in_blocks, users.out_blocks, items.in_blocks, items.out_blocks):
-            rdd.unpersist()
-        _replace_checkpoint(spark, checkpoint_file, None)  # the model's frames no longer need it
+        model = ALSModel.from_blocks(spark, p, user_factors, item_factors, baseline, history)
+        for side in (users, items):
+            side.blocks.unpersist()
+        if checkpoint_file:  # the model's frames are materialised and no longer need it
+            HadoopPaths(spark).delete(checkpoint_file)
         return model
 
     def _alternate(self, spark: SparkSession, users: blocks.Side, items: blocks.Side, history: FitHistory):
         """The ALS loop: each iteration solves the items from the users, then the users from the items.
 
-        (Items first, as MLlib does, so both start from the same kind of state.) Factor RDDs
-        are persisted and materialised once per iteration by one job that also returns the
-        objective terms; the previous iteration's are released, and every
-        `checkpoint_interval` iterations the user factors are checkpointed so lineage and
+        (Items first, as MLlib does.) The iterations between two checkpoints are one Spark
+        job, a stage per half-step, so the loop pays no per-iteration job or collect. Each
+        solve reports its objective terms to an accumulator, which a reporter thread turns
+        into per-iteration log lines while the job runs. At the end of every
+        `checkpoint_interval` iterations the user factors are checkpointed, so lineage and
         shuffle files stay bounded however many iterations run.
         """
         p = self.params
         level = getattr(StorageLevel, p.storage_level)
-        user_factors = blocks.initial_factor_blocks(users, p.rank, p.seed, p.nonnegative).persist(level)
-        item_factors = blocks.initial_factor_blocks(items, p.rank, p.seed + 1, p.nonnegative).persist(level)
-        checkpoint_file = None
-        for iteration in range(1, p.max_iter + 1):
-            tick = time.perf_counter()
-            new_items = blocks.solve_half_step(items, blocks.route_factors(user_factors, users, items.num_blocks),
-                                               p.rank, p.reg, p.nonnegative).persist(level)
-            new_users = blocks.solve_half_step(users, blocks.route_factors(new_items, items, users.num_blocks),
-                                               p.rank, p.reg, p.nonnegative).persist(level)
-            checkpointing = p.checkpoint_interval > 0 and iteration % p.checkpoint_interval == 0
+        sc = spark.sparkContext
+        terms = sc.accumulator({}, blocks.TermsAccumulator())
+        reporter = _IterationReporter(terms, users.num_blocks, items.num_blocks, history, p)
+        user_solved = blocks.initial_solved_blocks(users, p.rank, p.seed, p.nonnegative).persist(level)
+        item_solved = blocks.initial_solved_blocks(items, p.rank, p.seed + 1, p.nonnegative) if p.max_iter == 0 \
+            else None
+        checkpoint_file, done = None, 0
+        for end in _segment_ends(p.max_iter, p.checkpoint_interval):
+            previous = user_solved
+            for iteration in range(done + 1, end + 1):
+                item_solved = blocks.solve_half_step(items, blocks.route_factors(user_solved, items.num_blocks),
+                                                     p.rank, p.reg, p.nonnegative, terms, 2 * iteration - 1)
+                if iteration == p.max_iter:  # the model's item factors
+                    item_solved.persist(level)
+                user_solved = blocks.solve_half_step(users, blocks.route_factors(item_solved, users.num_blocks),
+                                                     p.rank, p.reg, p.nonnegative, terms, 2 * iteration)
+            user_solved.persist(level)
+            # The last job's factors are the model, not an input to more iterations: no checkpoint.
+            checkpointing = p.checkpoint_interval > 0 and end % p.checkpoint_interval == 0 and end < p.max_iter
             if checkpointing:
-                new_users.checkpoint()
-            squared_error, user_penalty, item_penalty = _objective_terms(new_users)
-            item_factors.unpersist()
-            user_factors.unpersist()
-            item_factors, user_factors = new_items, new_users
+                user_solved.checkpoint()
+            with reporter.running(sc):
+                user_solved.count()
+            reporter.finish(end)
+            previous.unpersist()
             if checkpointing:
-                checkpoint_file = _replace_checkpoint(spark, checkpoint_file, user_factors.getCheckpointFile())
-            entry = IterationLog(
-                iteration,
-                math.sqrt(squared_error / max(history.num_ratings, 1)),
-                squared_error + p.reg * (user_penalty + item_penalty),
-                time.perf_counter() - tick,
-            )
-            history.iterations.append(entry)
-            log.info("ALS iteration %d/%d: train RMSE %.4f, objective %.1f (%.2f s)", iteration, p.max_iter,
-                     entry.train_rmse, entry.objective, entry.seconds)
-        return user_factors, item_factors, checkpoint_file
+                checkpoint_file = _replace_checkpoint(spark, checkpoint_file, user_solved.getCheckpointFile())
+            done = end
+        if item_solved is not None and p.max_iter == 0:
+            item_solved.persist(level)
+        return user_solved, item_solved, checkpoint_file
 
 
-def _objective_terms(factors: RDD) -> tuple[float, float, float]:
-    """(squared error, penalty, source side's penalty) over all blocks; this action materialises the factors.
+def _segment_ends(max_iter: int, checkpoint_interval: int) -> list[int]:
+    """Last iteration of each job: every checkpoint_interval iterations, and the final one."""
+    if max_iter == 0:
+        return []
+    step = checkpoint_interval if checkpoint_interval > 0 else max_iter
+    return sorted(set(range(step, max_iter, step)) | {max_iter})
 
-    The source penalties arrive once per (source, destination) block pair, so they are
-    de-duplicated by source block.
+
+class _IterationReporter:
+    """Turns the accumulated objective terms into `IterationLog`s and log lines as iterations complete.
+
+    Iteration i is complete once every item block has reported half-step 2i - 1 and every
+    user block half-step 2i; its seconds run from the previous iteration's last task (or the
+    job's start) to its own.
     """
-    terms = factors.map(lambda kv: (kv[1].squared_error, kv[1].penalty, kv[1].source_penalties)).collect()
-    source_penalties = {s: pen for _, _, by_src in terms for s, pen in (by_src or {}).items()}
-    return sum(t[0] for t in terms), sum(t[1] for t in terms), sum(source_penalties.values())
+
+    POLL_SECONDS = 0.5
+
+    def __init__(self, terms: Accumulator, num_user_blocks: int, num_item_blocks: int, history: FitHistory,
+                 params: ALSParams):
+        self.terms, self.history, self.params = terms, history, params
+        self.num_blocks = {0: num_user_blocks, 1: num_item_blocks}  # by parity of the half-step
+        self.last_end = time.time()
+        self.lock = threading.Lock()
+
+    @contextmanager
+    def running(self, sc):
+        """Poll for completed iterations on a thread while the job inside this block runs."""
+        stop = threading.Event()
+
+        def poll():
+            while not stop.wait(self.POLL_SECONDS):
+                self.report_completed()
+
+        thread = threading.Thread(target=poll, name="als-progress", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def report_completed(self) -> None:
+        with self.lock:
+            terms = self.terms.value
+            while True:
+                i = len(self.history.iterations) + 1
+                steps = [[terms.get((step, b)) for b in range(self.num_blocks[step % 2])]
+                         for step in (2 * i - 1, 2 * i)]
+                if i > self.params.max_iter or any(t is None for step in steps for t in step):
+                    return
+                self._log(i, *steps)
+
+    def finish(self, last_iteration: int) -> None:
+        """Report what remains after a job; every iteration up to `last_iteration` must be there."""
+        self.report_completed()
+        if len(self.history.iterations) < last_iteration:
+            raise RuntimeError(f"ALS: objective terms of iteration {len(self.history.iterations) + 1} are missing")
+
+    def _log(self, iteration: int, item_terms: list, user_terms: list) -> None:
+        squared_error = sum(t[0] for t in user_terms)
+        penalty = sum(t[1] for t in user_terms) + sum(t[1] for t in item_terms)
+        end = max(t[2] for t in user_terms)
+        entry = IterationLog(iteration, math.sqrt(squared_error / max(self.history.num_ratings, 1)),
+                             squared_error + self.params.reg * penalty, max(end - self.last_end, 0.0))
+        self.last_end = end
+        self.history.iterations.append(entry)
+        log.info("ALS iteration %d/%d: train RMSE %.4f, objective %.1f (%.2f s)", iteration, self.params.max_iter,
+                 entry.train_rmse, entry.objective, entry.seconds)
 
 
 def _replace_checkpoint(spark: SparkSession, previous: str | None, current: str | None) -> str | None:
@@ -187,15 +254,17 @@ class ALSModel:
         self.history = history or FitHistory()
 
     @classmethod
-    def from_blocks(cls, spark: SparkSession, params: ALSParams, users: blocks.Side, items: blocks.Side,
-                    user_factors: RDD, item_factors: RDD, baseline, history: FitHistory) -> ALSModel:
+    def from_blocks(cls, spark: SparkSession, params: ALSParams, user_factors: RDD, item_factors: RDD, baseline,
+                    history: FitHistory) -> ALSModel:
         """Factor DataFrames from the factor blocks, materialised so the block RDDs can be released."""
-        frames = []
-        for factors, side in ((user_factors, users), (item_factors, items)):
-            frame = spark.createDataFrame(blocks.factor_rows(factors, side), FACTOR_SCHEMA)
-            frames.append(frame.localCheckpoint(eager=True))
+        rows = spark.sparkContext.union([blocks.factor_rows(user_factors).map(lambda row: (0, *row)),
+                                         blocks.factor_rows(item_factors).map(lambda row: (1, *row))])
+        # Both sides in one materialising job; each model frame then reads its own side.
+        both = spark.createDataFrame(rows, f"side int, {FACTOR_SCHEMA}").localCheckpoint(eager=True)
+        for factors in (user_factors, item_factors):
             factors.unpersist()
-        return cls(frames[0], frames[1], params, baseline, history)
+        users, items = (both.where(F.col("side") == side).drop("side") for side in (0, 1))
+        return cls(users, items, params, baseline, history)
 
     @property
     def rank(self) -> int:

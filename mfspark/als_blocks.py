@@ -8,21 +8,25 @@ an out-block lists, per destination block, which of its local factors that block
 A half-step then moves only those factors across the shuffle, once per (source block,
 destination block) pair, however many ratings use them.
 
-Every block RDD here holds exactly one record per partition, `(block_id, value)`, in
-partition `block_id`. That is what lets the in-blocks stay put: PySpark's `join`/`cogroup`
-is a union plus `groupByKey` that reshuffles both sides every time, even co-partitioned
-ones (measured: NOTES.md), so the co-partitioned join of in-blocks with routed factors is
-done as a partition-wise `zip` (a narrow JVM dependency) that checks the block ids match.
+Both sides stay resident, persisted, for the whole fit: partition b holds block b as one
+record per peer block (`BlockRecord`). PySpark's `join`/`cogroup` is a union plus
+`groupByKey` that would reshuffle the in-blocks every time, even co-partitioned ones
+(measured: NOTES.md), so routed factors are paired with the resident records by a
+partition-wise JVM `zip` instead: destination b receives exactly one message from each peer
+block, the same count as its resident records. A half-step is then one stage and one
+Python task per block (read messages, solve, route the new factors onward), and a whole run
+of iterations is one Spark job.
 """
 
 from __future__ import annotations
 
 import pickle
+import time
 from dataclasses import dataclass
 
 import numpy as np
-from pyspark import RDD, StorageLevel
-from pyspark.serializers import BatchedSerializer, CPickleSerializer
+from pyspark import RDD, Accumulator, AccumulatorParam, StorageLevel
+from pyspark.serializers import BatchedSerializer, CPickleSerializer, PairDeserializer
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -41,38 +45,58 @@ class InBlock:
     cols: np.ndarray  # int32, row in the stack of received source factors
     ratings: np.ndarray  # float32
     src_counts: np.ndarray  # int64 per source block: how many factors it sends here
-    src_ids: dict[int, np.ndarray]  # per source block: ascending raw ids of the factors it sends here
 
     @property
     def num_ratings(self) -> int:
         return int(self.indptr[-1])
 
 
-# Destination block id -> local indices (in this source block) of the factors it needs, in its stacking order.
-OutBlock = dict[int, np.ndarray]
+@dataclass(frozen=True)
+class BlockRecord:
+    """One record of a side's resident partition b; partition b holds one per peer block.
+
+    `send` lists the local indices (in b) of the factors peer block `peer` needs, in the
+    order its in-block stacks them; the in-block of b rides on the record of peer 0. One
+    record per peer is what lets a half-step pair this partition with the routed factors by
+    a plain zip: destination b always receives exactly one message from every peer block.
+    """
+
+    peer: int
+    send: np.ndarray
+    in_block: InBlock | None = None
 
 
 @dataclass(frozen=True)
-class FactorBlock:
-    """Factors of one block (float32, as shipped) and its share of the objective.
+class SolvedBlock:
+    """New factors of one block (float32, as shipped), with what routing them needs."""
 
-    `source_penalties` carries the penalty terms of the source blocks whose factors this
-    block was solved from, so one job per iteration yields the whole objective.
-    """
-
+    ids: np.ndarray
     factors: np.ndarray
-    squared_error: float = 0.0
-    penalty: float = 0.0
-    source_penalties: dict[int, float] | None = None
+    sends: dict[int, np.ndarray]  # peer block -> local indices of the factors it needs
 
 
 @dataclass(frozen=True)
 class Side:
-    """One side (users or items) of the block layout."""
+    """One side (users or items) of the block layout, resident for the whole fit."""
 
-    in_blocks: RDD  # (block, InBlock): this side as destination
-    out_blocks: RDD  # (block, OutBlock): this side as source
+    blocks: RDD  # (block, BlockRecord): `num_peers` records in partition `block`, one pickled record per batch
     num_blocks: int
+    num_peers: int
+
+
+class TermsAccumulator(AccumulatorParam):
+    """Objective terms per (half-step, block): {(step, block): (squared_error, penalty, finished_at)}.
+
+    Keyed, and merged by overwriting, so a retried or recomputed task replaces its entry
+    instead of counting twice; the merge builds a new dict so the driver can read the value
+    while updates arrive.
+    """
+
+    def zero(self, value: dict) -> dict:
+        return {}
+
+    def addInPlace(self, value1: dict, value2: dict) -> dict:
+        return {**value1, **value2}
 
 
 def block_of(ids: np.ndarray, num_blocks: int) -> np.ndarray:
@@ -98,15 +122,32 @@ def build_layout(
     packed = triples.mapInArrow(lambda batches: _pack_by_block(batches, num_user_blocks, num_item_blocks),
                                 "side int, block int, payload binary")
     packed = packed.rdd.map(lambda row: ((row.side, row.block), row.payload)).persist(storage_level)
-    user_in = _in_blocks(packed, 0, num_user_blocks, num_item_blocks).persist(storage_level)
-    item_in = _in_blocks(packed, 1, num_item_blocks, num_user_blocks).persist(storage_level)
-    users = Side(user_in, _out_blocks(item_in, user_in, num_user_blocks).persist(storage_level), num_user_blocks)
-    items = Side(item_in, _out_blocks(user_in, item_in, num_item_blocks).persist(storage_level), num_item_blocks)
-    # One job materialises all four block RDDs (the packed ratings are computed once) and counts the ratings.
-    num_ratings = sc.union([users.in_blocks.map(lambda kv: kv[1].num_ratings), users.out_blocks.map(lambda kv: 0),
-                            items.in_blocks.map(lambda kv: 0), items.out_blocks.map(lambda kv: 0)]).sum()
+    users = _resident_side(packed, 0, num_user_blocks, num_item_blocks, storage_level)
+    items = _resident_side(packed, 1, num_item_blocks, num_user_blocks, storage_level)
+    # One job materialises both sides (the packed ratings are computed once) and counts the ratings.
+    num_ratings = sc.union([users.blocks.map(lambda kv: kv[1].in_block.num_ratings if kv[1].in_block else 0),
+                            items.blocks.map(lambda kv: 0)]).sum()
     packed.unpersist()
     return users, items, int(num_ratings)
+
+
+def _resident_side(packed: RDD, side: int, num_blocks: int, num_peers: int, storage_level: StorageLevel) -> Side:
+    """One side's persisted BlockRecords, from its packed chunks in a single shuffle.
+
+    A block's out-block needs no exchange with its peers: peer p needs exactly the
+    entities of this block that have a rating from p, which this block's own ratings say.
+    """
+
+    def records(block: int, chunks) -> list:
+        arrays = [pickle.loads(payload) for _, payload in chunks]
+        in_block = assemble_in_block(*(np.concatenate(column) for column in zip(*arrays)), num_peers) \
+            if arrays else empty_in_block(num_peers)
+        sends = out_block(in_block)
+        return [(block, BlockRecord(peer, sends[peer], in_block if peer == 0 else None)) for peer in range(num_peers)]
+
+    keyed = packed.filter(lambda kv: kv[0][0] == side).map(lambda kv: (kv[0][1], kv[1]))
+    resident = keyed.partitionBy(num_blocks, _block_partition).mapPartitionsWithIndex(records, True)
+    return Side(_one_record_batches(resident).persist(storage_level), num_blocks, num_peers)
 
 
 # Ratings per packed chunk: keeps each Arrow binary value far below its 2 GB limit.
@@ -142,34 +183,6 @@ def _pack_by_block(batches, num_user_blocks: int, num_item_blocks: int):
                  pa.array([r[1] for r in rows], pa.binary())], names=["side", "block", "payload"])
 
 
-def _in_blocks(packed: RDD, side: int, num_dst: int, num_src: int) -> RDD:
-    """(block, InBlock) of one side as destination, from its packed chunks."""
-
-    def assemble(chunks: list) -> InBlock:
-        if not chunks:
-            return empty_in_block(num_src)
-        return assemble_in_block(*(np.concatenate(column) for column in zip(*map(pickle.loads, chunks))), num_src)
-
-    keyed = packed.filter(lambda kv: kv[0][0] == side).map(lambda kv: (kv[0][1], kv[1]))
-    return one_record_per_partition(keyed, num_dst, assemble)
-
-
-def _out_blocks(dst_in_blocks: RDD, src_in_blocks: RDD, num_src: int) -> RDD:
-    """(block, OutBlock) of the source side: which local factors each destination block asked for.
-
-    Destination in-blocks name the source factors they need by raw id; the source block
-    turns those ids into positions in its own (ascending) id array once, here.
-    """
-    requests = dst_in_blocks.flatMap(lambda kv: [(s, (kv[0], ids)) for s, ids in kv[1].src_ids.items()])
-    by_src = one_record_per_partition(requests, num_src, dict)
-
-    def localise(record):
-        block, (asked, src_block) = record
-        return block, {dst: np.searchsorted(src_block.ids, ids).astype(np.int32) for dst, ids in asked.items()}
-
-    return _one_record_batches(zip_blocks(by_src, src_in_blocks).map(localise, preservesPartitioning=True))
-
-
 def assemble_in_block(
     dst_ids: np.ndarray, src_block: np.ndarray, src_ids: np.ndarray, ratings: np.ndarray, num_src: int
 ) -> InBlock:
@@ -180,24 +193,53 @@ def assemble_in_block(
     rank of the source id among those it sends. Ratings are ordered by (entity, source
     block, source id), so the block does not depend on the order the ratings arrived in.
     """
-    ids, dst_local = np.unique(dst_ids, return_inverse=True)
+    ids, dst_local = unique_inverse(dst_ids)
     order = _entity_major_order(dst_local, src_block, src_ids)
     dst_local, src_block, src_ids = dst_local[order], src_block[order], src_ids[order]
     indptr = np.concatenate([[0], np.cumsum(np.bincount(dst_local, minlength=len(ids)))]).astype(np.int64)
     cols = np.empty(len(order), dtype=np.int32)
     src_counts = np.zeros(num_src, dtype=np.int64)
-    needed_ids: dict[int, np.ndarray] = {}
     offset = 0
     for s in range(num_src):
         rows = np.flatnonzero(src_block == s)
-        needed, position = np.unique(src_ids[rows], return_inverse=True)
+        needed, position = unique_inverse(src_ids[rows])
         cols[rows] = offset + position
-        if len(needed):
-            needed_ids[s] = needed.astype(np.int64)
         src_counts[s] = len(needed)
         offset += len(needed)
-    return InBlock(ids.astype(np.int64), indptr, cols, np.asarray(ratings, dtype=np.float32)[order], src_counts,
-                   needed_ids)
+    return InBlock(ids.astype(np.int64), indptr, cols, np.asarray(ratings, dtype=np.float32)[order], src_counts)
+
+
+def out_block(in_block: InBlock) -> list[np.ndarray]:
+    """Per peer block, the local indices of this block's entities it needs: those it has rated.
+
+    The peer's in-block stacks them by ascending id, which is ascending local index here,
+    so these index arrays are also the order the factors are sent in.
+    """
+    num_peers, n = len(in_block.src_counts), len(in_block.ids)
+    entity = np.repeat(np.arange(n), np.diff(in_block.indptr))
+    peer = np.searchsorted(np.cumsum(in_block.src_counts), in_block.cols, side="right")
+    needed = np.zeros((num_peers, n), dtype=bool)
+    needed[peer, entity] = True
+    return [np.flatnonzero(row).astype(np.int32) for row in needed]
+
+
+# Above this id range the dense lookup of `unique_inverse` would cost more memory than sorting.
+DENSE_ID_RANGE = 1 << 26
+
+
+def unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`np.unique(values, return_inverse=True)` for non-negative ids, by a dense lookup when the range allows.
+
+    O(n + range) instead of a sort: in-block assembly calls it on tens of millions of ids.
+    """
+    if len(values) == 0 or values.min() < 0 or values.max() >= DENSE_ID_RANGE:
+        unique, inverse = np.unique(values, return_inverse=True)
+        return unique, inverse.astype(np.int64).reshape(-1)
+    present = np.zeros(int(values.max()) + 1, dtype=bool)
+    present[values] = True
+    unique = np.flatnonzero(present)
+    position = np.cumsum(present) - 1
+    return unique.astype(values.dtype), position[values]
 
 
 def _entity_major_order(dst_local: np.ndarray, src_block: np.ndarray, src_ids: np.ndarray) -> np.ndarray:
@@ -211,77 +253,97 @@ def _entity_major_order(dst_local: np.ndarray, src_block: np.ndarray, src_ids: n
 
 def empty_in_block(num_src: int) -> InBlock:
     return InBlock(np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32),
-                   np.zeros(num_src, np.int64), {})
+                   np.zeros(num_src, np.int64))
 
 
-def one_record_per_partition(pairs: RDD, num_blocks: int, combine) -> RDD:
-    """Shuffle (block, value) pairs so partition b holds exactly one record (b, combine(values)).
+def initial_solved_blocks(side: Side, rank: int, seed: int, nonnegative: bool) -> RDD:
+    """Starting factors for a side as (block, SolvedBlock); they depend on seed and ids only."""
 
-    Every block gets its record, even one that received nothing (combine of an empty list).
+    def initial(records):
+        block, in_block, sends = _gather_resident(records)
+        factors = initial_factors(in_block.ids, rank, seed, nonnegative).astype(np.float32)
+        return [(block, SolvedBlock(in_block.ids, factors, sends))]
+
+    return side.blocks.mapPartitions(initial, preservesPartitioning=True)
+
+
+def route_factors(solved: RDD, num_peers: int) -> RDD:
+    """Send each peer block exactly the factors its in-block refers to: one message per (block, peer) pair.
+
+    Every pair gets its message, an empty one included, so partition p of the result holds
+    exactly one record per source block, the count the zip in `solve_half_step` relies on.
     """
 
-    def gather(index: int, records):
-        return [(index, combine([value for _, value in records]))]
+    def messages(kv):
+        block, solved_block = kv
+        return [(peer, (block, solved_block.factors[idx])) for peer, idx in solved_block.sends.items()]
 
-    grouped = pairs.partitionBy(num_blocks, lambda block: block).mapPartitionsWithIndex(gather, True)
-    return _one_record_batches(grouped)
+    return solved.flatMap(messages).partitionBy(num_peers, _block_partition)
 
 
-def zip_blocks(left: RDD, right: RDD) -> RDD:
-    """Co-partitioned join of two one-record-per-partition RDDs without a shuffle.
+def solve_half_step(dst: Side, messages: RDD, rank: int, reg: float, nonnegative: bool, terms: Accumulator,
+                    step: int) -> RDD:
+    """New (block, SolvedBlock) of every destination block from its resident records and the routed factors.
 
-    Both sides hold (block, value) in partition `block`, so the join is the partition-wise
-    pairing; the block ids are checked so a layout mismatch fails loudly instead of mixing blocks.
+    Resident partition b and message partition b both hold one record per peer block, so
+    a JVM zip pairs them without reshuffling the in-blocks; the solve, and the routing that
+    follows unless the result is persisted, run in the same Python task. The block's
+    objective terms go to `terms` under (step, block).
     """
+    num_peers = dst.num_peers
 
-    def pair(record):
-        (left_block, left_value), (right_block, right_value) = record
-        if left_block != right_block:
-            raise ValueError(f"block mismatch in co-partitioned join: {left_block} != {right_block}")
-        return left_block, (left_value, right_value)
-
-    return left.zip(right).map(pair, preservesPartitioning=True)
-
-
-def initial_factor_blocks(side: Side, rank: int, seed: int, nonnegative: bool) -> RDD:
-    """Starting factors for a side, one FactorBlock per block (depends on seed and ids only)."""
-    return _one_record_batches(side.in_blocks.mapValues(
-        lambda block: FactorBlock(initial_factors(block.ids, rank, seed, nonnegative).astype(np.float32))))
-
-
-def route_factors(src_factors: RDD, src: Side, num_dst: int) -> RDD:
-    """Send each destination block exactly the source factors its in-block refers to."""
-
-    def messages(record):
-        src_block, (factor_block, out_block) = record
-        return [(dst, (src_block, (factor_block.factors[idx], factor_block.penalty)))
-                for dst, idx in out_block.items()]
-
-    return one_record_per_partition(zip_blocks(src_factors, src.out_blocks).flatMap(messages), num_dst, dict)
-
-
-def solve_half_step(dst: Side, received: RDD, rank: int, reg: float, nonnegative: bool) -> RDD:
-    """New factors of every destination block from its in-block and the factors routed to it."""
-
-    def solve(record):
-        block, (in_block, received_by_src) = record
-        empty = (np.zeros((0, rank), np.float32), 0.0)
-        stack = np.vstack([received_by_src.get(s, empty)[0] for s in range(len(in_block.src_counts))])
+    def solve(pairs):
+        records, received = [], {}
+        for record, (dst_block, (src_block, factors)) in pairs:
+            if dst_block != record[0]:
+                raise ValueError(f"block mismatch in half-step {step}: factors for {dst_block} met block {record[0]}")
+            records.append(record)
+            received[src_block] = factors
+        block, in_block, sends = _gather_resident(records)
+        if sorted(received) != list(range(num_peers)):
+            raise ValueError(f"block {block}, half-step {step}: messages from {sorted(received)}, "
+                             f"expected one from each of {num_peers} blocks")
+        stack = np.vstack([received[s].reshape(-1, rank) for s in range(num_peers)])
         if stack.shape[0] != int(in_block.src_counts.sum()):
             raise ValueError(f"block {block}: received {stack.shape[0]} factors, "
                              f"expected {int(in_block.src_counts.sum())}")
         result = solve_block(in_block.indptr, in_block.cols, in_block.ratings, stack, reg, nonnegative)
-        source_penalties = {s: penalty for s, (_, penalty) in received_by_src.items()}
-        return block, FactorBlock(result.factors.astype(np.float32), result.squared_error, result.penalty,
-                                  source_penalties)
+        terms.add({(step, block): (result.squared_error, result.penalty, time.time())})
+        return [(block, SolvedBlock(in_block.ids, result.factors.astype(np.float32), sends))]
 
-    return _one_record_batches(zip_blocks(dst.in_blocks, received).map(solve, preservesPartitioning=True))
+    return _zip_resident(dst.blocks, messages).mapPartitions(solve, preservesPartitioning=True)
 
 
-def factor_rows(factors: RDD, side: Side) -> RDD:
-    """(id, [floats]) rows of a side's factors, for a DataFrame."""
-    return zip_blocks(factors, side.in_blocks).flatMap(
-        lambda kv: zip(kv[1][1].ids.tolist(), kv[1][0].factors.tolist()))
+def _gather_resident(records) -> tuple[int, InBlock, dict[int, np.ndarray]]:
+    """(block, in-block, sends by peer) from the BlockRecords of one resident partition."""
+    records = list(records)
+    block = records[0][0] if records else None
+    sends = {record.peer: record.send for _, record in records}
+    in_block = next((record.in_block for _, record in records if record.in_block is not None), None)
+    if in_block is None:
+        raise ValueError(f"resident partition of block {block} has no in-block")
+    return block, in_block, sends
+
+
+def _zip_resident(resident: RDD, messages: RDD) -> RDD:
+    """Partition-wise pairing of resident records with routed messages (a narrow JVM zip).
+
+    pyspark's `RDD.zip` would re-pickle both sides in an extra Python pass because their
+    batch sizes differ; here each JVM element on both sides is one pickled record (resident:
+    batches of one; messages: one per (source, destination) pair), so the elements pair up
+    directly and the zip costs no Python work.
+    """
+    pairs = resident._jrdd.zip(messages._jrdd)
+    return RDD(pairs, resident.ctx, PairDeserializer(resident._jrdd_deserializer, messages._jrdd_deserializer))
+
+
+def _block_partition(block: int) -> int:
+    return block
+
+
+def factor_rows(solved: RDD) -> RDD:
+    """(id, [floats]) rows of a side's solved blocks, for a DataFrame."""
+    return solved.flatMap(lambda kv: zip(kv[1].ids.tolist(), kv[1].factors.tolist()))
 
 
 def _one_record_batches(rdd: RDD) -> RDD:

@@ -7,7 +7,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from mfspark.als import ALS, ALSModel
-from mfspark.als_blocks import assemble_in_block, block_of
+from mfspark.als_blocks import assemble_in_block, block_of, out_block, unique_inverse
 from mfspark.als_kernels import initial_factors
 
 RATINGS_SCHEMA = "user_id int, movie_id int, rating float"
@@ -54,12 +54,27 @@ def test_in_block_is_csr_of_ratings_with_rows_into_the_received_stack():
     assert block.indptr.tolist() == [0, 2, 5]
     # ordered by (entity, source block, source id), whatever the arrival order
     assert block.ratings.tolist() == [2.0, 4.0, 3.0, 5.0, 1.0]
-    assert {s: ids.tolist() for s, ids in block.src_ids.items()} == {0: [32], 1: [40, 44]}
     assert block.src_counts.tolist() == [1, 2, 0]
     # received stack = [src0 id 32, src1 id 40, src1 id 44]
     assert block.cols.tolist() == [0, 1, 0, 1, 2]
     shuffled = assemble_in_block(dst_ids[::-1], src_block[::-1], src_ids[::-1], ratings[::-1], num_src=3)
     np.testing.assert_array_equal(shuffled.ratings, block.ratings)
+
+
+def test_out_block_lists_per_peer_the_entities_it_has_rated():
+    # entity 10 rated by peers 0 and 1, entity 20 by peer 1 only, entity 30 by peer 0 only; peer 2 rated nothing
+    block = assemble_in_block(np.array([10, 20, 10, 30, 20]), np.array([0, 1, 1, 0, 1]),
+                              np.array([7, 8, 9, 7, 9]), np.ones(5), num_src=3)
+    sends = out_block(block)
+    assert [s.tolist() for s in sends] == [[0, 2], [0, 1], []]
+
+
+@pytest.mark.parametrize("values", [np.array([5, 3, 5, 9, 3, 0]), np.array([2**40, 7, 2**40]), np.array([-4, 2, -4])])
+def test_unique_inverse_matches_numpy(values):
+    unique, inverse = unique_inverse(values)
+    expected_unique, expected_inverse = np.unique(values, return_inverse=True)
+    np.testing.assert_array_equal(unique, expected_unique)
+    np.testing.assert_array_equal(inverse, expected_inverse)
 
 
 def test_blocks_are_a_fixed_hash_of_the_id():
