@@ -20,17 +20,21 @@ of iterations is one Spark job.
 
 from __future__ import annotations
 
+import logging
 import pickle
 import time
 from dataclasses import dataclass
 
 import numpy as np
+from py4j.protocol import Py4JError
 from pyspark import RDD, Accumulator, AccumulatorParam, StorageLevel
-from pyspark.serializers import BatchedSerializer, CPickleSerializer, PairDeserializer
+from pyspark.serializers import BatchedSerializer, CPickleSerializer, NoOpSerializer, PairDeserializer
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from mfspark.als_kernels import initial_factors, solve_block, splitmix64
+
+log = logging.getLogger(__name__)
 
 # One pickled record per serialized batch, so `zip` pairs records, not batches of them.
 _ONE_RECORD_PER_BATCH = BatchedSerializer(CPickleSerializer(), 1)
@@ -111,17 +115,14 @@ def build_layout(
     """The persisted, materialised user and item sides from (user_id, movie_id, rating), and the rating count.
 
     The ratings cross from the JVM to Python once, as Arrow batches, packed into numpy
-    arrays per (side, destination block) and shuffled once per side; each in-block numbers
-    its own entities, and the out-blocks translate the ids other blocks ask for into local
-    indices. Every block is a function of the set of ratings alone, so a retried task
-    rebuilds exactly the same block.
+    arrays per (side, destination block) and shuffled once per side; each block then builds
+    its in-block and out-block from its own ratings. Every block is a function of the set of
+    ratings alone, so a retried task rebuilds exactly the same block.
     """
     sc = ratings.sparkSession.sparkContext
     triples = ratings.select(F.col("user_id").cast("int"), F.col("movie_id").cast("int"),
                              F.col("rating").cast("float"))
-    packed = triples.mapInArrow(lambda batches: _pack_by_block(batches, num_user_blocks, num_item_blocks),
-                                "side int, block int, payload binary")
-    packed = packed.rdd.map(lambda row: ((row.side, row.block), row.payload)).persist(storage_level)
+    packed = _packed_ratings(triples, num_user_blocks, num_item_blocks).persist(storage_level)
     users = _resident_side(packed, 0, num_user_blocks, num_item_blocks, storage_level)
     items = _resident_side(packed, 1, num_item_blocks, num_user_blocks, storage_level)
     # One job materialises both sides (the packed ratings are computed once) and counts the ratings.
@@ -150,37 +151,106 @@ def _resident_side(packed: RDD, side: int, num_blocks: int, num_peers: int, stor
     return Side(_one_record_batches(resident).persist(storage_level), num_blocks, num_peers)
 
 
-# Ratings per packed chunk: keeps each Arrow binary value far below its 2 GB limit.
+# Ratings per packed chunk: keeps each pickled payload far below 2 GB.
 PACK_CHUNK_RATINGS = 4_000_000
+# Arrow types of the (user_id, movie_id, rating) batches the JVM sends.
+RATING_ARROW_TYPES = ("int32", "int32", "float32")
+# The fast JVM-to-Python path; tests turn it off to exercise the fallback.
+USE_ARROW_BATCH_RDD = True
+
+
+def _packed_ratings(triples: DataFrame, num_user_blocks: int, num_item_blocks: int) -> RDD:
+    """((side, block), pickled arrays) chunks of the ratings, packed where the rows arrive.
+
+    Fast path: `Dataset.toArrowBatchRdd` (JVM-internal, public in the bytecode) hands each
+    partition's Arrow record batches to a plain Python RDD, about 4x faster than
+    `mapInArrow` plus `.rdd` here (20M ratings: 1.3 s against 5 s for the transfer alone)
+    because nothing is converted back into rows. If a Spark version lacks it, the same
+    packing runs inside `mapInArrow`.
+    """
+    pack = lambda batches: _pack_by_block(batches, num_user_blocks, num_item_blocks)  # noqa: E731
+    if USE_ARROW_BATCH_RDD:
+        try:
+            batches = triples._jdf.toArrowBatchRdd().toJavaRDD()
+        except (Py4JError, AttributeError) as error:
+            log.warning("Dataset.toArrowBatchRdd unavailable (%s); packing ratings through mapInArrow", error)
+        else:
+            return RDD(batches, triples.sparkSession.sparkContext, NoOpSerializer()).mapPartitions(
+                lambda payloads: pack(_record_batches(payloads)))
+
+    def as_arrow(batches):
+        import pyarrow as pa
+
+        for (side, block), payload in pack(batches):
+            yield pa.RecordBatch.from_arrays([pa.array([side], pa.int32()), pa.array([block], pa.int32()),
+                                              pa.array([payload], pa.binary())], names=["side", "block", "payload"])
+
+    rows = triples.mapInArrow(as_arrow, "side int, block int, payload binary").rdd
+    return rows.map(lambda row: ((row.side, row.block), row.payload))
+
+
+def _record_batches(payloads):
+    """Arrow record batches from the serialized IPC messages of `toArrowBatchRdd`."""
+    import pyarrow as pa
+
+    schema = pa.schema([(f"c{j}", getattr(pa, t)()) for j, t in enumerate(RATING_ARROW_TYPES)])
+    for payload in payloads:
+        yield pa.ipc.read_record_batch(pa.py_buffer(payload), schema)
 
 
 def _pack_by_block(batches, num_user_blocks: int, num_item_blocks: int):
-    """Arrow batches of one partition -> rows (side, block, payload) of packed numpy arrays.
+    """Arrow batches of (user, item, rating) -> ((side, block), payload) chunks of packed numpy arrays.
 
     Side 0 packs (user id, item block, item id, rating) by user block, side 1 the mirror
     image by item block; the payload is a pickled tuple of those arrays.
     """
-    import pyarrow as pa
-
-    parts = [(b.column(0).to_numpy(), b.column(1).to_numpy(), b.column(2).to_numpy()) for b in batches]
+    parts = [tuple(_non_null(b.column(j), name) for j, name in enumerate(("user_id", "movie_id", "rating")))
+             for b in batches]
     if not parts:
         return
     user_ids, item_ids, ratings = (np.concatenate(column) for column in zip(*parts))
     user_block, item_block = block_of(user_ids, num_user_blocks), block_of(item_ids, num_item_blocks)
     for side, dst_block, dst_ids, src_block, src_ids in (
             (0, user_block, user_ids, item_block, item_ids), (1, item_block, item_ids, user_block, user_ids)):
-        order = np.argsort(dst_block, kind="stable")
+        order = _group_by_block(dst_block)
         bounds = np.searchsorted(dst_block[order], np.arange(np.max(dst_block, initial=-1) + 2))
-        rows = []
         for block in range(len(bounds) - 1):
             for lo in range(bounds[block], bounds[block + 1], PACK_CHUNK_RATINGS):
                 chunk = order[lo:min(lo + PACK_CHUNK_RATINGS, bounds[block + 1])]
                 arrays = (dst_ids[chunk], src_block[chunk], src_ids[chunk], ratings[chunk])
-                rows.append((block, pickle.dumps(arrays, protocol=5)))
-        if rows:
-            yield pa.RecordBatch.from_arrays(
-                [pa.array([side] * len(rows), pa.int32()), pa.array([r[0] for r in rows], pa.int32()),
-                 pa.array([r[1] for r in rows], pa.binary())], names=["side", "block", "payload"])
+                yield (side, block), pickle.dumps(arrays, protocol=5)
+
+
+def _non_null(column, name: str) -> np.ndarray:
+    if column.null_count:
+        raise ValueError(f"ALS input has {column.null_count} null {name} values in a batch: drop or fix them first")
+    return column.to_numpy()
+
+
+def _group_by_block(blocks: np.ndarray) -> np.ndarray:
+    """Stable order grouping equal block ids; numpy radix-sorts 16-bit keys in linear time."""
+    if len(blocks) and blocks.max() < 2**16:
+        return np.argsort(blocks.astype(np.uint16), kind="stable")
+    return np.argsort(blocks, kind="stable")
+
+
+def _resident_side(packed: RDD, side: int, num_blocks: int, num_peers: int, storage_level: StorageLevel) -> Side:
+    """One side's persisted BlockRecords, from its packed chunks in a single shuffle.
+
+    A block's out-block needs no exchange with its peers: peer p needs exactly the
+    entities of this block that have a rating from p, which this block's own ratings say.
+    """
+
+    def records(block: int, chunks) -> list:
+        arrays = [pickle.loads(payload) for _, payload in chunks]
+        in_block = assemble_in_block(*(np.concatenate(column) for column in zip(*arrays)), num_peers) \
+            if arrays else empty_in_block(num_peers)
+        sends = out_block(in_block)
+        return [(block, BlockRecord(peer, sends[peer], in_block if peer == 0 else None)) for peer in range(num_peers)]
+
+    keyed = packed.filter(lambda kv: kv[0][0] == side).map(lambda kv: (kv[0][1], kv[1]))
+    resident = keyed.partitionBy(num_blocks, _block_partition).mapPartitionsWithIndex(records, True)
+    return Side(_one_record_batches(resident).persist(storage_level), num_blocks, num_peers)
 
 
 def assemble_in_block(
@@ -194,19 +264,17 @@ def assemble_in_block(
     block, source id), so the block does not depend on the order the ratings arrived in.
     """
     ids, dst_local = unique_inverse(dst_ids)
-    order = _entity_major_order(dst_local, src_block, src_ids)
-    dst_local, src_block, src_ids = dst_local[order], src_block[order], src_ids[order]
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(dst_local, minlength=len(ids)))]).astype(np.int64)
-    cols = np.empty(len(order), dtype=np.int32)
+    cols = np.empty(len(dst_ids), dtype=np.int64)
     src_counts = np.zeros(num_src, dtype=np.int64)
-    offset = 0
     for s in range(num_src):
         rows = np.flatnonzero(src_block == s)
         needed, position = unique_inverse(src_ids[rows])
-        cols[rows] = offset + position
+        cols[rows] = src_counts[:s].sum() + position
         src_counts[s] = len(needed)
-        offset += len(needed)
-    return InBlock(ids.astype(np.int64), indptr, cols, np.asarray(ratings, dtype=np.float32)[order], src_counts)
+    order = _entity_major_order(dst_local, cols, int(src_counts.sum()))
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(dst_local, minlength=len(ids)))]).astype(np.int64)
+    return InBlock(ids.astype(np.int64), indptr, cols[order].astype(np.int32),
+                   np.asarray(ratings, dtype=np.float32)[order], src_counts)
 
 
 def out_block(in_block: InBlock) -> list[np.ndarray]:
@@ -242,13 +310,21 @@ def unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return unique.astype(values.dtype), position[values]
 
 
-def _entity_major_order(dst_local: np.ndarray, src_block: np.ndarray, src_ids: np.ndarray) -> np.ndarray:
-    """Stable order by (entity, source block, source id): one int64 key sort when the parts fit, else lexsort."""
-    if len(dst_local) and dst_local.max() < 2**23 and src_block.max() < 2**8 and src_ids.min() >= 0 \
-            and src_ids.max() < 2**32:
-        key = (dst_local.astype(np.int64) << 40) | (src_block.astype(np.int64) << 32) | src_ids.astype(np.int64)
-        return np.argsort(key, kind="stable")
-    return np.lexsort((src_ids, src_block, dst_local))
+def _entity_major_order(entity: np.ndarray, cols: np.ndarray, num_cols: int) -> np.ndarray:
+    """Order of the ratings by (entity, received-stack row).
+
+    (entity, col, arrival index) packed into one int64 and sorted by value: numpy's SIMD
+    value sort is ~5x faster than `argsort` (10M ratings: 0.3 s vs 1.5 s). Falls back to
+    lexsort when the parts do not fit in 63 bits.
+    """
+    n = len(entity)
+    index_bits, col_bits = max(n - 1, 1).bit_length(), max(num_cols - 1, 1).bit_length()
+    if n == 0 or int(entity.max()).bit_length() + col_bits + index_bits > 63:
+        return np.lexsort((cols, entity))
+    packed = (entity.astype(np.int64) << (col_bits + index_bits)) | (cols.astype(np.int64) << index_bits)
+    packed |= np.arange(n, dtype=np.int64)
+    packed.sort()
+    return packed & ((1 << index_bits) - 1)
 
 
 def empty_in_block(num_src: int) -> InBlock:

@@ -183,3 +183,23 @@ def test_planted_low_rank_data_is_recovered_to_the_noise_floor(spark):
     rmse = scored.select(F.sqrt(F.avg((F.col("rating") - F.col("prediction")) ** 2))).first()[0]
     assert model.history.iterations[-1].train_rmse < 1.1 * noise
     assert rmse < 0.1  # error against the noiseless truth on unseen cells
+
+
+def test_mapinarrow_fallback_builds_the_same_model(spark, monkeypatch):
+    from mfspark import als_blocks
+
+    rows, *_ = small_ratings(seed=3, n_users=12, n_items=9)
+    ratings = spark.createDataFrame(rows, RATINGS_SCHEMA)
+    fast = ALS(rank=3, max_iter=2, seed=4).fit(ratings)
+    monkeypatch.setattr(als_blocks, "USE_ARROW_BATCH_RDD", False)
+    fallback = ALS(rank=3, max_iter=2, seed=4).fit(ratings)
+    a, b = factors_by_id(fast.user_factors), factors_by_id(fallback.user_factors)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_null_ratings_are_refused_with_a_clear_error(spark):
+    ratings = spark.createDataFrame([(1, 10, 4.0), (2, 10, None)], RATINGS_SCHEMA)
+    with pytest.raises(Exception, match="null rating"):
+        ALS(rank=2, max_iter=1).fit(ratings)
