@@ -26,8 +26,10 @@ SPARSE_GRAM_MAX_RANK = 32
 GRAM_PRODUCTS_PER_PASS = 8
 # Bounds on temporary arrays, in float64 elements (8 bytes each): ~128 MB per temporary.
 MAX_TEMP_ELEMENTS = 16_000_000
-# Ratings per chunk of destination entities: bounds the Gram stack and the temporaries.
-MAX_CHUNK_RATINGS = 2_000_000
+# Ratings per chunk of destination entities: bounds the per-rating float64 temporaries (~128 MB each).
+# The (n, k, k) Gram stack is bounded separately, by MAX_TEMP_ELEMENTS. Each chunk re-forms the source
+# outer products, so chunks are as large as memory allows (2M-rating chunks made a 10M block 2x slower).
+MAX_CHUNK_RATINGS = 16_000_000
 NNLS_MAX_SWEEPS = 200
 NNLS_TOL = 1e-10
 
@@ -42,7 +44,12 @@ class BlockSolution:
 
 
 def gram_matrices(indptr: np.ndarray, cols: np.ndarray, src_factors: np.ndarray) -> np.ndarray:
-    """All Gram matrices sum_j y_j y_j^T of the entities in `indptr`, shape (n, k, k)."""
+    """All Gram matrices sum_j y_j y_j^T of the entities in `indptr`, shape (n, k, k), float64.
+
+    The products are formed in the precision of `src_factors`: float32 as Spark ships them
+    (the Gram of a 10M-rating block ~1.7x faster, relative error ~1e-5, far below what moves
+    the RMSE), float64 when a caller passes float64.
+    """
     rank = src_factors.shape[1]
     if rank <= SPARSE_GRAM_MAX_RANK:
         return _gram_by_sparse_product(indptr, cols, src_factors)
@@ -53,10 +60,15 @@ def _gram_by_sparse_product(indptr: np.ndarray, cols: np.ndarray, y: np.ndarray)
     """Grams as one sparse product: (0/1 rating pattern) @ (per-source outer products).
 
     Only the upper triangle's k(k+1)/2 products are formed, GRAM_PRODUCTS_PER_PASS at a
-    time, and the full matrices are then one gather from the triangle.
+    time, and the full matrices are then one gather from the triangle. With fewer
+    destinations than sources the pattern runs column-major: the outer products then
+    stream in order and the random writes land in the smaller result (measured on a 10M
+    rating item block: 0.46 s + 0.16 s conversion against 0.73 s).
     """
     n, (m, k) = len(indptr) - 1, y.shape
-    pattern = sp.csr_matrix((np.ones(len(cols)), cols, indptr), shape=(n, m))
+    pattern = sp.csr_matrix((np.ones(len(cols), dtype=y.dtype), cols, indptr), shape=(n, m))
+    if n < m:
+        pattern = pattern.tocsc()
     rows, cols_tri = np.triu_indices(k)
     triangle = np.empty((n, len(rows)))
     step = max(1, min(GRAM_PRODUCTS_PER_PASS, MAX_TEMP_ELEMENTS // max(m, 1)))
@@ -77,7 +89,7 @@ def _gram_by_padded_gemm(indptr: np.ndarray, cols: np.ndarray, y: np.ndarray) ->
     """
     n, (m, k) = len(indptr) - 1, y.shape
     counts = np.diff(indptr)
-    padded = np.vstack([y, np.zeros((1, k))])  # row m is the zero row padding points at
+    padded = np.vstack([y, np.zeros((1, k), dtype=y.dtype)])  # row m is the zero row padding points at
     length = 1 << np.ceil(np.log2(np.maximum(counts, 1))).astype(np.int64)
     grams = np.zeros((n, k, k))
     for bucket_len in np.unique(length):
@@ -145,20 +157,21 @@ def solve_block(
 ) -> BlockSolution:
     """One ALS half-step for a block: new factors for every destination entity.
 
-    Entities are processed in chunks of about MAX_CHUNK_RATINGS ratings so the (n, k, k)
-    Gram stack stays bounded for large blocks. The squared error of the new factors comes
-    from the normal equations themselves (sum r^2 - 2 x.b + x^T G x), so logging the
-    training loss costs no extra pass over the ratings.
+    Entities are processed in chunks of at most MAX_CHUNK_RATINGS ratings and
+    MAX_TEMP_ELEMENTS / k^2 entities, so the (n, k, k) Gram stack stays bounded for large
+    blocks. The squared error of the new factors comes from the normal equations themselves
+    (sum r^2 - 2 x.b + x^T G x), so logging the training loss costs no extra pass over the
+    ratings.
     """
     y = np.asarray(src_factors, dtype=np.float64)
     n, k = len(indptr) - 1, y.shape[1]
     factors = np.empty((n, k))
     squared_error = penalty = 0.0
-    for lo, hi in _chunks(indptr):
+    for lo, hi in _chunks(indptr, max(1, MAX_TEMP_ELEMENTS // (k * k))):
         ptr = indptr[lo:hi + 1] - indptr[lo]
         part = slice(indptr[lo], indptr[hi])
         c, r = cols[part], ratings[part].astype(np.float64)
-        grams = gram_matrices(ptr, c, y)
+        grams = gram_matrices(ptr, c, src_factors)
         rhs = right_hand_sides(ptr, c, r, y)
         counts = np.diff(ptr).astype(np.float64)
         x = solve_normal_equations(grams, rhs, counts, reg, nonnegative)
@@ -169,13 +182,14 @@ def solve_block(
     return BlockSolution(factors, max(squared_error, 0.0), penalty)
 
 
-def _chunks(indptr: np.ndarray) -> list[tuple[int, int]]:
-    """Split entities [0, n) into consecutive ranges of about MAX_CHUNK_RATINGS ratings each."""
+def _chunks(indptr: np.ndarray, max_entities: int) -> list[tuple[int, int]]:
+    """Split entities [0, n) into consecutive ranges of at most max_entities entities and about
+    MAX_CHUNK_RATINGS ratings (a single entity with more ratings gets a range of its own)."""
     n, bounds = len(indptr) - 1, [0]
     while bounds[-1] < n:
         lo = bounds[-1]
         hi = int(np.searchsorted(indptr, indptr[lo] + MAX_CHUNK_RATINGS, side="right")) - 1
-        bounds.append(min(n, max(hi, lo + 1)))
+        bounds.append(min(n, lo + max_entities, max(hi, lo + 1)))
     return list(zip(bounds[:-1], bounds[1:]))
 
 

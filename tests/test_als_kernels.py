@@ -59,8 +59,9 @@ def test_objective_terms_come_from_the_normal_equations(monkeypatch):
 def test_chunks_cover_every_entity_once(monkeypatch):
     monkeypatch.setattr(K, "MAX_CHUNK_RATINGS", 5)
     indptr = np.array([0, 2, 12, 13, 14, 20])
-    assert K._chunks(indptr) == [(0, 1), (1, 2), (2, 4), (4, 5)]
-    assert K._chunks(np.array([0])) == []
+    assert K._chunks(indptr, max_entities=10) == [(0, 1), (1, 2), (2, 4), (4, 5)]
+    assert K._chunks(indptr, max_entities=1) == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
+    assert K._chunks(np.array([0]), max_entities=10) == []
 
 
 def test_nonnegative_solution_matches_scipy_nnls():
