@@ -203,3 +203,11 @@ def test_null_ratings_are_refused_with_a_clear_error(spark):
     ratings = spark.createDataFrame([(1, 10, 4.0), (2, 10, None)], RATINGS_SCHEMA)
     with pytest.raises(Exception, match="null rating"):
         ALS(rank=2, max_iter=1).fit(ratings)
+
+
+@pytest.mark.parametrize(("max_iter", "interval", "ends"), [
+    (10, 10, [10]), (12, 3, [3, 6, 9, 12]), (10, 4, [4, 8, 10]), (5, 0, [5]), (0, 3, [])])
+def test_one_job_per_checkpoint_interval(max_iter, interval, ends):
+    from mfspark.als import _segment_ends
+
+    assert _segment_ends(max_iter, interval) == ends
