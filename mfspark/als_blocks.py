@@ -14,8 +14,8 @@ record per peer block (`BlockRecord`). PySpark's `join`/`cogroup` is a union plu
 (measured: NOTES.md), so routed factors are paired with the resident records by a
 partition-wise JVM `zip` instead: destination b receives exactly one message from each peer
 block, the same count as its resident records. A half-step is then one stage and one
-Python task per block (read messages, solve, route the new factors onward), and a whole run
-of iterations is one Spark job.
+Python task per block (read messages, solve, route the new factors onward), and all the
+iterations between two checkpoints are one Spark job.
 """
 
 from __future__ import annotations
@@ -232,25 +232,6 @@ def _group_by_block(blocks: np.ndarray) -> np.ndarray:
     if len(blocks) and blocks.max() < 2**16:
         return np.argsort(blocks.astype(np.uint16), kind="stable")
     return np.argsort(blocks, kind="stable")
-
-
-def _resident_side(packed: RDD, side: int, num_blocks: int, num_peers: int, storage_level: StorageLevel) -> Side:
-    """One side's persisted BlockRecords, from its packed chunks in a single shuffle.
-
-    A block's out-block needs no exchange with its peers: peer p needs exactly the
-    entities of this block that have a rating from p, which this block's own ratings say.
-    """
-
-    def records(block: int, chunks) -> list:
-        arrays = [pickle.loads(payload) for _, payload in chunks]
-        in_block = assemble_in_block(*(np.concatenate(column) for column in zip(*arrays)), num_peers) \
-            if arrays else empty_in_block(num_peers)
-        sends = out_block(in_block)
-        return [(block, BlockRecord(peer, sends[peer], in_block if peer == 0 else None)) for peer in range(num_peers)]
-
-    keyed = packed.filter(lambda kv: kv[0][0] == side).map(lambda kv: (kv[0][1], kv[1]))
-    resident = keyed.partitionBy(num_blocks, _block_partition).mapPartitionsWithIndex(records, True)
-    return Side(_one_record_batches(resident).persist(storage_level), num_blocks, num_peers)
 
 
 def assemble_in_block(
