@@ -56,6 +56,10 @@ class ALSParams:
             raise ConfigError(f"need rank >= 1, max_iter >= 0, reg >= 0 (got {self.rank}, {self.max_iter}, {self.reg})")
         if self.cold_start not in COLD_START_STRATEGIES:
             raise ConfigError(f"cold_start must be one of {COLD_START_STRATEGIES}, got '{self.cold_start}'")
+        for name in ("num_user_blocks", "num_item_blocks"):
+            count = getattr(self, name)
+            if count is not None and not 1 <= count <= blocks.MAX_BLOCKS:
+                raise ConfigError(f"{name} must be between 1 and {blocks.MAX_BLOCKS}, got {count}")
         if not hasattr(StorageLevel, self.storage_level):
             raise ConfigError(f"unknown storage level '{self.storage_level}'")
 

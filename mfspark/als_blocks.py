@@ -103,6 +103,10 @@ class TermsAccumulator(AccumulatorParam):
         return {**value1, **value2}
 
 
+# Block ids travel as uint16 in the packed ratings.
+MAX_BLOCKS = 2**16
+
+
 def block_of(ids: np.ndarray, num_blocks: int) -> np.ndarray:
     """Block of each id: a fixed hash of the id alone, so the layout never depends on the
     process, the input order or its partitioning."""
@@ -210,6 +214,7 @@ def _pack_by_block(batches, num_user_blocks: int, num_item_blocks: int):
         return
     user_ids, item_ids, ratings = (np.concatenate(column) for column in zip(*parts))
     user_block, item_block = block_of(user_ids, num_user_blocks), block_of(item_ids, num_item_blocks)
+    ratings = _compact_ratings(ratings)  # the packed chunks are persisted and shuffled: keep them small
     for side, dst_block, dst_ids, src_block, src_ids in (
             (0, user_block, user_ids, item_block, item_ids), (1, item_block, item_ids, user_block, user_ids)):
         order = _group_by_block(dst_block)
@@ -217,7 +222,7 @@ def _pack_by_block(batches, num_user_blocks: int, num_item_blocks: int):
         for block in range(len(bounds) - 1):
             for lo in range(bounds[block], bounds[block + 1], PACK_CHUNK_RATINGS):
                 chunk = order[lo:min(lo + PACK_CHUNK_RATINGS, bounds[block + 1])]
-                arrays = (dst_ids[chunk], src_block[chunk], src_ids[chunk], ratings[chunk])
+                arrays = (dst_ids[chunk], src_block[chunk].astype(np.uint16), src_ids[chunk], ratings[chunk])
                 yield (side, block), pickle.dumps(arrays, protocol=5)
 
 

@@ -211,3 +211,10 @@ def test_one_job_per_checkpoint_interval(max_iter, interval, ends):
     from mfspark.als import _segment_ends
 
     assert _segment_ends(max_iter, interval) == ends
+
+
+def test_block_counts_are_validated():
+    from mfspark.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="num_item_blocks must be between 1 and 65536"):
+        ALS(num_item_blocks=0)
