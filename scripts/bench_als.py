@@ -6,7 +6,7 @@ then fit ours and MLlib on the same seeded 80/20 split, each in its own fresh Sp
 RMSE and the peak resident memory of the whole process tree (driver JVM + Python workers),
 plus the ours/MLlib ratios, as a markdown table.
 
-    python scripts/bench_als.py --shapes ml-1m ml-10m ml-25m --out benchmarks/results/als.md
+    python scripts/bench_als.py --shapes ml-1m ml-10m ml-25m ml-32m --out benchmarks/results/als.md
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def mllib_blas() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shapes", nargs="+", default=["ml-1m", "ml-10m", "ml-25m"])
+    parser.add_argument("--shapes", nargs="+", default=["ml-1m", "ml-10m", "ml-25m", "ml-32m"])
     parser.add_argument("--work", default=str(REPO / "out" / "bench"), help="cache for synthetic data and ingests")
     parser.add_argument("--rank", type=int, default=10)
     parser.add_argument("--reg", type=float, default=0.05)
