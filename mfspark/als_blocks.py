@@ -126,18 +126,20 @@ def build_layout(
     sc = ratings.sparkSession.sparkContext
     triples = ratings.select(F.col("user_id").cast("int"), F.col("movie_id").cast("int"),
                              F.col("rating").cast("float"))
-    packed = _packed_ratings(triples, num_user_blocks, num_item_blocks).persist(storage_level)
-    users = _resident_side(packed, 0, num_user_blocks, num_item_blocks, storage_level)
-    items = _resident_side(packed, 1, num_item_blocks, num_user_blocks, storage_level)
-    # One job materialises both sides (the packed ratings are computed once) and counts the ratings.
+    # Each side reads the ratings itself: the Arrow transfer is cheaper than persisting the packed
+    # chunks and reading them back twice (20M ratings: layout 15 s -> 11 s here).
+    users = _resident_side(_packed_ratings(triples, 0, num_user_blocks, num_item_blocks), num_user_blocks,
+                           num_item_blocks, storage_level)
+    items = _resident_side(_packed_ratings(triples, 1, num_user_blocks, num_item_blocks), num_item_blocks,
+                           num_user_blocks, storage_level)
+    # One job materialises both sides and counts the ratings.
     num_ratings = sc.union([users.blocks.map(lambda kv: kv[1].in_block.num_ratings if kv[1].in_block else 0),
                             items.blocks.map(lambda kv: 0)]).sum()
-    packed.unpersist()
     return users, items, int(num_ratings)
 
 
-def _resident_side(packed: RDD, side: int, num_blocks: int, num_peers: int, storage_level: StorageLevel) -> Side:
-    """One side's persisted BlockRecords, from its packed chunks in a single shuffle.
+def _resident_side(packed: RDD, num_blocks: int, num_peers: int, storage_level: StorageLevel) -> Side:
+    """One side's persisted BlockRecords, from its (block, packed chunk) pairs in a single shuffle.
 
     A block's out-block needs no exchange with its peers: peer p needs exactly the
     entities of this block that have a rating from p, which this block's own ratings say.
@@ -150,8 +152,7 @@ def _resident_side(packed: RDD, side: int, num_blocks: int, num_peers: int, stor
         sends = out_block(in_block)
         return [(block, BlockRecord(peer, sends[peer], in_block if peer == 0 else None)) for peer in range(num_peers)]
 
-    keyed = packed.filter(lambda kv: kv[0][0] == side).map(lambda kv: (kv[0][1], kv[1]))
-    resident = keyed.partitionBy(num_blocks, _block_partition).mapPartitionsWithIndex(records, True)
+    resident = packed.partitionBy(num_blocks, _block_partition).mapPartitionsWithIndex(records, True)
     return Side(_one_record_batches(resident).persist(storage_level), num_blocks, num_peers)
 
 
@@ -163,8 +164,8 @@ RATING_ARROW_TYPES = ("int32", "int32", "float32")
 USE_ARROW_BATCH_RDD = True
 
 
-def _packed_ratings(triples: DataFrame, num_user_blocks: int, num_item_blocks: int) -> RDD:
-    """((side, block), pickled arrays) chunks of the ratings, packed where the rows arrive.
+def _packed_ratings(triples: DataFrame, side: int, num_user_blocks: int, num_item_blocks: int) -> RDD:
+    """(block, pickled arrays) chunks of one side's ratings, packed where the rows arrive.
 
     Fast path: `Dataset.toArrowBatchRdd` (JVM-internal, public in the bytecode) hands each
     partition's Arrow record batches to a plain Python RDD, about 4x faster than
@@ -172,7 +173,7 @@ def _packed_ratings(triples: DataFrame, num_user_blocks: int, num_item_blocks: i
     because nothing is converted back into rows. If a Spark version lacks it, the same
     packing runs inside `mapInArrow`.
     """
-    pack = lambda batches: _pack_by_block(batches, num_user_blocks, num_item_blocks)  # noqa: E731
+    pack = lambda batches: _pack_by_block(batches, side, num_user_blocks, num_item_blocks)  # noqa: E731
     if USE_ARROW_BATCH_RDD:
         try:
             batches = triples._jdf.toArrowBatchRdd().toJavaRDD()
@@ -185,12 +186,12 @@ def _packed_ratings(triples: DataFrame, num_user_blocks: int, num_item_blocks: i
     def as_arrow(batches):
         import pyarrow as pa
 
-        for (side, block), payload in pack(batches):
-            yield pa.RecordBatch.from_arrays([pa.array([side], pa.int32()), pa.array([block], pa.int32()),
-                                              pa.array([payload], pa.binary())], names=["side", "block", "payload"])
+        for block, payload in pack(batches):
+            yield pa.RecordBatch.from_arrays([pa.array([block], pa.int32()), pa.array([payload], pa.binary())],
+                                             names=["block", "payload"])
 
-    rows = triples.mapInArrow(as_arrow, "side int, block int, payload binary").rdd
-    return rows.map(lambda row: ((row.side, row.block), row.payload))
+    rows = triples.mapInArrow(as_arrow, "block int, payload binary").rdd
+    return rows.map(lambda row: (row.block, row.payload))
 
 
 def _record_batches(payloads):
@@ -202,8 +203,8 @@ def _record_batches(payloads):
         yield pa.ipc.read_record_batch(pa.py_buffer(payload), schema)
 
 
-def _pack_by_block(batches, num_user_blocks: int, num_item_blocks: int):
-    """Arrow batches of (user, item, rating) -> ((side, block), payload) chunks of packed numpy arrays.
+def _pack_by_block(batches, side: int, num_user_blocks: int, num_item_blocks: int):
+    """Arrow batches of (user, item, rating) -> (block, payload) chunks of packed numpy arrays.
 
     Side 0 packs (user id, item block, item id, rating) by user block, side 1 the mirror
     image by item block; the payload is a pickled tuple of those arrays.
@@ -214,16 +215,16 @@ def _pack_by_block(batches, num_user_blocks: int, num_item_blocks: int):
         return
     user_ids, item_ids, ratings = (np.concatenate(column) for column in zip(*parts))
     user_block, item_block = block_of(user_ids, num_user_blocks), block_of(item_ids, num_item_blocks)
-    ratings = _compact_ratings(ratings)  # the packed chunks are persisted and shuffled: keep them small
-    for side, dst_block, dst_ids, src_block, src_ids in (
-            (0, user_block, user_ids, item_block, item_ids), (1, item_block, item_ids, user_block, user_ids)):
-        order = _group_by_block(dst_block)
-        bounds = np.searchsorted(dst_block[order], np.arange(np.max(dst_block, initial=-1) + 2))
-        for block in range(len(bounds) - 1):
-            for lo in range(bounds[block], bounds[block + 1], PACK_CHUNK_RATINGS):
-                chunk = order[lo:min(lo + PACK_CHUNK_RATINGS, bounds[block + 1])]
-                arrays = (dst_ids[chunk], src_block[chunk].astype(np.uint16), src_ids[chunk], ratings[chunk])
-                yield (side, block), pickle.dumps(arrays, protocol=5)
+    ratings = _compact_ratings(ratings)  # the packed chunks are shuffled: keep them small
+    dst_block, dst_ids, src_block, src_ids = (user_block, user_ids, item_block, item_ids) if side == 0 \
+        else (item_block, item_ids, user_block, user_ids)
+    order = _group_by_block(dst_block)
+    bounds = np.searchsorted(dst_block[order], np.arange(np.max(dst_block, initial=-1) + 2))
+    for block in range(len(bounds) - 1):
+        for lo in range(bounds[block], bounds[block + 1], PACK_CHUNK_RATINGS):
+            chunk = order[lo:min(lo + PACK_CHUNK_RATINGS, bounds[block + 1])]
+            arrays = (dst_ids[chunk], src_block[chunk].astype(np.uint16), src_ids[chunk], ratings[chunk])
+            yield block, pickle.dumps(arrays, protocol=5)
 
 
 def _non_null(column, name: str) -> np.ndarray:
