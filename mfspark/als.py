@@ -128,7 +128,8 @@ class ALS:
         sc = spark.sparkContext
         terms = sc.accumulator({}, blocks.TermsAccumulator())
         reporter = _IterationReporter(terms, users.num_blocks, items.num_blocks, history, p)
-        user_solved = blocks.initial_solved_blocks(users, p.rank, p.seed, p.nonnegative).persist(level)
+        user_solved = blocks.initial_solved_blocks(users, p.rank, p.seed, p.nonnegative)
+        # With no iteration at all the model is the starting point.
         item_solved = blocks.initial_solved_blocks(items, p.rank, p.seed + 1, p.nonnegative) if p.max_iter == 0 \
             else None
         checkpoint_file, done = None, 0
@@ -153,8 +154,6 @@ class ALS:
             if checkpointing:
                 checkpoint_file = _replace_checkpoint(spark, checkpoint_file, user_solved.getCheckpointFile())
             done = end
-        if item_solved is not None and p.max_iter == 0:
-            item_solved.persist(level)
         return user_solved, item_solved, checkpoint_file
 
 

@@ -218,3 +218,14 @@ def test_block_counts_are_validated():
 
     with pytest.raises(ConfigError, match="num_item_blocks must be between 1 and 65536"):
         ALS(num_item_blocks=0)
+
+
+def test_zero_iterations_give_the_seeded_starting_factors(spark):
+    from mfspark.als_kernels import initial_factors
+
+    ratings = spark.createDataFrame([(1, 10, 4.0), (2, 10, 3.0), (2, 20, 5.0)], RATINGS_SCHEMA)
+    model = ALS(rank=3, max_iter=0, seed=7).fit(ratings)
+    users = factors_by_id(model.user_factors)
+    np.testing.assert_allclose(users[2], initial_factors(np.array([2]), 3, 7)[0], rtol=1e-6)
+    assert sorted(factors_by_id(model.item_factors)) == [10, 20]
+    assert model.history.iterations == []
