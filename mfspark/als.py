@@ -96,7 +96,7 @@ class ALS:
             baseline = _fit_baseline(ratings, p)
         train = baseline.residuals(ratings).select("user_id", "movie_id", F.col("residual").alias("rating")) \
             if (baseline is not None and p.biases) else ratings
-        parallelism = spark.sparkContext.defaultParallelism
+        parallelism = min(spark.sparkContext.defaultParallelism, blocks.MAX_BLOCKS)
         users, items, num_ratings = blocks.build_layout(
             train, p.num_user_blocks or parallelism, p.num_item_blocks or parallelism,
             getattr(StorageLevel, p.storage_level))

@@ -49,6 +49,7 @@ class InBlock:
     cols: np.ndarray  # uint16 or int32: row in the stack of received source factors
     ratings: np.ndarray  # float16 when exact, else float32
     src_counts: np.ndarray  # int64 per source block: how many factors it sends here
+    src_checksums: np.ndarray  # uint64 per source block: `id_checksum` of the ids it must send
 
     @property
     def num_ratings(self) -> int:
@@ -253,15 +254,27 @@ def assemble_in_block(
     ids, dst_local = unique_inverse(dst_ids)
     cols = np.empty(len(dst_ids), dtype=np.int64)
     src_counts = np.zeros(num_src, dtype=np.int64)
+    src_checksums = np.zeros(num_src, dtype=np.uint64)
     for s in range(num_src):
         rows = np.flatnonzero(src_block == s)
         needed, position = unique_inverse(src_ids[rows])
         cols[rows] = src_counts[:s].sum() + position
         src_counts[s] = len(needed)
+        src_checksums[s] = id_checksum(needed)
     order = _entity_major_order(dst_local, cols, int(src_counts.sum()))
     indptr = np.concatenate([[0], np.cumsum(np.bincount(dst_local, minlength=len(ids)))]).astype(np.int64)
     return InBlock(ids.astype(np.int64), indptr, _compact_cols(cols[order], int(src_counts.sum())),
-                   _compact_ratings(np.asarray(ratings, dtype=np.float32)[order]), src_counts)
+                   _compact_ratings(np.asarray(ratings, dtype=np.float32)[order]), src_counts, src_checksums)
+
+
+def id_checksum(ids: np.ndarray) -> np.uint64:
+    """Order-free 64-bit fingerprint of a set of ids (wrapping sum of their splitmix64 hashes).
+
+    Each side builds its blocks from its own read of the ratings; a message whose ids'
+    fingerprint differs from the one the receiving in-block expects means the two reads
+    disagreed, and the factors would land in the wrong rows.
+    """
+    return splitmix64(np.asarray(ids, dtype=np.int64).astype(np.uint64)).sum(dtype=np.uint64)
 
 
 def _compact_cols(cols: np.ndarray, num_cols: int) -> np.ndarray:
@@ -270,7 +283,7 @@ def _compact_cols(cols: np.ndarray, num_cols: int) -> np.ndarray:
     In-blocks cross from the JVM to each half-step's Python task (~0.4 s per 10M ratings
     here), so every byte per rating counts.
     """
-    return cols.astype(np.uint16 if num_cols <= 2**16 else np.int32)
+    return cols.astype(np.uint16 if num_cols < 2**16 else np.int32)
 
 
 def _compact_ratings(ratings: np.ndarray) -> np.ndarray:
@@ -293,7 +306,7 @@ def out_block(in_block: InBlock) -> list[np.ndarray]:
     return [np.flatnonzero(row).astype(np.int32) for row in needed]
 
 
-# Above this id range the dense lookup of `unique_inverse` would cost more memory than sorting.
+# Above this id range (or 8x the number of values) the dense lookup of `unique_inverse` costs more than sorting.
 DENSE_ID_RANGE = 1 << 26
 
 
@@ -302,7 +315,7 @@ def unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     O(n + range) instead of a sort: in-block assembly calls it on tens of millions of ids.
     """
-    if len(values) == 0 or values.min() < 0 or values.max() >= DENSE_ID_RANGE:
+    if len(values) == 0 or values.min() < 0 or values.max() >= min(DENSE_ID_RANGE, max(8 * len(values), 1 << 20)):
         unique, inverse = np.unique(values, return_inverse=True)
         return unique, inverse.astype(np.int64).reshape(-1)
     present = np.zeros(int(values.max()) + 1, dtype=bool)
@@ -331,7 +344,7 @@ def _entity_major_order(entity: np.ndarray, cols: np.ndarray, num_cols: int) -> 
 
 def empty_in_block(num_src: int) -> InBlock:
     return InBlock(np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32),
-                   np.zeros(num_src, np.int64))
+                   np.zeros(num_src, np.int64), np.zeros(num_src, np.uint64))
 
 
 def initial_solved_blocks(side: Side, rank: int, seed: int, nonnegative: bool) -> RDD:
@@ -354,7 +367,8 @@ def route_factors(solved: RDD, num_peers: int) -> RDD:
 
     def messages(kv):
         block, solved_block = kv
-        return [(peer, (block, solved_block.factors[idx])) for peer, idx in solved_block.sends.items()]
+        ids, factors = solved_block.ids, solved_block.factors
+        return [(peer, (block, factors[idx], id_checksum(ids[idx]))) for peer, idx in solved_block.sends.items()]
 
     return solved.flatMap(messages).partitionBy(num_peers, _block_partition)
 
@@ -372,16 +386,22 @@ def solve_half_step(dst: Side, messages: RDD, rank: int, reg: float, nonnegative
 
     def solve(pairs):
         records, received = [], {}
-        for record, (dst_block, (src_block, factors)) in pairs:
+        for record, (dst_block, (src_block, factors, checksum)) in pairs:
             if dst_block != record[0]:
                 raise ValueError(f"block mismatch in half-step {step}: factors for {dst_block} met block {record[0]}")
             records.append(record)
-            received[src_block] = factors
+            received[src_block] = factors, checksum
         block, in_block, sends = _gather_resident(records)
         if sorted(received) != list(range(num_peers)):
             raise ValueError(f"block {block}, half-step {step}: messages from {sorted(received)}, "
                              f"expected one from each of {num_peers} blocks")
-        stack = np.vstack([received[s].reshape(-1, rank) for s in range(num_peers)])
+        for s, (_, checksum) in received.items():
+            if checksum != in_block.src_checksums[s]:
+                raise ValueError(
+                    f"half-step {step}, block {block}: the factors block {s} sent are not the ones this block's "
+                    "ratings refer to. The two sides read different rows from the input DataFrame (a "
+                    "nondeterministic input, e.g. sample() after a shuffle): cache or checkpoint it before fit.")
+        stack = np.vstack([received[s][0].reshape(-1, rank) for s in range(num_peers)])
         if stack.shape[0] != int(in_block.src_counts.sum()):
             raise ValueError(f"block {block}: received {stack.shape[0]} factors, "
                              f"expected {int(in_block.src_counts.sum())}")

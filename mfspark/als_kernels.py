@@ -100,7 +100,8 @@ def _gram_by_padded_gemm(indptr: np.ndarray, cols: np.ndarray, y: np.ndarray) ->
             chunk = members[start:start + step]
             pos = indptr[chunk][:, None] + offsets
             inside = offsets < counts[chunk][:, None]
-            stacked = padded[np.where(inside, cols[np.minimum(pos, len(cols) - 1)], m)]
+            rows = cols[np.minimum(pos, len(cols) - 1)].astype(np.intp)  # compact uint16 cols would wrap m
+            stacked = padded[np.where(inside, rows, m)]
             grams[chunk] = np.matmul(stacked.transpose(0, 2, 1), stacked)
     return grams
 

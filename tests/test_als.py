@@ -229,3 +229,15 @@ def test_zero_iterations_give_the_seeded_starting_factors(spark):
     np.testing.assert_allclose(users[2], initial_factors(np.array([2]), 3, 7)[0], rtol=1e-6)
     assert sorted(factors_by_id(model.item_factors)) == [10, 20]
     assert model.history.iterations == []
+
+
+def test_a_nondeterministic_input_is_refused_not_mixed_up(spark):
+    import random
+
+    from pyspark.sql import functions as F
+
+    rows, *_ = small_ratings(seed=4, n_users=40, n_items=30)
+    keep = F.udf(lambda: random.random() < 0.6, "boolean").asNondeterministic()
+    ratings = spark.createDataFrame(rows, RATINGS_SCHEMA).where(keep())
+    with pytest.raises(Exception, match="nondeterministic"):
+        ALS(rank=2, max_iter=1).fit(ratings)

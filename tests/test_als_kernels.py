@@ -102,3 +102,13 @@ def test_initial_factors_depend_only_on_seed_and_id():
     assert (K.initial_factors(ids, 8, seed=42, nonnegative=True) >= 0).all()
     draws = K.initial_factors(np.arange(20_000), 1, seed=7)[:, 0]
     assert abs(np.mean(np.sign(draws))) < 0.05  # symmetric around 0, not degenerate
+
+
+def test_padded_gram_with_compact_uint16_cols_and_65536_sources():
+    # the padding sentinel is row m = 65536, one past what uint16 holds
+    m, k = 65_536, 33
+    y = np.random.default_rng(5).standard_normal((m, k))
+    indptr = np.array([0, 3, 4])
+    cols = np.array([65_535, 0, 7, 65_535], dtype=np.uint16)
+    expected = np.array([y[[65_535, 0, 7]].T @ y[[65_535, 0, 7]], np.outer(y[65_535], y[65_535])])
+    np.testing.assert_allclose(K._gram_by_padded_gemm(indptr, cols, y), expected, atol=1e-10)
