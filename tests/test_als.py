@@ -236,8 +236,10 @@ def test_a_nondeterministic_input_is_refused_not_mixed_up(spark):
 
     from pyspark.sql import functions as F
 
-    rows, *_ = small_ratings(seed=4, n_users=40, n_items=30)
-    keep = F.udf(lambda: random.random() < 0.6, "boolean").asNondeterministic()
+    # sparse, so that the two sides' reads also disagree on which ids each block pair exchanges
+    rows, *_ = small_ratings(seed=4, n_users=200, n_items=150, density=0.02)
+    # SystemRandom: workers forked from one daemon share the `random` module's state, so two reads could agree.
+    keep = F.udf(lambda: random.SystemRandom().random() < 0.6, "boolean").asNondeterministic()
     ratings = spark.createDataFrame(rows, RATINGS_SCHEMA).where(keep())
     with pytest.raises(Exception, match="nondeterministic"):
         ALS(rank=2, max_iter=1).fit(ratings)
