@@ -274,7 +274,7 @@ def id_checksum(ids: np.ndarray) -> np.uint64:
     fingerprint differs from the one the receiving in-block expects means the two reads
     disagreed, and the factors would land in the wrong rows.
     """
-    return splitmix64(np.asarray(ids, dtype=np.int64).astype(np.uint64)).sum(dtype=np.uint64)
+    return splitmix64(np.asarray(ids, dtype=np.int64)).sum(dtype=np.uint64)
 
 
 def _compact_cols(cols: np.ndarray, num_cols: int) -> np.ndarray:
