@@ -28,7 +28,7 @@ def ridge_reference(mask, dense, y, reg):
     return np.array(out)
 
 
-@pytest.mark.parametrize("rank", [3, 40])  # sparse-product and padded-GEMM Gram paths
+@pytest.mark.parametrize("rank", [3, 40])
 def test_half_step_equals_closed_form_ridge_solution(rank):
     indptr, cols, ratings, mask, dense = random_block(n_dst=30, n_src=50, density=0.5)
     y = np.random.default_rng(1).standard_normal((50, rank))
@@ -36,16 +36,27 @@ def test_half_step_equals_closed_form_ridge_solution(rank):
     np.testing.assert_allclose(solution.factors, ridge_reference(mask, dense, y, 0.1), rtol=1e-6, atol=1e-8)
 
 
-def test_both_gram_paths_agree_with_dense_grams():
-    indptr, cols, _, mask, _ = random_block(n_dst=12, n_src=8)
+def test_float32_factors_as_shipped_give_the_float64_solution_to_float32_precision():
+    indptr, cols, ratings, mask, dense = random_block(n_dst=30, n_src=50, density=0.5)
+    y = np.random.default_rng(1).standard_normal((50, 10)).astype(np.float32)
+    solution = K.solve_block(indptr, cols.astype(np.uint16), ratings.astype(np.float16), y, reg=0.1)
+    np.testing.assert_allclose(solution.factors, ridge_reference(mask, dense, y.astype(np.float64), 0.1),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_normal_equations_of_one_entity_equal_the_dense_gram_and_rhs():
+    indptr, cols, ratings, mask, dense = random_block(n_dst=12, n_src=8)
     y = np.random.default_rng(2).standard_normal((8, 5))
-    expected = np.array([y[m].T @ y[m] for m in mask])
-    np.testing.assert_allclose(K._gram_by_sparse_product(indptr, cols, y), expected, atol=1e-12)
-    np.testing.assert_allclose(K._gram_by_padded_gemm(indptr, cols, y), expected, atol=1e-12)
+    e, k = 3, 5
+    gathered, values, gram, rhs = np.empty((k, 8)), np.empty(8), np.empty((k, k)), np.empty(k)
+    sum_r2 = K.normal_equations(indptr[e], indptr[e + 1], cols, ratings, y, gathered, values, gram, rhs)
+    ys, r = y[mask[e]], dense[e, mask[e]]
+    np.testing.assert_allclose(gram, ys.T @ ys, atol=1e-12)
+    np.testing.assert_allclose(rhs, ys.T @ r, atol=1e-12)
+    assert sum_r2 == pytest.approx(float(r @ r), rel=1e-12)
 
 
-def test_objective_terms_come_from_the_normal_equations(monkeypatch):
-    monkeypatch.setattr(K, "MAX_CHUNK_RATINGS", 7)  # force several chunks
+def test_objective_terms_come_from_the_normal_equations():
     indptr, cols, ratings, mask, dense = random_block(n_dst=20, n_src=10)
     y = np.random.default_rng(3).standard_normal((10, 4))
     solution = K.solve_block(indptr, cols, ratings, y, reg=0.05)
@@ -56,21 +67,20 @@ def test_objective_terms_come_from_the_normal_equations(monkeypatch):
     assert solution.penalty == pytest.approx(float((mask.sum(axis=1) * (x**2).sum(axis=1)).sum()), rel=1e-9)
 
 
-def test_chunks_cover_every_entity_once(monkeypatch):
-    monkeypatch.setattr(K, "MAX_CHUNK_RATINGS", 5)
-    indptr = np.array([0, 2, 12, 13, 14, 20])
-    assert K._chunks(indptr, max_entities=10) == [(0, 1), (1, 2), (2, 4), (4, 5)]
-    assert K._chunks(indptr, max_entities=1) == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
-    assert K._chunks(np.array([0]), max_entities=10) == []
+def test_cholesky_solve_refuses_a_matrix_that_is_not_positive_definite():
+    x, factor = np.empty(2), np.empty((2, 2))
+    assert K.cholesky_solve(np.array([[4.0, 2.0], [2.0, 3.0]]), np.array([2.0, 1.0]), factor, x)
+    np.testing.assert_allclose(x, np.linalg.solve([[4.0, 2.0], [2.0, 3.0]], [2.0, 1.0]))
+    assert not K.cholesky_solve(np.array([[1.0, 2.0], [2.0, 1.0]]), np.array([1.0, 1.0]), factor, x)
 
 
 def test_nonnegative_solution_matches_scipy_nnls():
     rng = np.random.default_rng(4)
     c = rng.standard_normal((5, 12, 6))
     d = rng.standard_normal((5, 12))
-    lhs = np.matmul(c.transpose(0, 2, 1), c)
-    rhs = np.einsum("nji,nj->ni", c, d)
-    x = K.solve_nonnegative(lhs, rhs)
+    x = np.empty((5, 6))
+    for i in range(5):
+        K.nonnegative_solve(c[i].T @ c[i], c[i].T @ d[i], x[i])
     expected = np.array([nnls(c[i], d[i])[0] for i in range(5)])
     assert (x >= 0).all() and (expected == 0).any()
     np.testing.assert_allclose(x, expected, atol=1e-6)
@@ -83,6 +93,7 @@ def test_nonnegative_half_step_is_nonnegative_and_equals_unconstrained_when_inac
     free = ridge_reference(mask, dense, y, 0.1)
     assert (constrained >= 0).all()
     inactive = (free > 0).all(axis=1)
+    assert inactive.any() and not inactive.all()
     np.testing.assert_allclose(constrained[inactive], free[inactive], atol=1e-7)
 
 
@@ -90,7 +101,18 @@ def test_zero_reg_on_rank_deficient_grams_gives_minimum_norm_solution():
     indptr, cols, ratings = np.array([0, 1]), np.array([0], dtype=np.int32), np.array([3.0], dtype=np.float32)
     y = np.array([[1.0, 1.0]])
     x = K.solve_block(indptr, cols, ratings, y, reg=0.0).factors
-    np.testing.assert_allclose(x, [[1.5, 1.5]])
+    np.testing.assert_allclose(x, [[1.5, 1.5]], rtol=1e-6)
+
+
+def test_compact_uint16_cols_reach_the_last_of_65536_sources():
+    m, k = 65_536, 4
+    y = np.random.default_rng(5).standard_normal((m, k))
+    indptr, ratings = np.array([0, 3, 4]), np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)
+    cols = np.array([65_535, 0, 7, 65_535], dtype=np.uint16)
+    wide = K.solve_block(indptr, cols.astype(np.int64), ratings, y, reg=0.1).factors
+    np.testing.assert_array_equal(K.solve_block(indptr, cols, ratings, y, reg=0.1).factors, wide)
+    ys = y[[65_535, 0, 7]]
+    np.testing.assert_allclose(wide[0], np.linalg.solve(ys.T @ ys + 0.3 * np.eye(k), ys.T @ [1.0, 2.0, 3.0]))
 
 
 def test_initial_factors_depend_only_on_seed_and_id():
@@ -102,13 +124,3 @@ def test_initial_factors_depend_only_on_seed_and_id():
     assert (K.initial_factors(ids, 8, seed=42, nonnegative=True) >= 0).all()
     draws = K.initial_factors(np.arange(20_000), 1, seed=7)[:, 0]
     assert abs(np.mean(np.sign(draws))) < 0.05  # symmetric around 0, not degenerate
-
-
-def test_padded_gram_with_compact_uint16_cols_and_65536_sources():
-    # the padding sentinel is row m = 65536, one past what uint16 holds
-    m, k = 65_536, 33
-    y = np.random.default_rng(5).standard_normal((m, k))
-    indptr = np.array([0, 3, 4])
-    cols = np.array([65_535, 0, 7, 65_535], dtype=np.uint16)
-    expected = np.array([y[[65_535, 0, 7]].T @ y[[65_535, 0, 7]], np.outer(y[65_535], y[65_535])])
-    np.testing.assert_allclose(K._gram_by_padded_gemm(indptr, cols, y), expected, atol=1e-10)
