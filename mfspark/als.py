@@ -105,13 +105,12 @@ class ALS:
         log.info("ALS layout: %d ratings in %d user x %d item blocks (%.1f s)", history.num_ratings,
                  users.num_blocks, items.num_blocks, history.build_seconds)
         user_factors, item_factors, checkpoint_file = self._alternate(spark, users, items, history)
-        history.fit_seconds = time.perf_counter() - started
-        model = ALSModel.from_blocks(spark, p, user_factors, item_factors, baseline, history)
         for side in (users, items):
             side.blocks.unpersist()
-        if checkpoint_file:  # the model's frames are materialised and no longer need it
+        if checkpoint_file:  # the model's factor blocks are locally checkpointed and no longer need it
             HadoopPaths(spark).delete(checkpoint_file)
-        return model
+        history.fit_seconds = time.perf_counter() - started
+        return ALSModel.from_blocks(spark, p, user_factors, item_factors, baseline, history)
 
     def _alternate(self, spark: SparkSession, users: blocks.Side, items: blocks.Side, history: FitHistory):
         """The ALS loop: each iteration solves the items from the users, then the users from the items.
@@ -130,31 +129,56 @@ class ALS:
         reporter = _IterationReporter(terms, users.num_blocks, items.num_blocks, history, p)
         user_solved = blocks.initial_solved_blocks(users, p.rank, p.seed, p.nonnegative)
         # With no iteration at all the model is the starting point.
-        item_solved = blocks.initial_solved_blocks(items, p.rank, p.seed + 1, p.nonnegative) if p.max_iter == 0 \
-            else None
+        item_solved = blocks.initial_solved_blocks(items, p.rank, p.seed + 1, p.nonnegative)
         checkpoint_file, done = None, 0
         for end in _segment_ends(p.max_iter, p.checkpoint_interval):
             previous = user_solved
             for iteration in range(done + 1, end + 1):
                 item_solved = blocks.solve_half_step(items, blocks.route_factors(user_solved, items.num_blocks),
                                                      p.rank, p.reg, p.nonnegative, terms, 2 * iteration - 1)
-                if iteration == p.max_iter:  # the model's item factors
-                    item_solved.persist(level)
+                if iteration == p.max_iter:  # the model's item factors: kept, not recomputed
+                    _keep_model_factors(item_solved, level)
                 user_solved = blocks.solve_half_step(users, blocks.route_factors(item_solved, users.num_blocks),
                                                      p.rank, p.reg, p.nonnegative, terms, 2 * iteration)
-            user_solved.persist(level)
-            # The last job's factors are the model, not an input to more iterations: no checkpoint.
-            checkpointing = p.checkpoint_interval > 0 and end % p.checkpoint_interval == 0 and end < p.max_iter
-            if checkpointing:
-                user_solved.checkpoint()
-            with reporter.running(sc):
-                user_solved.count()
+            if end < p.max_iter:
+                user_solved.persist(level)
+                if p.checkpoint_interval > 0 and end % p.checkpoint_interval == 0:
+                    user_solved.checkpoint()
+                with reporter.running(sc):
+                    user_solved.count()
+                if user_solved.isCheckpointed():
+                    checkpoint_file = _replace_checkpoint(spark, checkpoint_file, user_solved.getCheckpointFile())
+            else:
+                _keep_model_factors(user_solved, level)
+                with reporter.running(sc):
+                    _materialise_model_factors(sc, user_solved, item_solved)
             reporter.finish(end)
             previous.unpersist()
-            if checkpointing:
-                checkpoint_file = _replace_checkpoint(spark, checkpoint_file, user_solved.getCheckpointFile())
             done = end
+        if p.max_iter == 0:
+            for solved in (user_solved, item_solved):
+                _keep_model_factors(solved, level)
+            _materialise_model_factors(sc, user_solved, item_solved)
         return user_solved, item_solved, checkpoint_file
+
+
+def _keep_model_factors(solved: RDD, level: StorageLevel) -> None:
+    """Mark the model's final factor blocks to be kept by the job that computes them.
+
+    Locally checkpointed (persisted with a disk-backed level, lineage cut once computed), as
+    MLlib's fit keeps its final factor RDDs: the model's DataFrames read them whenever they
+    are used, and neither the layout nor any checkpoint file is needed afterwards.
+    """
+    solved.persist(level)
+    solved.localCheckpoint()
+
+
+def _materialise_model_factors(sc, user_solved: RDD, item_solved: RDD) -> None:
+    """Compute both sides' marked final factor blocks in one job.
+
+    The union itself is not marked, so the job checkpoints both of its marked parents.
+    """
+    sc.union([user_solved, item_solved]).count()
 
 
 def _segment_ends(max_iter: int, checkpoint_interval: int) -> list[int]:
@@ -259,14 +283,12 @@ class ALSModel:
     @classmethod
     def from_blocks(cls, spark: SparkSession, params: ALSParams, user_factors: RDD, item_factors: RDD, baseline,
                     history: FitHistory) -> ALSModel:
-        """Factor DataFrames from the factor blocks, materialised so the block RDDs can be released."""
-        rows = spark.sparkContext.union([blocks.factor_rows(user_factors).map(lambda row: (0, *row)),
-                                         blocks.factor_rows(item_factors).map(lambda row: (1, *row))])
-        # Both sides in one materialising job; each model frame then reads its own side.
-        both = spark.createDataFrame(rows, f"side int, {FACTOR_SCHEMA}").localCheckpoint(eager=True)
-        for factors in (user_factors, item_factors):
-            factors.unpersist()
-        users, items = (both.where(F.col("side") == side).drop("side") for side in (0, 1))
+        """Factor DataFrames over the kept factor blocks (no job here: as MLlib's `toDF` of its factor RDDs).
+
+        Each frame is cached on first use, so rows are built from the blocks once.
+        """
+        users, items = (spark.createDataFrame(blocks.factor_rows(solved), FACTOR_SCHEMA).cache()
+                        for solved in (user_factors, item_factors))
         return cls(users, items, params, baseline, history)
 
     @property

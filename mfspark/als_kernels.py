@@ -57,9 +57,10 @@ def solve_block(
     """
     y = np.ascontiguousarray(src_factors)
     factors = np.empty((len(indptr) - 1, y.shape[1]))
-    squared_error, penalty = _solve_entities(np.asarray(indptr, dtype=np.int64), cols,
-                                             np.asarray(ratings, dtype=np.float32), y, float(reg), nonnegative,
-                                             factors)
+    # Fixed argument types, so each process compiles (or loads from numba's cache) one variant per factor dtype.
+    squared_error, penalty = _solve_entities(np.asarray(indptr, dtype=np.int64), np.asarray(cols, dtype=np.int32),
+                                             np.asarray(ratings, dtype=np.float32), y, float(reg),
+                                             bool(nonnegative), factors)
     return BlockSolution(factors, max(squared_error, 0.0), penalty)
 
 
