@@ -1,11 +1,13 @@
 """Block-partitioned ALS on Spark against a dense numpy ALS, plus the model API."""
 
+import gc
 import math
 
 import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
+from mfspark import als_blocks as blocks
 from mfspark.als import ALS, ALSModel
 from mfspark.als_blocks import assemble_in_block, block_of, out_block, unique_inverse
 from mfspark.als_kernels import initial_factors
@@ -121,6 +123,8 @@ def test_long_runs_keep_one_checkpoint_and_finish(spark):
     from pathlib import Path
 
     assert list(Path(checkpoint_root).glob("rdd-*")) == []  # intermediate ones deleted, the last after the fit
+    # The model's frames read the kept final factor blocks, not the deleted checkpoint or the released layout.
+    assert model.user_factors.count() == 9 and model.item_factors.count() == 7
 
 
 def test_nonnegative_factors(spark):
@@ -243,3 +247,12 @@ def test_a_nondeterministic_input_is_refused_not_mixed_up(spark):
     ratings = spark.createDataFrame(rows, RATINGS_SCHEMA).where(keep())
     with pytest.raises(Exception, match="nondeterministic"):
         ALS(rank=2, max_iter=1).fit(ratings)
+
+
+def test_worker_heap_is_frozen_in_tasks_and_never_on_the_driver(spark):
+    before = gc.get_freeze_count()
+    blocks._freeze_worker_heap_once()
+    assert gc.get_freeze_count() == before
+    in_task = spark.sparkContext.parallelize([0], 1).map(
+        lambda _: (blocks._freeze_worker_heap_once(), gc.get_freeze_count())[1]).collect()
+    assert in_task[0] > 0
