@@ -64,7 +64,7 @@ def solve_block(
     return BlockSolution(factors, max(squared_error, 0.0), penalty)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def _solve_entities(indptr, cols, ratings, y, reg, nonnegative, factors):  # pragma: no cover - compiled
     """Solve every entity of the block into `factors`; returns (squared_error, penalty)."""
     k = y.shape[1]
@@ -131,7 +131,7 @@ def normal_equations(lo, hi, cols, ratings, y, gathered, values, gram, rhs):  # 
     return sum_r2
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def cholesky_solve(lhs, rhs, factor, x):  # pragma: no cover - compiled
     """Solve lhs x = rhs for SPD lhs by Cholesky (lower factor into `factor`); False if not SPD."""
     k = len(rhs)
