@@ -60,7 +60,10 @@ def _update(centered: DataFrame, keys: list[str], id_col: str, lambda_col: str,
     rows = centered
     residual = F.col("r")
     if other is not None:
-        rows = centered.join(other.select(*keys, other_id, F.col("bias").alias("_other")), [*keys, other_id])
+        # One row per user or movie (per key): broadcast it, so the ratings are never shuffled for the
+        # join (a checkpointed table has no size estimate, so Spark would sort-merge 25M rows per half-sweep).
+        rows = centered.join(F.broadcast(other.select(*keys, other_id, F.col("bias").alias("_other"))),
+                             [*keys, other_id])
         residual = residual - F.col("_other")
     sums = rows.groupBy(*keys, id_col).agg(
         F.sum(residual).alias("_sum"), F.count(F.lit(1)).alias("count"), F.max(lambda_col).alias("_lambda"))
@@ -90,10 +93,13 @@ def alternate(centered: DataFrame, sweeps: int, keys: list[str] | None = None) -
 
 def with_bias_columns(df: DataFrame, user_biases: DataFrame, movie_biases: DataFrame,
                       keys: list[str] | None = None) -> DataFrame:
-    """Add `_b_u` and `_b_i` to df (0 for users or movies the model has not seen)."""
+    """Add `_b_u` and `_b_i` to df (0 for users or movies the model has not seen).
+
+    The bias tables (a row per user or movie) are broadcast, so `df` is never shuffled for the joins.
+    """
     keys = keys or []
-    users = user_biases.select(*keys, "user_id", F.col("bias").alias("_b_u"))
-    movies = movie_biases.select(*keys, "movie_id", F.col("bias").alias("_b_i"))
+    users = F.broadcast(user_biases.select(*keys, "user_id", F.col("bias").alias("_b_u")))
+    movies = F.broadcast(movie_biases.select(*keys, "movie_id", F.col("bias").alias("_b_i")))
     joined = df.join(users, [*keys, "user_id"], "left").join(movies, [*keys, "movie_id"], "left")
     return joined.fillna(0.0, subset=["_b_u", "_b_i"])
 
