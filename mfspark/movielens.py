@@ -29,6 +29,7 @@ ML100K_GENRES = (
 )
 NO_GENRES = "(no genres listed)"
 BLANK_LINE = "blank_line"
+INVALID_UTF8 = "invalid_utf8"
 FIELD_COUNT = "field_count"
 DUPLICATE = "duplicate"
 
@@ -166,11 +167,14 @@ def parse_lines(lines: DataFrame, source: SourceFile, release: Release, genre_na
     typed = fields.select("*", *(column.alias(name) for name, column in columns.items()))
     first_failure = [
         (BLANK_LINE, F.trim("raw_line") == ""),
+        # Spark keeps a text line's bytes as they are; invalid UTF-8 would be stored as mojibake.
+        *([(INVALID_UTF8, ~F.is_valid_utf8("raw_line"))] if source.encoding == "utf-8" else []),
         (FIELD_COUNT, F.col("_field_count") != len(source.fields)),
         *checks,
     ]
     reason = F.coalesce(*(F.when(failed, F.lit(code)) for code, failed in first_failure))
-    return typed.select(*lines.columns, *columns, reason.alias("reason"), "raw_line")
+    raw_line = F.make_valid_utf8("raw_line") if source.encoding == "utf-8" else F.col("raw_line")
+    return typed.select(*lines.columns, *columns, reason.alias("reason"), raw_line.alias("raw_line"))
 
 
 def split_fields(text: Column, source: SourceFile) -> tuple[dict[str, Column], Column]:

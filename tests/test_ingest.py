@@ -264,3 +264,13 @@ def test_header_only_ratings_is_an_input_error(spark, tmp_path):
     write(source, "ratings.csv", ["userId,movieId,rating,timestamp"])
     with pytest.raises(InputError, match="ratings.csv has no data rows"):
         ingest_release(spark, source, str(tmp_path / "out"))
+
+
+def test_invalid_utf8_is_rejected_with_its_line_not_stored_as_mojibake(spark, tmp_path):
+    source = csv_release(tmp_path / "ml-latest-small")
+    (source / "tags.csv").write_bytes(b"userId,movieId,tag,timestamp\r\n1,1,caf\xe9,100\r\n2,1,caf\xc3\xa9,200\r\n")
+    manifest = ingest_release(spark, source, str(tmp_path / "out"), max_reject_fraction=1.0)
+    assert_table(spark, tmp_path / "out", "tags", [(2, 1, "caf\u00e9", at(200))])
+    rejects = spark.read.parquet(str(tmp_path / "out" / "rejects")).collect()
+    assert [(r.line_number, r.reason, r.raw_line) for r in rejects] == [(2, "invalid_utf8", "1,1,caf\ufffd,100")]
+    assert manifest["rejects"]["by_reason"] == {"invalid_utf8": 1}
