@@ -176,9 +176,10 @@ def _keep_model_factors(solved: RDD, level: StorageLevel) -> None:
 def _materialise_model_factors(sc, user_solved: RDD, item_solved: RDD) -> None:
     """Compute both sides' marked final factor blocks in one job.
 
-    The union itself is not marked, so the job checkpoints both of its marked parents.
+    The union itself is not marked, so the job checkpoints both of its marked parents; it
+    counts in the JVM, so the blocks are not piped through another Python worker.
     """
-    sc.union([user_solved, item_solved]).count()
+    sc.union([user_solved, item_solved])._jrdd.count()
 
 
 def _segment_ends(max_iter: int, checkpoint_interval: int) -> list[int]:
@@ -285,9 +286,10 @@ class ALSModel:
                     history: FitHistory) -> ALSModel:
         """Factor DataFrames over the kept factor blocks (no job here: as MLlib's `toDF` of its factor RDDs).
 
-        Each frame is cached on first use, so rows are built from the blocks once.
+        Not cached: a cached frame stays registered with Spark until unpersisted, and would keep
+        every fitted model's blocks alive; the blocks themselves are kept as long as the model is.
         """
-        users, items = (spark.createDataFrame(blocks.factor_rows(solved), FACTOR_SCHEMA).cache()
+        users, items = (spark.createDataFrame(blocks.factor_rows(solved), FACTOR_SCHEMA)
                         for solved in (user_factors, item_factors))
         return cls(users, items, params, baseline, history)
 

@@ -428,10 +428,12 @@ def _freeze_worker_heap_once() -> None:
     A reused pyspark worker runs a full `gc.collect()` after every task (pyspark/daemon.py).
     With numba, pyarrow and pandas loaded that walks ~160k long-lived objects, ~60 ms here,
     and the next half-step's task waits for it; after `gc.freeze()` it takes microseconds.
-    Objects freed by reference counting are still freed. Never done outside a task.
+    Garbage cycles are collected first (so none is frozen), and objects freed by reference
+    counting are still freed. Never done outside a task.
     """
     global _worker_heap_frozen
     if not _worker_heap_frozen and TaskContext.get() is not None:
+        gc.collect()
         gc.freeze()
         _worker_heap_frozen = True
 

@@ -31,6 +31,28 @@ SINGULAR_SHIFT = 1e-12
 _FASTMATH = {"reassoc", "contract"}
 
 
+def compiled(fastmath: bool = True):
+    """numba-compile a kernel, cached on disk where numba can write its cache, else in memory.
+
+    numba caches beside this file, under NUMBA_CACHE_DIR or the user cache directory, and for
+    code shipped in a zip (`spark-submit --py-files`) under the user cache directory without
+    checking that it can write there; on an executor whose home is read-only or missing the
+    first call would then fail. So the cache directory is tried once here, and a kernel that
+    cannot be cached compiles in memory (about 2.5 s once per Python worker).
+    """
+
+    def wrap(func):
+        options = {"nogil": True, "fastmath": _FASTMATH if fastmath else False}
+        try:
+            kernel = numba.njit(cache=True, **options)(func)
+            kernel._cache._impl.locator.ensure_cache_path()
+            return kernel
+        except (OSError, RuntimeError, AttributeError):
+            return numba.njit(**options)(func)
+
+    return wrap
+
+
 @dataclass(frozen=True)
 class BlockSolution:
     """New factors of a block plus the terms of the objective they contribute."""
@@ -64,7 +86,7 @@ def solve_block(
     return BlockSolution(factors, max(squared_error, 0.0), penalty)
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@compiled()
 def _solve_entities(indptr, cols, ratings, y, reg, nonnegative, factors):  # pragma: no cover - compiled
     """Solve every entity of the block into `factors`; returns (squared_error, penalty)."""
     k = y.shape[1]
@@ -87,7 +109,8 @@ def _solve_entities(indptr, cols, ratings, y, reg, nonnegative, factors):  # pra
             singular_shift = SINGULAR_SHIFT * max(1.0, np.abs(lhs).max())
             for p in range(k):
                 lhs[p, p] += singular_shift
-            cholesky_solve(lhs, rhs, factor, x)
+            if not cholesky_solve(lhs, rhs, factor, x):
+                x[:] = np.nan  # NaN or infinite input: let it show in the factors and the objective
         # x^T G x = x^T (lhs) x - shift |x|^2, with lhs as solved (any singular shift is ~1e-12 relative).
         quadratic = x_b = x_x = 0.0
         for p in range(k):
@@ -102,7 +125,7 @@ def _solve_entities(indptr, cols, ratings, y, reg, nonnegative, factors):  # pra
     return squared_error, penalty
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@compiled()
 def normal_equations(lo, hi, cols, ratings, y, gathered, values, gram, rhs):  # pragma: no cover - compiled
     """Gram matrix (into `gram`) and right-hand side (into `rhs`) of the entity owning ratings lo:hi.
 
@@ -131,7 +154,7 @@ def normal_equations(lo, hi, cols, ratings, y, gathered, values, gram, rhs):  # 
     return sum_r2
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@compiled()
 def cholesky_solve(lhs, rhs, factor, x):  # pragma: no cover - compiled
     """Solve lhs x = rhs for SPD lhs by Cholesky (lower factor into `factor`); False if not SPD."""
     k = len(rhs)
@@ -160,7 +183,7 @@ def cholesky_solve(lhs, rhs, factor, x):  # pragma: no cover - compiled
     return True
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled(fastmath=False)
 def nonnegative_solve(lhs, rhs, x):  # pragma: no cover - compiled
     """min 1/2 x^T A x - b^T x subject to x >= 0 for SPD A (lhs), by projected coordinate descent.
 

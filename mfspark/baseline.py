@@ -60,9 +60,7 @@ def _update(centered: DataFrame, keys: list[str], id_col: str, lambda_col: str,
     rows = centered
     residual = F.col("r")
     if other is not None:
-        # One row per user or movie (per key): broadcast it, so the ratings are never shuffled for the
-        # join (a checkpointed table has no size estimate, so Spark would sort-merge 25M rows per half-sweep).
-        rows = centered.join(F.broadcast(other.select(*keys, other_id, F.col("bias").alias("_other"))),
+        rows = centered.join(_small(other.select(*keys, other_id, F.col("bias").alias("_other")), keys),
                              [*keys, other_id])
         residual = residual - F.col("_other")
     sums = rows.groupBy(*keys, id_col).agg(
@@ -71,6 +69,16 @@ def _update(centered: DataFrame, keys: list[str], id_col: str, lambda_col: str,
                          F.col("count").cast("int").alias("count"))
     # Each sweep's biases feed the next: cut the lineage so the plan does not grow with sweeps.
     return biases.localCheckpoint(eager=True)
+
+
+def _small(biases: DataFrame, keys: list[str]) -> DataFrame:
+    """A bias table to join on: broadcast when it has one row per user or movie.
+
+    A checkpointed table has no size estimate, so Spark would otherwise sort-merge-join every
+    rating with it (20M ratings, 2 sweeps: 32.6 s -> 17.9 s broadcast). A tuning grid's
+    tables (keys) have a row per grid point as well, and are left to Spark's planner.
+    """
+    return biases if keys else F.broadcast(biases)
 
 
 def alternate(centered: DataFrame, sweeps: int, keys: list[str] | None = None) -> tuple[DataFrame, DataFrame]:
@@ -93,13 +101,10 @@ def alternate(centered: DataFrame, sweeps: int, keys: list[str] | None = None) -
 
 def with_bias_columns(df: DataFrame, user_biases: DataFrame, movie_biases: DataFrame,
                       keys: list[str] | None = None) -> DataFrame:
-    """Add `_b_u` and `_b_i` to df (0 for users or movies the model has not seen).
-
-    The bias tables (a row per user or movie) are broadcast, so `df` is never shuffled for the joins.
-    """
+    """Add `_b_u` and `_b_i` to df (0 for users or movies the model has not seen)."""
     keys = keys or []
-    users = F.broadcast(user_biases.select(*keys, "user_id", F.col("bias").alias("_b_u")))
-    movies = F.broadcast(movie_biases.select(*keys, "movie_id", F.col("bias").alias("_b_i")))
+    users = _small(user_biases.select(*keys, "user_id", F.col("bias").alias("_b_u")), keys)
+    movies = _small(movie_biases.select(*keys, "movie_id", F.col("bias").alias("_b_i")), keys)
     joined = df.join(users, [*keys, "user_id"], "left").join(movies, [*keys, "movie_id"], "left")
     return joined.fillna(0.0, subset=["_b_u", "_b_i"])
 

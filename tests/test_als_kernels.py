@@ -124,3 +124,23 @@ def test_initial_factors_depend_only_on_seed_and_id():
     assert (K.initial_factors(ids, 8, seed=42, nonnegative=True) >= 0).all()
     draws = K.initial_factors(np.arange(20_000), 1, seed=7)[:, 0]
     assert abs(np.mean(np.sign(draws))) < 0.05  # symmetric around 0, not degenerate
+
+
+def test_nan_input_gives_nan_factors_not_leftover_memory():
+    indptr, cols = np.array([0, 2, 3]), np.array([0, 1, 1], dtype=np.int32)
+    ratings = np.array([np.nan, 4.0, 3.0], dtype=np.float32)
+    factors = K.solve_block(indptr, cols, ratings, np.eye(2), reg=0.1).factors
+    assert np.isnan(factors[0]).all()
+    np.testing.assert_allclose(factors[1], [0.0, 3.0 / 1.1])
+
+
+def test_kernels_compile_in_memory_where_numba_cannot_write_its_cache(monkeypatch):
+    from numba.core import caching
+
+    def unwritable(self):
+        raise PermissionError("read-only cache directory")
+
+    monkeypatch.setattr(caching._CacheLocator, "ensure_cache_path", unwritable)
+    kernel = K.compiled()(lambda x: x + 1.0)
+    assert kernel(1.0) == 2.0
+    assert type(kernel._cache).__name__ == "NullCache"
