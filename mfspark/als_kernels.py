@@ -17,6 +17,7 @@ sparse product), which also needed chunking to bound its (n, k, k) temporaries.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numba
@@ -31,7 +32,7 @@ SINGULAR_SHIFT = 1e-12
 _FASTMATH = {"reassoc", "contract"}
 
 
-def compiled(fastmath: bool = True):
+def compiled(fastmath: bool = True) -> Callable[[Callable], Callable]:
     """numba-compile a kernel, cached on disk where numba can write its cache, else in memory.
 
     numba caches beside this file, under NUMBA_CACHE_DIR or the user cache directory, and for
