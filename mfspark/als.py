@@ -151,14 +151,14 @@ class ALS:
             else:
                 _keep_model_factors(user_solved, level)
                 with reporter.running(sc):
-                    _materialise_model_factors(sc, user_solved, item_solved)
+                    blocks.materialise(user_solved, item_solved)
             reporter.finish(end)
             previous.unpersist()
             done = end
         if p.max_iter == 0:
             for solved in (user_solved, item_solved):
                 _keep_model_factors(solved, level)
-            _materialise_model_factors(sc, user_solved, item_solved)
+            blocks.materialise(user_solved, item_solved)
         return user_solved, item_solved, checkpoint_file
 
 
@@ -171,15 +171,6 @@ def _keep_model_factors(solved: RDD, level: StorageLevel) -> None:
     """
     solved.persist(level)
     solved.localCheckpoint()
-
-
-def _materialise_model_factors(sc, user_solved: RDD, item_solved: RDD) -> None:
-    """Compute both sides' marked final factor blocks in one job.
-
-    The union itself is not marked, so the job checkpoints both of its marked parents; it
-    counts in the JVM, so the blocks are not piped through another Python worker.
-    """
-    sc.union([user_solved, item_solved])._jrdd.count()
 
 
 def _segment_ends(max_iter: int, checkpoint_interval: int) -> list[int]:

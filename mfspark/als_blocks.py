@@ -135,10 +135,18 @@ def build_layout(
                            num_item_blocks, storage_level, user_counts)
     items = _resident_side(_packed_ratings(triples, 1, num_user_blocks, num_item_blocks), num_item_blocks,
                            num_user_blocks, storage_level)
-    # One job materialises both sides. The count runs in the JVM: a Python count over the
-    # persisted blocks would pipe them through a second Python worker per task.
-    sc.union([users.blocks, items.blocks])._jrdd.count()
+    materialise(users.blocks, items.blocks)
     return users, items, sum(user_counts.value.values())
+
+
+def materialise(*rdds: RDD) -> None:
+    """Compute the given (persisted or checkpoint-marked) RDDs in one job.
+
+    The job counts in the JVM: a Python count would pipe every record through a second
+    Python worker per task. Their union is not marked itself, so a marked RDD among them is
+    checkpointed by this job.
+    """
+    rdds[0].context.union(list(rdds))._jrdd.count()
 
 
 def _resident_side(packed: RDD, num_blocks: int, num_peers: int, storage_level: StorageLevel,
