@@ -1,6 +1,6 @@
 import sys
 
-from mfspark.cli import main
+from mfspark.commands.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["baseline", *sys.argv[1:]]))

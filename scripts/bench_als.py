@@ -71,9 +71,9 @@ def prepare(shape: str, work: Path, seed: int) -> Path:
     ingested = work / f"{shape}-ingest"
     if (ingested / "manifest.json").exists():
         return ingested
-    from mfspark.ingest import ingest_release
-    from mfspark.session import build_session, load_profile
-    from mfspark.synth import generate
+    from mfspark.data.ingest import ingest_release
+    from mfspark.data.synth import generate
+    from mfspark.runtime.session import build_session, load_profile
 
     source = work / f"{shape}-synth"
     if not (source / "synth.json").exists():
@@ -90,11 +90,11 @@ def fit_once(args: argparse.Namespace) -> None:
     """Worker mode: one fit of one implementation in this fresh process; prints a JSON line."""
     from pyspark.sql import functions as F
 
-    from mfspark.als import ALS, ALSParams
-    from mfspark.compare import fit_mllib
-    from mfspark.evaluate import rating_metrics
-    from mfspark.session import build_session, load_profile
-    from mfspark.split import random_split
+    from mfspark.commands.compare_mllib import fit_mllib
+    from mfspark.evaluation.metrics import rating_metrics
+    from mfspark.evaluation.split import random_split
+    from mfspark.models.als.estimator import ALS, ALSParams
+    from mfspark.runtime.session import build_session, load_profile
 
     spark = build_session(load_profile("local", args.work), f"bench-als-{args.impl}")
     ratings = spark.read.parquet(f"{args.input}/ratings").select("user_id", "movie_id", "rating")

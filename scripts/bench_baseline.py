@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
 
-from mfspark.baseline import BiasModel, BiasParams
-from mfspark.evaluate import rating_metrics
-from mfspark.session import build_session, load_profile
-from mfspark.split import uniform_draw
+from mfspark.evaluation.metrics import rating_metrics
+from mfspark.evaluation.split import uniform_draw
+from mfspark.models.bias import BiasModel, BiasParams
+from mfspark.runtime.session import build_session, load_profile
 
 log = logging.getLogger("bench_baseline")
 CSV_SCHEMA = "userId int, movieId int, rating float, timestamp long"

@@ -42,7 +42,7 @@ def synthesize(directory: Path) -> float | None:
     if (directory / "ratings.csv").is_file():
         return None
     started = time.perf_counter()
-    command = [sys.executable, "-m", "mfspark.cli", "synth", "--shape", "ml-25m", "--seed", "1",
+    command = [sys.executable, "-m", "mfspark.commands.main", "synth", "--shape", "ml-25m", "--seed", "1",
                "--out", str(directory)]
     subprocess.run(command, check=True)
     return time.perf_counter() - started
@@ -89,8 +89,8 @@ def spoil_copy(source: Path, target: Path, bad_lines: int) -> Path:
 
 def mfspark_ingests(runs: list[tuple[Path, Path, float]], release: str, profile: str) -> list[tuple[float, dict]]:
     """Ingest each (source, out, max_reject_fraction) in one Spark session: [(wall s, JVM CPU s, manifest)]."""
-    from mfspark.ingest import ingest_release
-    from mfspark.session import build_session, load_profile
+    from mfspark.data.ingest import ingest_release
+    from mfspark.runtime.session import build_session, load_profile
 
     root = runs[0][1].parent / "spark-root"
     spark = build_session(load_profile(profile, root, conf_dir=REPO / "conf"), "bench-ingest")

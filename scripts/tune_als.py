@@ -34,12 +34,12 @@ from pathlib import Path
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from mfspark.als import ALS, ALSParams
-from mfspark.compare import fit_mllib, mllib_predictions
-from mfspark.evaluate import rating_metrics
-from mfspark.ratings_input import read_ratings
-from mfspark.session import build_session, load_profile
-from mfspark.split import random_split
+from mfspark.commands.args import read_ratings
+from mfspark.commands.compare_mllib import fit_mllib, mllib_predictions
+from mfspark.evaluation.metrics import rating_metrics
+from mfspark.evaluation.split import random_split
+from mfspark.models.als.estimator import ALS, ALSParams
+from mfspark.runtime.session import build_session, load_profile
 
 log = logging.getLogger("tune_als")
 

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
-    from mfspark.session import build_session, load_profile
+    from mfspark.runtime.session import build_session, load_profile
 
     root = tmp_path_factory.mktemp("spark")
     session = build_session(load_profile("test", root, conf_dir=REPO / "conf"), "mfspark-tests")

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from mfspark import als_blocks as blocks
-from mfspark.als import ALS, ALSModel
-from mfspark.als_blocks import assemble_in_block, block_of, out_block, unique_inverse
-from mfspark.als_kernels import initial_factors
+from mfspark.models.als import blocks
+from mfspark.models.als.blocks import assemble_in_block, block_of, out_block, unique_inverse
+from mfspark.models.als.estimator import ALS, ALSModel
+from mfspark.models.als.kernels import initial_factors
 
 RATINGS_SCHEMA = "user_id int, movie_id int, rating float"
 
@@ -190,7 +190,7 @@ def test_planted_low_rank_data_is_recovered_to_the_noise_floor(spark):
 
 
 def test_mapinarrow_fallback_builds_the_same_model(spark, monkeypatch):
-    from mfspark import als_blocks
+    from mfspark.models.als import blocks as als_blocks
 
     rows, *_ = small_ratings(seed=3, n_users=12, n_items=9)
     ratings = spark.createDataFrame(rows, RATINGS_SCHEMA)
@@ -212,7 +212,7 @@ def test_null_ratings_are_refused_with_a_clear_error(spark):
 @pytest.mark.parametrize(("max_iter", "interval", "ends"), [
     (10, 10, [10]), (12, 3, [3, 6, 9, 12]), (10, 4, [4, 8, 10]), (5, 0, [5]), (0, 3, [])])
 def test_one_job_per_checkpoint_interval(max_iter, interval, ends):
-    from mfspark.als import _segment_ends
+    from mfspark.models.als.estimator import _segment_ends
 
     assert _segment_ends(max_iter, interval) == ends
 
@@ -225,7 +225,7 @@ def test_block_counts_are_validated():
 
 
 def test_zero_iterations_give_the_seeded_starting_factors(spark):
-    from mfspark.als_kernels import initial_factors
+    from mfspark.models.als.kernels import initial_factors
 
     ratings = spark.createDataFrame([(1, 10, 4.0), (2, 10, 3.0), (2, 20, 5.0)], RATINGS_SCHEMA)
     model = ALS(rank=3, max_iter=0, seed=7).fit(ratings)

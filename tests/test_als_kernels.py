@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.optimize import nnls
 
-from mfspark import als_kernels as K
+from mfspark.models.als import kernels as K
 
 
 def random_block(n_dst=9, n_src=6, density=0.6, seed=0):

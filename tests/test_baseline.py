@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from chispa import assert_df_equality
 
-from mfspark.baseline import BiasModel, BiasParams, tune
 from mfspark.errors import InputError
+from mfspark.models.bias import BiasModel, BiasParams, tune
 
 SCHEMA = "user_id int, movie_id int, rating float"
 # 5 users x 4 movies, uneven counts so damping matters.

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from mfspark import baseline_job
-from mfspark.baseline import BiasModel
-from mfspark.cli import build_parser
+from mfspark.commands import baseline as baseline_job
+from mfspark.commands.main import build_parser
 from mfspark.errors import ConfigError, InputError
+from mfspark.models.bias import BiasModel
 
 SCHEMA = "user_id int, movie_id int, rating float, rated_at timestamp"
 EPOCH = dt.datetime(2021, 3, 1)
@@ -81,7 +81,7 @@ def test_job_input_errors(spark, tmp_path):
 
 @pytest.fixture(scope="module")
 def ingested_small(spark, ml_latest_small, tmp_path_factory):
-    from mfspark.ingest import ingest_release
+    from mfspark.data.ingest import ingest_release
 
     out = tmp_path_factory.mktemp("ml-latest-small") / "ingested"
     ingest_release(spark, ml_latest_small, str(out))

@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from mfspark.als import ALSParams
-from mfspark.compare import compare
-from mfspark.split import random_split
-from mfspark.synth import generate
+from mfspark.commands.compare_mllib import compare
+from mfspark.data.synth import generate
+from mfspark.evaluation.split import random_split
+from mfspark.models.als.estimator import ALSParams
 
 CSV_SCHEMA = "user_id int, movie_id int, rating float, ts long"
 
@@ -42,8 +42,8 @@ def test_both_reach_the_planted_noise_floor(spark, tmp_path):
 
 
 def test_compare_job_writes_comparison_json(spark, tmp_path, small_split):
-    from mfspark import compare as job
-    from mfspark.storage import read_json
+    from mfspark.commands import compare_mllib as job
+    from mfspark.runtime.storage import read_json
 
     ingest_out = tmp_path / "ingest"
     train, test = small_split

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mfspark.datasets import resolve_dataset
+from mfspark.data.datasets import resolve_dataset
 from mfspark.errors import ConfigError
 from tests.test_download import Server, release_zip, zip_files
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mfspark.cli import main
-from mfspark.download import download_dataset
+from mfspark.commands.main import main
+from mfspark.data.download import download_dataset
 from mfspark.errors import DownloadError
 
 RATINGS = b"userId,movieId,rating,timestamp\r\n1,1,4.0,964982703\r\n"

@@ -8,7 +8,7 @@ import random
 import pytest
 from pyspark.ml.evaluation import RankingEvaluator, RegressionEvaluator
 
-from mfspark.evaluate import catalog_coverage, ranking_metrics, rating_metrics
+from mfspark.evaluation.metrics import catalog_coverage, ranking_metrics, rating_metrics
 
 RECS = "user_id int, movie_id int, rank int"
 TEST = "user_id int, movie_id int, rating float"

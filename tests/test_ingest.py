@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from chispa import assert_df_equality
 
+from mfspark.data.ingest import ingest_release
+from mfspark.data.movielens import ML100K_GENRES, TABLE_SCHEMAS, detect_release, read_genre_names
 from mfspark.errors import InputError, RejectThresholdError
-from mfspark.ingest import ingest_release
-from mfspark.movielens import ML100K_GENRES, TABLE_SCHEMAS, detect_release, read_genre_names
 
 
 def write(directory: Path, name: str, lines: list[str], encoding: str = "utf-8", eol: str = "\n") -> Path:

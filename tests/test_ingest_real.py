@@ -8,7 +8,7 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from mfspark import cli
+from mfspark.commands import main as cli
 
 
 class KeepSession:

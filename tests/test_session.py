@@ -1,7 +1,7 @@
 import pytest
 
 from mfspark.errors import ConfigError, JavaError
-from mfspark.session import check_java, load_profile, parse_overrides
+from mfspark.runtime.session import check_java, load_profile, parse_overrides
 from tests.conftest import REPO
 
 

@@ -9,7 +9,7 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from mfspark.errors import ConfigError, InputError
-from mfspark.split import (
+from mfspark.evaluation.split import (
     Split,
     cold_start_counts,
     kfold_splits,

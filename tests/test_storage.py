@@ -1,6 +1,6 @@
 import pytest
 
-from mfspark.storage import atomic_output, read_json, write_json
+from mfspark.runtime.storage import atomic_output, read_json, write_json
 
 
 def test_atomic_output_replaces_previous_output_whole(spark, tmp_path):

@@ -12,9 +12,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from mfspark.cli import main
+from mfspark.commands.main import main
+from mfspark.data.synth import SHAPES, _user_activity, generate, planted_signal, sample_movies, scaled_counts
 from mfspark.errors import ConfigError
-from mfspark.synth import SHAPES, _user_activity, generate, planted_signal, sample_movies, scaled_counts
 
 # Small scales that keep each release under 1M ratings (a few seconds each).
 SCALES = {"ml-1m": 0.1, "ml-10m": 0.05, "ml-25m": 0.02, "ml-32m": 0.03}
@@ -186,7 +186,7 @@ def test_planted_signal_is_the_biased_dot_product():
 
 @pytest.mark.parametrize(("shape", "scale"), [("ml-1m", 0.05), ("ml-25m", 0.005)])
 def test_ingest_reads_synthetic_releases_without_rejects(spark, shape, scale, tmp_path):
-    from mfspark.ingest import ingest_release
+    from mfspark.data.ingest import ingest_release
 
     counts = generate(shape, tmp_path / shape, seed=5, scale=scale)["counts"]  # ingest tells the release by name
     manifest = ingest_release(spark, tmp_path / shape, str(tmp_path / "ingested"))

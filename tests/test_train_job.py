@@ -6,9 +6,9 @@ import datetime as dt
 import pytest
 from chispa import assert_df_equality
 
-from mfspark import train_job
-from mfspark.als import ALSModel
-from mfspark.storage import read_json
+from mfspark.commands import train as train_job
+from mfspark.models.als.estimator import ALSModel
+from mfspark.runtime.storage import read_json
 
 
 def ingest_like(spark, path):

@@ -19,7 +19,6 @@ function of (shape, scale, seed) alone: byte-identical across runs.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -38,7 +37,6 @@ import pyarrow.parquet as pq
 
 from mfspark.errors import ConfigError
 
-NEEDS_SPARK = False
 log = logging.getLogger(__name__)
 
 CHUNK_USERS = 20_000
@@ -169,20 +167,6 @@ class Stats:
     tags: int = 0
     histogram: np.ndarray | None = None  # by half-star index 0..10
     movie_counts: np.ndarray | None = None
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shape", required=True, choices=sorted(SHAPES), help="release to imitate")
-    parser.add_argument("--scale", type=float, default=1.0,
-                        help="multiply users, movies, ratings and tags by this (default 1.0)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; same arguments give identical bytes")
-    parser.add_argument("--out", required=True, help="directory to write the release files into (replaced whole)")
-    parser.add_argument("--write-truth", action="store_true",
-                        help="also write the planted biases and factors to OUT/truth/*.parquet")
-
-
-def run(args: argparse.Namespace, spark: None = None) -> dict:
-    return generate(args.shape, args.out, args.seed, args.scale, args.write_truth)
 
 
 def generate(shape: str, out_dir: str | os.PathLike, seed: int, scale: float = 1.0,

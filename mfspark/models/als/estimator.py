@@ -23,10 +23,10 @@ from pyspark import RDD, Accumulator, StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from mfspark import als_blocks as blocks
-from mfspark.baseline import BiasModel, BiasParams, clipped, with_bias_columns
 from mfspark.errors import ConfigError
-from mfspark.storage import HadoopPaths
+from mfspark.models.als import blocks
+from mfspark.models.bias import BiasModel, BiasParams, clipped, with_bias_columns
+from mfspark.runtime.storage import HadoopPaths
 
 log = logging.getLogger(__name__)
 

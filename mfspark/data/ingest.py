@@ -10,7 +10,6 @@ scan of a file only when the file has rejects. Rows that fail a check go to `rej
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import platform
@@ -24,12 +23,10 @@ from pyspark.sql import DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
 import mfspark
-from mfspark.errors import ConfigError, InputError, RejectThresholdError
-from mfspark.movielens import (
+from mfspark.data.movielens import (
     BLANK_LINE,
     DUPLICATE,
     LATEST_BY,
-    RELEASES,
     TABLE_KEYS,
     TABLE_SCHEMAS,
     Release,
@@ -39,34 +36,13 @@ from mfspark.movielens import (
     read_genre_names,
     release_named,
 )
-from mfspark.storage import atomic_output, write_json
+from mfspark.errors import ConfigError, InputError, RejectThresholdError
+from mfspark.runtime.storage import atomic_output, write_json
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_REJECT_FRACTION = 0.001
 TABLE_COLUMNS = {table: [column.split()[0] for column in schema.split(", ")] for table, schema in TABLE_SCHEMAS.items()}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", metavar="DIR", help="release directory (holding ratings.csv, ratings.dat or u.data)")
-    source.add_argument("--dataset", metavar="NAME", help=f"release by name: {', '.join(RELEASES)}")
-    parser.add_argument("--data-dir", help="where --dataset looks first (then $MFSPARK_DATA_DIR, the download cache)")
-    parser.add_argument("--cache-dir",
-                        help="download cache for --dataset (default $MFSPARK_DATA_DIR or ~/.cache/mfspark)")
-    parser.add_argument("--out", required=True, help="output directory (replaced atomically)")
-    parser.add_argument("--format", choices=RELEASES, help="release format (default: detected from the files)")
-    parser.add_argument("--max-reject-fraction", type=float, default=DEFAULT_MAX_REJECT_FRACTION,
-                        help="fail when more than this fraction of one file's rows is rejected (default 0.001)")
-
-
-def run(args: argparse.Namespace, spark: SparkSession) -> dict:
-    if args.input:
-        return ingest_release(spark, Path(args.input), args.out, args.format, args.max_reject_fraction)
-    from mfspark.datasets import resolve_dataset
-
-    source_dir = resolve_dataset(args.dataset, args.data_dir, args.cache_dir)
-    return ingest_release(spark, source_dir, args.out, args.format or args.dataset, args.max_reject_fraction)
 
 
 @dataclass(frozen=True)

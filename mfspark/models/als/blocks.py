@@ -33,7 +33,7 @@ from pyspark.serializers import BatchedSerializer, CPickleSerializer, NoOpSerial
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from mfspark.als_kernels import initial_factors, solve_block, splitmix64
+from mfspark.models.als.kernels import initial_factors, solve_block, splitmix64
 
 log = logging.getLogger(__name__)
 

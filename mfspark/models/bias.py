@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from pyspark.sql import functions as F
 
 from mfspark.errors import InputError
-from mfspark.storage import read_json, write_json
+from mfspark.runtime.storage import read_json, write_json
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession

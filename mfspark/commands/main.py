@@ -19,12 +19,12 @@ from pathlib import Path, PurePosixPath
 from mfspark.errors import MfsparkError
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "ingest": ("mfspark.ingest", "read a MovieLens release into validated Parquet tables"),
-    "download": ("mfspark.download", "download a GroupLens release (md5-verified, cached)"),
-    "synth": ("mfspark.synth", "generate MovieLens-shaped synthetic data in a release format"),
-    "baseline": ("mfspark.baseline_job", "split, fit and evaluate the bias baseline"),
-    "train": ("mfspark.train_job", "train block-partitioned ALS and write factors"),
-    "compare-mllib": ("mfspark.compare", "train ours and Spark MLlib ALS on the same split"),
+    "ingest": ("mfspark.commands.ingest", "read a MovieLens release into validated Parquet tables"),
+    "download": ("mfspark.commands.download", "download a GroupLens release (md5-verified, cached)"),
+    "synth": ("mfspark.commands.synth", "generate MovieLens-shaped synthetic data in a release format"),
+    "baseline": ("mfspark.commands.baseline", "split, fit and evaluate the bias baseline"),
+    "train": ("mfspark.commands.train", "train block-partitioned ALS and write factors"),
+    "compare-mllib": ("mfspark.commands.compare_mllib", "train ours and Spark MLlib ALS on the same split"),
 }
 
 log = logging.getLogger("mfspark")
@@ -74,7 +74,7 @@ def scratch_root(out: str | None) -> str:
 
 def session_for(args: argparse.Namespace, app_name: str):
     """Build the SparkSession from the profile, with `--out` as the output root."""
-    from mfspark.session import build_session, load_profile, parse_overrides
+    from mfspark.runtime.session import build_session, load_profile, parse_overrides
 
     profile = load_profile(args.profile, scratch_root(getattr(args, "out", None)), parse_overrides(args.conf),
                            args.conf_dir)

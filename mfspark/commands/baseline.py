@@ -18,11 +18,10 @@ from pyspark.sql import Window
 from pyspark.sql import functions as F
 
 import mfspark
-from mfspark.baseline import BiasModel, BiasParams, tune
+from mfspark.commands.args import read_ratings
 from mfspark.errors import ConfigError
-from mfspark.evaluate import DEFAULT_THRESHOLD, ranking_metrics, rating_metrics
-from mfspark.ratings_input import read_ratings
-from mfspark.split import (
+from mfspark.evaluation.metrics import DEFAULT_THRESHOLD, ranking_metrics, rating_metrics
+from mfspark.evaluation.split import (
     PREDEFINED_SPLITS,
     Split,
     cold_start_counts,
@@ -31,7 +30,8 @@ from mfspark.split import (
     random_split,
     temporal_split,
 )
-from mfspark.storage import HadoopPaths, atomic_output, read_json, write_json
+from mfspark.models.bias import BiasModel, BiasParams, tune
+from mfspark.runtime.storage import HadoopPaths, atomic_output, read_json, write_json
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

@@ -13,10 +13,10 @@ import time
 
 from pyspark.sql import SparkSession
 
-from mfspark.als import ALS, ALSParams
-from mfspark.evaluate import rating_metrics
-from mfspark.ratings_input import add_split_arguments, load_split, run_info
-from mfspark.storage import atomic_output, write_json
+from mfspark.commands.args import add_split_arguments, load_split, run_info
+from mfspark.evaluation.metrics import rating_metrics
+from mfspark.models.als.estimator import ALS, ALSParams
+from mfspark.runtime.storage import atomic_output, write_json
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ import pyspark
 from pyspark.sql import DataFrame, SparkSession
 
 import mfspark
-from mfspark import split as splits
 from mfspark.errors import InputError
-from mfspark.storage import HadoopPaths
+from mfspark.evaluation import split as splits
+from mfspark.runtime.storage import HadoopPaths
 
 
 def add_split_arguments(parser: argparse.ArgumentParser) -> None:

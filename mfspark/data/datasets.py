@@ -7,9 +7,9 @@ import logging
 import os
 from pathlib import Path
 
-from mfspark.download import GROUPLENS_URL, default_cache_dir, download_dataset
+from mfspark.data.download import GROUPLENS_URL, default_cache_dir, download_dataset
+from mfspark.data.movielens import LAYOUT_FILES, RELEASES
 from mfspark.errors import ConfigError
-from mfspark.movielens import LAYOUT_FILES, RELEASES
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ is unpacked into a temporary directory that is renamed to `<cache>/<name>/` when
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import http.client
 import logging
@@ -22,27 +21,13 @@ from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
+from mfspark.data.movielens import RELEASES
 from mfspark.errors import ConfigError, DownloadError
-from mfspark.movielens import RELEASES
 
-NEEDS_SPARK = False
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens"
 CHUNK_BYTES = 1 << 20
 
 log = logging.getLogger(__name__)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, choices=RELEASES, help="GroupLens release name")
-    parser.add_argument("--cache-dir", help="where releases are kept (default $MFSPARK_DATA_DIR or ~/.cache/mfspark)")
-    parser.add_argument("--base-url", default=GROUPLENS_URL, help=f"mirror to download from (default {GROUPLENS_URL})")
-    parser.add_argument("--md5", help="expected md5 of the zip (default: the published <name>.zip.md5)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default 60)")
-
-
-def run(args: argparse.Namespace, spark: None = None) -> dict:
-    path = download_dataset(args.dataset, args.cache_dir, args.base_url, args.md5, args.timeout)
-    return {"dataset": args.dataset, "path": str(path)}
 
 
 def default_cache_dir() -> Path:

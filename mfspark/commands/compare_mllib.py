@@ -15,12 +15,12 @@ from pyspark.ml.recommendation import ALS as MLlibALS
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from mfspark.als import ALS, ALSParams
-from mfspark.baseline import BiasModel, clipped, with_bias_columns
-from mfspark.evaluate import rating_metrics
-from mfspark.ratings_input import add_split_arguments, load_split, run_info
-from mfspark.storage import atomic_output, write_json
-from mfspark.train_job import add_als_arguments, als_params
+from mfspark.commands.args import add_split_arguments, load_split, run_info
+from mfspark.commands.train import add_als_arguments, als_params
+from mfspark.evaluation.metrics import rating_metrics
+from mfspark.models.als.estimator import ALS, ALSParams
+from mfspark.models.bias import BiasModel, clipped, with_bias_columns
+from mfspark.runtime.storage import atomic_output, write_json
 
 log = logging.getLogger(__name__)
 
