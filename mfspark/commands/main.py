@@ -31,20 +31,21 @@ log = logging.getLogger("mfspark")
 
 
 def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+    """Log to stderr at `level`. Called again once the profile is read: the level is set every
+    time (basicConfig alone would keep the first call's level and ignore the profile's)."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr)
+    logging.getLogger().setLevel(getattr(logging, level.upper(), logging.INFO))
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("runtime")
-    group.add_argument("--profile", default="local", help="conf/<profile>.toml (default: local)")
+    group.add_argument("--profile", default="local", help="<profile>.toml, packaged or in an override directory "
+                       "(default: local)")
     group.add_argument("--conf", action="append", metavar="KEY=VALUE",
                        help="override a Spark setting (spark.*) or an mfspark setting; repeatable")
-    group.add_argument("--conf-dir", help="directory holding <profile>.toml (default: ./conf)")
+    group.add_argument("--conf-dir", help="directory whose <profile>.toml overrides $MFSPARK_CONF_DIR's, ./conf's "
+                       "and the packaged one")
     group.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default from the profile)")
 
 

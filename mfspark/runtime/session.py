@@ -1,5 +1,8 @@
-"""SparkSession construction from `conf/<profile>.toml` plus command-line overrides.
+"""SparkSession construction from a profile (`<profile>.toml`) plus command-line overrides.
 
+Profiles ship inside the package (`mfspark/runtime/profiles`, a link to the repository's
+`conf/`), so an installed wheel and a `--py-files` zip find them wherever the job runs; a
+directory given with `--conf-dir`, `$MFSPARK_CONF_DIR` or `./conf` overrides them by name.
 Nothing here runs at import time: a session exists only once a job asks for one.
 """
 
@@ -11,13 +14,15 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import tomllib
 
 from mfspark.errors import ConfigError, JavaError
+from mfspark.runtime.spark_internals import check_classic
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -25,6 +30,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MIN_JAVA_MAJOR = 17
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Package data: where a profile is found when no override directory holds it.
+PACKAGED_PROFILES = ("mfspark.runtime", "profiles")
 
 
 @dataclass(frozen=True)
@@ -35,17 +43,44 @@ class Profile:
     spark: dict[str, str]
     checkpoint_dir: str
     log_level: str = "INFO"
-    extra: dict[str, str] = field(default_factory=dict)
+    source: str = ""  # the file it was read from
 
 
-def conf_dirs() -> list[Path]:
-    """Where profiles are looked up, first match wins."""
-    candidates = []
+# The `[mfspark]` keys a profile or `--conf` may set: the Profile fields that are settings.
+MFSPARK_SETTINGS = tuple(f.name for f in fields(Profile) if f.name not in ("name", "spark", "source"))
+
+
+def conf_dirs(conf_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Directories whose `<name>.toml` overrides the packaged profile, first match wins."""
+    candidates = [Path(conf_dir)] if conf_dir else []
     if os.environ.get("MFSPARK_CONF_DIR"):
         candidates.append(Path(os.environ["MFSPARK_CONF_DIR"]))
     candidates.append(Path.cwd() / "conf")
-    candidates.append(Path(__file__).resolve().parents[1] / "conf")
     return candidates
+
+
+def profile_text(name: str, conf_dir: str | os.PathLike | None = None) -> tuple[str, str]:
+    """(TOML text, where it came from) of profile `name`: the first override directory holding
+    `<name>.toml`, else the package's copy (read through importlib.resources, so it works from
+    a wheel, an editable install or a zip on `sys.path`)."""
+    dirs = conf_dirs(conf_dir)
+    for directory in dirs:
+        path = directory / f"{name}.toml"
+        if path.is_file():
+            return path.read_text(encoding="utf-8"), str(path)
+    packaged = resources.files(PACKAGED_PROFILES[0]).joinpath(PACKAGED_PROFILES[1], f"{name}.toml")
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8"), f"{packaged} (packaged)"
+    raise ConfigError(f"profile '{name}' not found: looked for {name}.toml in {', '.join(map(str, dirs))} "
+                      f"and among the packaged profiles ({', '.join(packaged_profiles()) or 'none'})")
+
+
+def packaged_profiles() -> list[str]:
+    """Names of the profiles shipped with the package."""
+    directory = resources.files(PACKAGED_PROFILES[0]).joinpath(PACKAGED_PROFILES[1])
+    if not directory.is_dir():
+        return []
+    return sorted(entry.name.removesuffix(".toml") for entry in directory.iterdir() if entry.name.endswith(".toml"))
 
 
 def load_profile(
@@ -54,19 +89,19 @@ def load_profile(
     overrides: dict[str, str] | None = None,
     conf_dir: str | os.PathLike | None = None,
 ) -> Profile:
-    """Read `<conf_dir>/<name>.toml`, substitute `{output_root}`, apply `key=value` overrides.
+    """Read profile `name` (see `profile_text`), substitute `{output_root}`, apply `key=value` overrides.
 
     Overrides whose key starts with `spark.` go to Spark; others set mfspark settings
-    (`checkpoint_dir`, `log_level`).
+    (`MFSPARK_SETTINGS`). An unknown mfspark key or table is an error, not silently kept.
     """
-    dirs = [Path(conf_dir)] if conf_dir else conf_dirs()
-    path = next((d / f"{name}.toml" for d in dirs if (d / f"{name}.toml").is_file()), None)
-    if path is None:
-        raise ConfigError(f"profile '{name}' not found: looked for {name}.toml in {', '.join(map(str, dirs))}")
+    text, source = profile_text(name, conf_dir)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from exc
+    unknown_tables = sorted(set(raw) - {"spark", "mfspark"})
+    if unknown_tables:
+        raise ConfigError(f"{source}: unknown table [{unknown_tables[0]}] (a profile has [spark] and [mfspark])")
     root = str(Path(output_root).resolve()) if "://" not in str(output_root) else str(output_root)
 
     def fill(value: object) -> str:
@@ -74,15 +109,28 @@ def load_profile(
 
     spark = {k: fill(v) for k, v in raw.get("spark", {}).items()}
     own = {k: fill(v) for k, v in raw.get("mfspark", {}).items()}
+    _check_settings(own, f"{source} [mfspark]")
     for key, value in (overrides or {}).items():
+        if not key.startswith("spark."):
+            _check_settings({key: value}, f"--conf {key}={value}")
         (spark if key.startswith("spark.") else own)[key] = fill(value)
     return Profile(
         name=name,
         spark=spark,
-        checkpoint_dir=own.pop("checkpoint_dir", f"{root}/_checkpoints"),
-        log_level=own.pop("log_level", "INFO"),
-        extra=own,
+        checkpoint_dir=own.get("checkpoint_dir", f"{root}/_checkpoints"),
+        log_level=own.get("log_level", "INFO").upper(),
+        source=source,
     )
+
+
+def _check_settings(settings: dict[str, str], where: str) -> None:
+    """Refuse an mfspark key the code does not read (a typo would otherwise be silently ignored)."""
+    for key, value in settings.items():
+        if key not in MFSPARK_SETTINGS:
+            raise ConfigError(f"{where}: unknown mfspark setting '{key}' (allowed: {', '.join(MFSPARK_SETTINGS)}; "
+                              "Spark settings start with 'spark.')")
+        if key == "log_level" and str(value).upper() not in LOG_LEVELS:
+            raise ConfigError(f"{where}: log_level '{value}' is not one of {', '.join(LOG_LEVELS)}")
 
 
 def parse_overrides(pairs: list[str] | None) -> dict[str, str]:
@@ -140,8 +188,9 @@ def build_session(profile: Profile, app_name: str = "mfspark") -> SparkSession:
     for key, value in profile.spark.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
+    check_classic(spark)
     spark.sparkContext.setLogLevel("WARN")
     spark.sparkContext.setCheckpointDir(profile.checkpoint_dir)
-    log.info("Spark %s session '%s' (profile %s, master %s)", spark.version, app_name, profile.name,
-             spark.sparkContext.master)
+    log.info("Spark %s session '%s' (profile %s from %s, master %s)", spark.version, app_name, profile.name,
+             profile.source, spark.sparkContext.master)
     return spark

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from mfspark.runtime.spark_internals import hadoop_configuration, jvm
+
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
@@ -25,11 +27,11 @@ class HadoopPaths:
     """Thin wrapper over `org.apache.hadoop.fs.FileSystem` for one SparkSession."""
 
     def __init__(self, spark: SparkSession):
-        self._jvm = spark.sparkContext._jvm
-        self._conf = spark.sparkContext._jsc.hadoopConfiguration()
+        self._java = jvm(spark)
+        self._conf = hadoop_configuration(spark)
 
     def _path(self, path: str):
-        return self._jvm.org.apache.hadoop.fs.Path(str(path))
+        return self._java.org.apache.hadoop.fs.Path(str(path))
 
     def _fs(self, path: str):
         return self._path(path).getFileSystem(self._conf)
@@ -60,8 +62,8 @@ class HadoopPaths:
         status = fs.getFileStatus(self._path(path))
         stream = fs.open(self._path(path))
         try:
-            buf = self._jvm.java.io.ByteArrayOutputStream()
-            self._jvm.org.apache.hadoop.io.IOUtils.copyBytes(stream, buf, max(4096, status.getLen()), False)
+            buf = self._java.java.io.ByteArrayOutputStream()
+            self._java.org.apache.hadoop.io.IOUtils.copyBytes(stream, buf, max(4096, status.getLen()), False)
             return bytes(buf.toByteArray()).decode("utf-8")
         finally:
             stream.close()

@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 from mfspark.errors import ConfigError
 from mfspark.models.als import blocks
 from mfspark.models.bias import BiasModel, BiasParams, clipped, with_bias_columns
+from mfspark.runtime.spark_internals import jvm_gc
 from mfspark.runtime.storage import HadoopPaths
 
 log = logging.getLogger(__name__)
@@ -253,7 +254,7 @@ def _replace_checkpoint(spark: SparkSession, previous: str | None, current: str 
     if previous and previous != current:
         HadoopPaths(spark).delete(previous)
     gc.collect()
-    spark.sparkContext._jvm.System.gc()
+    jvm_gc(spark)
     return current
 
 

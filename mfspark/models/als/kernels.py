@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from mfspark.runtime.spark_internals import cached_kernel
+
 NNLS_MAX_SWEEPS = 200
 NNLS_TOL = 1e-10
 # Relative diagonal shift when a system is singular (possible only with reg = 0): tends to the
@@ -38,18 +40,15 @@ def compiled(fastmath: bool = True) -> Callable[[Callable], Callable]:
     numba caches beside this file, under NUMBA_CACHE_DIR or the user cache directory, and for
     code shipped in a zip (`spark-submit --py-files`) under the user cache directory without
     checking that it can write there; on an executor whose home is read-only or missing the
-    first call would then fail. So the cache directory is tried once here, and a kernel that
-    cannot be cached compiles in memory (about 2.5 s once per Python worker).
+    first call would then fail. So the cache directory is tried once (numba's private locator,
+    in `spark_internals.cached_kernel`), and a kernel that cannot be cached compiles in memory
+    (about 2.5 s once per Python worker, logged as a warning).
     """
 
     def wrap(func):
         options = {"nogil": True, "fastmath": _FASTMATH if fastmath else False}
-        try:
-            kernel = numba.njit(cache=True, **options)(func)
-            kernel._cache._impl.locator.ensure_cache_path()
-            return kernel
-        except (OSError, RuntimeError, AttributeError):
-            return numba.njit(**options)(func)
+        return cached_kernel(lambda: numba.njit(cache=True, **options)(func), lambda: numba.njit(**options)(func),
+                             func.__name__)
 
     return wrap
 
