@@ -90,8 +90,8 @@ def fit_once(args: argparse.Namespace) -> None:
     """Worker mode: one fit of one implementation in this fresh process; prints a JSON line."""
     from pyspark.sql import functions as F
 
-    from mfspark.commands.compare_mllib import fit_mllib
     from mfspark.evaluation.metrics import rating_metrics
+    from mfspark.evaluation.mllib_reference import fit_mllib
     from mfspark.evaluation.split import random_split
     from mfspark.models.als.estimator import ALS, ALSParams
     from mfspark.runtime.session import build_session, load_profile

@@ -35,8 +35,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from mfspark.commands.args import read_ratings
-from mfspark.commands.compare_mllib import fit_mllib, mllib_predictions
 from mfspark.evaluation.metrics import rating_metrics
+from mfspark.evaluation.mllib_reference import fit_mllib, mllib_predictions
 from mfspark.evaluation.split import random_split
 from mfspark.models.als.estimator import ALS, ALSParams
 from mfspark.runtime.session import build_session, load_profile

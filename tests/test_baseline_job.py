@@ -43,7 +43,7 @@ def test_job_writes_biases_and_metrics(spark, ingested, tmp_path):
     assert {"test_unseen_user", "test_unseen_movie", "test_unseen_any"} <= counts.keys()
     assert metrics["parameters"]["sweeps"] == 2 and metrics["split"]["kind"] == "random"
     assert set(metrics["splits"][0]["ranking"]) >= {"precision@3", "ndcg@3", "map@3", "coverage@3"}
-    assert {"mfspark", "spark", "python"} == metrics["versions"].keys()
+    assert {"mfspark", "spark", "pyspark", "python"} == metrics["versions"].keys()  # provenance.versions
     model = BiasModel.load(spark, str(out / "biases"))
     assert model.mu == pytest.approx(metrics["mu"])
     assert model.user_biases.count() == 12

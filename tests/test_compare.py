@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from mfspark.commands.compare_mllib import compare
 from mfspark.data.synth import generate
+from mfspark.evaluation.mllib_reference import compare
 from mfspark.evaluation.split import random_split
 from mfspark.models.als.estimator import ALSParams
 

@@ -13,6 +13,7 @@ from mfspark.evaluation.split import (
     Split,
     cold_start_counts,
     kfold_splits,
+    make_splits,
     predefined_split,
     random_split,
     temporal_split,
@@ -132,3 +133,25 @@ def test_cold_start_counts(spark):
                                   (3, 12, 1.0, EPOCH)], SCHEMA)
     counts = cold_start_counts(Split("hand", train, test))
     assert counts == {"train": 2, "test": 4, "test_unseen_user": 2, "test_unseen_movie": 2, "test_unseen_any": 3}
+
+
+def test_make_splits_selects_each_kind_by_name(spark, ratings, tmp_path):
+    [random] = make_splits(ratings, "random", test_fraction=0.25, seed=7)
+    assert_df_equality(random.test, random_split(ratings, 0.25, seed=7).test, ignore_row_order=True)
+    [temporal] = make_splits(ratings, "temporal", test_fraction=0.25, seed=7)
+    assert_df_equality(temporal.test, temporal_split(ratings, test_fraction=0.25).test, ignore_row_order=True)
+    folds = make_splits(ratings, "kfold", seed=11, folds=3)
+    assert [keys(f.test) for f in folds] == [keys(f.test) for f in kfold_splits(ratings, 3, seed=11)]
+    write_ml100k(tmp_path, "ua.base", [(1, 1, 5, 874965758)])
+    write_ml100k(tmp_path, "ua.test", [(2, 1, 4, 888550871)])
+    [predefined] = make_splits(None, "predefined", predefined_dir=tmp_path, predefined_name="ua", spark=spark)
+    assert (predefined.name, keys(predefined.test)) == ("ua", {(2, 1)})
+
+
+def test_make_splits_errors_name_what_is_missing(ratings):
+    with pytest.raises(ConfigError, match="--split predefined needs --predefined-dir"):
+        make_splits(None, "predefined")
+    with pytest.raises(ConfigError, match="unknown split 'loo' \\(choose from random, temporal, kfold, predefined\\)"):
+        make_splits(ratings, "loo")
+    with pytest.raises(ConfigError, match="a kfold split needs a ratings table"):
+        make_splits(None, "kfold")

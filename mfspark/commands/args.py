@@ -1,16 +1,16 @@
-"""The ratings table a model job reads (an ingest output) and the split it evaluates on."""
+"""Argument groups shared by commands: the ratings table a model job reads (an ingest output),
+the split it evaluates on, and ALS's hyper-parameters."""
 
 from __future__ import annotations
 
 import argparse
-import platform
 
-import pyspark
 from pyspark.sql import DataFrame, SparkSession
 
-import mfspark
 from mfspark.errors import InputError
 from mfspark.evaluation import split as splits
+from mfspark.models.als.estimator import ALSParams
+from mfspark.runtime.provenance import versions
 from mfspark.runtime.storage import HadoopPaths
 
 
@@ -32,11 +32,8 @@ def read_ratings(spark: SparkSession, ingest_out: str) -> DataFrame:
 
 def load_split(spark: SparkSession, args: argparse.Namespace) -> splits.Split:
     """Read the ratings, split them, and cache both sides (each is read several times)."""
-    ratings = read_ratings(spark, args.input)
-    if args.split == "temporal":
-        split = splits.temporal_split(ratings, test_fraction=args.test_fraction)
-    else:
-        split = splits.random_split(ratings, args.test_fraction, args.seed)
+    [split] = splits.make_splits(read_ratings(spark, args.input), args.split, test_fraction=args.test_fraction,
+                                 seed=args.seed)
     return splits.Split(split.name, split.train.cache(), split.test.cache())
 
 
@@ -46,6 +43,31 @@ def run_info(spark: SparkSession, args: argparse.Namespace, split: splits.Split)
         "input": args.input,
         "split": {"kind": args.split, "test_fraction": args.test_fraction, "seed": args.seed,
                   **splits.cold_start_counts(split)},
-        "versions": {"mfspark": mfspark.__version__, "spark": spark.version, "pyspark": pyspark.__version__,
-                     "python": platform.python_version()},
+        "versions": versions(spark),
     }
+
+
+def add_als_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = ALSParams()
+    group = parser.add_argument_group("ALS")
+    group.add_argument("--rank", type=int, default=defaults.rank)
+    group.add_argument("--reg", type=float, default=defaults.reg, help="lambda, scaled by each entity's rating count")
+    group.add_argument("--max-iter", type=int, default=defaults.max_iter)
+    group.add_argument("--user-blocks", type=int, help="default: spark.default.parallelism")
+    group.add_argument("--item-blocks", type=int, help="default: spark.default.parallelism")
+    group.add_argument("--nonnegative", action="store_true")
+    group.add_argument("--checkpoint-interval", type=int, default=defaults.checkpoint_interval)
+    group.add_argument("--storage-level", default=defaults.storage_level)
+    group.add_argument("--biases", action="store_true", help="fit factors to the bias baseline's residuals")
+    group.add_argument("--bias-reg-user", type=float, default=defaults.bias_reg_user)
+    group.add_argument("--bias-reg-item", type=float, default=defaults.bias_reg_item)
+    group.add_argument("--cold-start", choices=("nan", "drop", "baseline"), default="baseline")
+
+
+def als_params(args: argparse.Namespace) -> ALSParams:
+    return ALSParams(
+        rank=args.rank, reg=args.reg, max_iter=args.max_iter, num_user_blocks=args.user_blocks,
+        num_item_blocks=args.item_blocks, seed=args.seed, nonnegative=args.nonnegative,
+        checkpoint_interval=args.checkpoint_interval, storage_level=args.storage_level, biases=args.biases,
+        bias_reg_user=args.bias_reg_user, bias_reg_item=args.bias_reg_item, cold_start=args.cold_start,
+    )

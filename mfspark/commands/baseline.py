@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import platform
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,20 +16,12 @@ from typing import TYPE_CHECKING
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
-import mfspark
 from mfspark.commands.args import read_ratings
 from mfspark.errors import ConfigError
 from mfspark.evaluation.metrics import DEFAULT_THRESHOLD, ranking_metrics, rating_metrics
-from mfspark.evaluation.split import (
-    PREDEFINED_SPLITS,
-    Split,
-    cold_start_counts,
-    kfold_splits,
-    predefined_split,
-    random_split,
-    temporal_split,
-)
+from mfspark.evaluation.split import PREDEFINED_SPLITS, SPLIT_KINDS, Split, cold_start_counts, make_splits
 from mfspark.models.bias import BiasModel, BiasParams, tune
+from mfspark.runtime.provenance import versions
 from mfspark.runtime.storage import HadoopPaths, atomic_output, read_json, write_json
 
 if TYPE_CHECKING:
@@ -52,7 +43,7 @@ def float_list(text: str) -> list[float]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", metavar="DIR", help="ingest output (reads DIR/ratings and DIR/manifest.json)")
     parser.add_argument("--out", required=True, help="output directory (replaced atomically)")
-    parser.add_argument("--split", choices=("random", "temporal", "kfold", "predefined"), default="random")
+    parser.add_argument("--split", choices=SPLIT_KINDS, default="random")
     parser.add_argument("--test-fraction", type=float, default=0.2, help="random/temporal test share (default 0.2)")
     parser.add_argument("--seed", type=int, default=42, help="seed of the random and k-fold draws (default 42)")
     parser.add_argument("--folds", type=int, default=5, help="k for --split kfold (default 5)")
@@ -83,23 +74,10 @@ def load_ratings(spark: SparkSession, input_dir: str) -> tuple[DataFrame, str]:
     return ratings, dataset or Path(input_dir).name
 
 
-def make_splits(spark: SparkSession, args: argparse.Namespace, ratings: DataFrame | None) -> list[Split]:
-    if args.split == "predefined":
-        if not args.predefined_dir:
-            raise ConfigError("--split predefined needs --predefined-dir (an ml-100k directory)")
-        return [predefined_split(spark, args.predefined_dir, args.predefined_name)]
-    if args.split == "kfold":
-        return kfold_splits(ratings, args.folds, args.seed)
-    if args.split == "temporal":
-        return [temporal_split(ratings, test_fraction=args.test_fraction)]
-    return [random_split(ratings, args.test_fraction, args.seed)]
-
-
 def validation_carve(train: DataFrame, args: argparse.Namespace) -> Split:
     """Validation from training, split the same way as the test (temporal stays temporal)."""
-    if args.split == "temporal":
-        return temporal_split(train, test_fraction=args.validation_fraction)
-    return random_split(train, args.validation_fraction, args.seed + 1)
+    kind = "temporal" if args.split == "temporal" else "random"
+    return make_splits(train, kind, test_fraction=args.validation_fraction, seed=args.seed + 1)[0]
 
 
 def top_n(model: BiasModel, users: DataFrame, exclude: DataFrame, k: int, candidates: int) -> DataFrame:
@@ -156,7 +134,8 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
     ratings, dataset = load_ratings(spark, args.input) if args.input else (None, "ml-100k")
     if ratings is not None:
         ratings = ratings.select("user_id", "movie_id", "rating", "rated_at").persist()
-    splits = make_splits(spark, args, ratings)
+    splits = make_splits(ratings, args.split, test_fraction=args.test_fraction, seed=args.seed, folds=args.folds,
+                         predefined_dir=args.predefined_dir, predefined_name=args.predefined_name, spark=spark)
     params = BiasParams(args.lambda_u, args.lambda_i, args.sweeps, args.min_rating, args.max_rating)
     tuning = None
     if args.tune:
@@ -181,7 +160,7 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
         "counts": results[0]["counts"] if len(results) == 1 else [r["counts"] for r in results],
         "splits": results,
         "tuning": tuning,
-        "versions": {"mfspark": mfspark.__version__, "spark": spark.version, "python": platform.python_version()},
+        "versions": versions(spark),
     }
     with atomic_output(spark, args.out) as staging:
         model.save(f"{staging}/biases")

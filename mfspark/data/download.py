@@ -8,7 +8,6 @@ is unpacked into a temporary directory that is renamed to `<cache>/<name>/` when
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -23,6 +22,7 @@ from urllib.request import Request, urlopen
 
 from mfspark.data.movielens import RELEASES
 from mfspark.errors import ConfigError, DownloadError
+from mfspark.runtime.provenance import file_md5
 
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens"
 CHUNK_BYTES = 1 << 20
@@ -115,14 +115,6 @@ def fetch_to_part(url: str, part: Path, timeout: float) -> None:
 
 def reason(exc: BaseException) -> str:
     return str(getattr(exc, "reason", None) or exc) or type(exc).__name__
-
-
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as stream:
-        while chunk := stream.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def unpack(archive: Path, target: Path) -> None:

@@ -10,9 +10,7 @@ scan of a file only when the file has rejects. Rows that fail a check go to `rej
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import platform
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,7 +20,6 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
-import mfspark
 from mfspark.data.movielens import (
     BLANK_LINE,
     DUPLICATE,
@@ -37,6 +34,7 @@ from mfspark.data.movielens import (
     release_named,
 )
 from mfspark.errors import ConfigError, InputError, RejectThresholdError
+from mfspark.runtime.provenance import file_md5, versions
 from mfspark.runtime.storage import atomic_output, write_json
 
 log = logging.getLogger(__name__)
@@ -114,11 +112,7 @@ def check_header(path: Path, source: SourceFile) -> None:
 
 
 def describe_input(path: Path) -> dict:
-    digest = hashlib.md5()
-    with path.open("rb") as stream:
-        while chunk := stream.read(8 << 20):
-            digest.update(chunk)
-    return {"path": str(path), "bytes": path.stat().st_size, "md5": digest.hexdigest()}
+    return {"path": str(path), "bytes": path.stat().st_size, "md5": file_md5(path)}
 
 
 def read_lines(spark: SparkSession, path: Path) -> DataFrame:
@@ -276,6 +270,6 @@ def build_manifest(
             "by_file": {r.path.name: r.rejected for r in results},
         },
         "max_reject_fraction": max_reject_fraction,
-        "versions": {"mfspark": mfspark.__version__, "spark": spark.version, "python": platform.python_version()},
+        "versions": versions(spark),
         "timings_s": {name: round(seconds, 3) for name, seconds in timings.items()},
     }

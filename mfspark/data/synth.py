@@ -36,6 +36,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from mfspark.errors import ConfigError
+from mfspark.runtime.storage import replace_local_dir
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ def generate(shape: str, out_dir: str | os.PathLike, seed: int, scale: float = 1
         if write_truth:
             _write_truth(staging / "truth", movies, users, counts)
         (staging / "synth.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-        _replace_dir(staging, final)
+        replace_local_dir(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -643,12 +644,3 @@ def _summary(shape: str, scale: float, seed: int, planted: Planted, counts: Coun
         "genres": [new for _, new, _ in GENRES],
         "truth": "truth/users.parquet, truth/movies.parquet" if write_truth else None,
     }
-
-
-def _replace_dir(staging: Path, final: Path) -> None:
-    """Swap the finished staging directory in; a previous output is removed only after."""
-    previous = final.parent / f"{final.name}.previous-{staging.name.rsplit('-', 1)[-1]}"
-    if final.exists():
-        final.rename(previous)
-    staging.rename(final)
-    shutil.rmtree(previous, ignore_errors=True)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SPLIT_KINDS = ("random", "temporal", "kfold", "predefined")
 PREDEFINED_SPLITS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
 # ml-100k's u.data format (and its u1.base, ..., ub.test): tab-separated, no header.
 ML100K_SCHEMA = "user_id int, movie_id int, rating float, unix_time long"
@@ -99,6 +100,39 @@ def predefined_split(spark: SparkSession, source_dir: str | Path, name: str) -> 
         raise ConfigError(f"unknown predefined split '{name}' (choose from {', '.join(PREDEFINED_SPLITS)})")
     base = Path(source_dir)
     return Split(name, read_ml100k_file(spark, base / f"{name}.base"), read_ml100k_file(spark, base / f"{name}.test"))
+
+
+def make_splits(
+    ratings: DataFrame | None,
+    kind: str,
+    *,
+    test_fraction: float = 0.2,
+    seed: int = 42,
+    folds: int = 5,
+    predefined_dir: str | Path | None = None,
+    predefined_name: str = "u1",
+    spark: SparkSession | None = None,
+) -> list[Split]:
+    """The evaluation splits of one `kind` (`SPLIT_KINDS`): a single Split, or `folds` of them for k-fold.
+
+    "predefined" reads ml-100k's own files (`predefined_dir`, `predefined_name`) with `spark`
+    (default: the active session) and needs no `ratings`; the others split `ratings`.
+    """
+    if kind == "predefined":
+        if not predefined_dir:
+            raise ConfigError("--split predefined needs --predefined-dir (an ml-100k directory)")
+        from pyspark.sql import SparkSession
+
+        return [predefined_split(spark or SparkSession.active(), predefined_dir, predefined_name)]
+    if kind not in SPLIT_KINDS:
+        raise ConfigError(f"unknown split '{kind}' (choose from {', '.join(SPLIT_KINDS)})")
+    if ratings is None:
+        raise ConfigError(f"a {kind} split needs a ratings table")
+    if kind == "kfold":
+        return kfold_splits(ratings, folds, seed)
+    if kind == "temporal":
+        return [temporal_split(ratings, test_fraction=test_fraction)]
+    return [random_split(ratings, test_fraction, seed)]
 
 
 def cold_start_counts(split: Split) -> dict[str, int]:

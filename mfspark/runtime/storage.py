@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mfspark.runtime.spark_internals import hadoop_configuration, jvm
@@ -27,11 +29,11 @@ class HadoopPaths:
     """Thin wrapper over `org.apache.hadoop.fs.FileSystem` for one SparkSession."""
 
     def __init__(self, spark: SparkSession):
-        self._java = jvm(spark)
+        self._gateway = jvm(spark)
         self._conf = hadoop_configuration(spark)
 
     def _path(self, path: str):
-        return self._java.org.apache.hadoop.fs.Path(str(path))
+        return self._gateway.org.apache.hadoop.fs.Path(str(path))
 
     def _fs(self, path: str):
         return self._path(path).getFileSystem(self._conf)
@@ -62,11 +64,24 @@ class HadoopPaths:
         status = fs.getFileStatus(self._path(path))
         stream = fs.open(self._path(path))
         try:
-            buf = self._java.java.io.ByteArrayOutputStream()
-            self._java.org.apache.hadoop.io.IOUtils.copyBytes(stream, buf, max(4096, status.getLen()), False)
+            buf = self._gateway.java.io.ByteArrayOutputStream()
+            self._gateway.org.apache.hadoop.io.IOUtils.copyBytes(stream, buf, max(4096, status.getLen()), False)
             return bytes(buf.toByteArray()).decode("utf-8")
         finally:
             stream.close()
+
+
+def replace_local_dir(staging: Path, final: Path) -> None:
+    """Swap a finished local staging directory in for `final`, the previous output removed only after.
+
+    The local-filesystem commit for jobs that run without Spark (synth), in the same order as
+    `atomic_output`'s: old aside, new in, old deleted.
+    """
+    previous = final.with_name(f"{final.name}.previous-{uuid.uuid4().hex[:12]}")
+    if final.exists():
+        final.rename(previous)
+    staging.rename(final)
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def write_json(spark: SparkSession, path: str, obj: Any) -> None:
