@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from pyspark.sql import functions as F
 from mfspark.evaluation.metrics import rating_metrics
 from mfspark.evaluation.split import uniform_draw
 from mfspark.models.bias import BiasModel, BiasParams
+from mfspark.runtime.provenance import versions
 from mfspark.runtime.session import build_session, load_profile
 
 log = logging.getLogger("bench_baseline")
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "rmse_difference": abs(ours["rmse"] - reference["rmse"]),
         "ratio_fit_plus_evaluate": (ours["fit_s"] + ours["evaluate_s"]) / (reference["fit_s"] + reference["evaluate_s"]
                                                                           + reference["read_s"]),
-        "versions": {"spark": spark.version, "python": platform.python_version(), "numpy": np.__version__},
+        "versions": {**versions(spark), "numpy": np.__version__},
     }
     spark.stop()
     print(json.dumps(result, sort_keys=True))
