@@ -1,15 +1,19 @@
 """Our ALS against Spark MLlib's on the same data: real ml-latest-small and planted synthetic data."""
 
 import argparse
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from pyspark.ml.recommendation import ALS as MLlibALS
 from pyspark.sql import functions as F
 
+from mfspark.commands.compare_mllib import table
 from mfspark.data.synth import generate
-from mfspark.evaluation.mllib_reference import compare
+from mfspark.evaluation import mllib_reference
+from mfspark.evaluation.mllib_reference import compare, warmed_up_fit
 from mfspark.evaluation.split import random_split
-from mfspark.models.als.estimator import ALSParams
+from mfspark.models.als.estimator import ALS, ALSParams
 
 CSV_SCHEMA = "user_id int, movie_id int, rating float, ts long"
 
@@ -57,3 +61,36 @@ def test_compare_job_writes_comparison_json(spark, tmp_path, small_split):
     assert saved["ours_rmse"] == pytest.approx(result["ours_rmse"])
     assert {"ours_rmse", "mllib_rmse", "ours_fit_s", "mllib_fit_s"} <= saved.keys()
     assert saved["split"]["train"] + saved["split"]["test"] == sample.count()
+
+
+def test_warmed_up_fit_times_only_the_fit_after_the_warm_up(monkeypatch):
+    clock = SimpleNamespace(now=0.0)
+    monkeypatch.setattr(mllib_reference, "time", SimpleNamespace(perf_counter=lambda: clock.now))
+    calls = []
+
+    def fit(iterations):  # the warm-up is slow (a cold JVM), the real fit fast
+        calls.append(iterations)
+        clock.now += 100.0 if iterations == 1 else 7.0
+        return f"model-{iterations}"
+
+    assert warmed_up_fit(fit, 10) == ("model-10", 7.0)
+    assert calls == [1, 10]
+
+
+def test_each_timed_fit_follows_a_warm_up_of_the_same_implementation(spark, monkeypatch):
+    fits = []
+
+    def recording(name, fit, iterations_of):
+        def wrapped(self, *args, **kwargs):
+            fits.append((name, iterations_of(self)))
+            return fit(self, *args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(ALS, "fit", recording("ours", ALS.fit, lambda est: est.params.max_iter))
+    monkeypatch.setattr(MLlibALS, "fit", recording("mllib", MLlibALS.fit, lambda est: est.getMaxIter()))
+    ratings = spark.createDataFrame([(u, m, float((u * m) % 5 + 1)) for u in range(1, 9) for m in range(1, 7)],
+                                    "user_id int, movie_id int, rating float")
+    result = compare(ratings, ratings, ALSParams(rank=2, reg=0.1, max_iter=3, seed=1))
+    assert fits == [("ours", 1), ("ours", 3), ("mllib", 1), ("mllib", 3)]
+    assert result["timing"] == mllib_reference.TIMING
+    assert "warm-up" in table(result)

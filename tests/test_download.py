@@ -145,3 +145,37 @@ def test_offline_is_a_clear_download_error(tmp_path, capsys):
     assert status == 2
     assert "mfspark download: error: could not download" in capsys.readouterr().err
     assert not Path(tmp_path / "ml-25m").exists()
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--base-url", "notaurl", "--base-url 'notaurl' is not an http://, https:// or file:// URL"),
+    ("--base-url", "http://", "--base-url 'http://' is not an http://, https:// or file:// URL"),
+    ("--md5", "abc123", "--md5 'abc123' is not an md5 checksum (32 hex digits)"),
+    ("--md5", "g" * 32, f"--md5 '{'g' * 32}' is not an md5 checksum (32 hex digits)"),
+    ("--timeout", "0", "--timeout 0 must be a positive number of seconds"),
+    ("--timeout", "-5", "--timeout -5 must be a positive number of seconds"),
+])
+def test_bad_option_is_one_line_before_any_work(tmp_path, capsys, option, value, message):
+    cache = tmp_path / "cache"
+    status = main(["download", "--dataset", "ml-latest-small", "--cache-dir", str(cache), option, value])
+    assert status == 2
+    assert capsys.readouterr().err == f"mfspark download: error: {message}\n"
+    assert not cache.exists()  # nothing created, nothing fetched
+
+
+def test_failed_download_message_matches_the_part_file_on_disk(served, tmp_path, capsys):
+    body = release_zip()
+    md5 = hashlib.md5(body).hexdigest()
+    status = main(["download", "--dataset", "ml-latest-small", "--cache-dir", str(tmp_path),
+                   "--base-url", closed_port_url(), "--md5", md5, "--timeout", "5"])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "nothing was downloaded" in err and ".part" not in err
+    assert not list(tmp_path.glob("*.part"))
+
+    server = served({"/ml-latest-small.zip": body}, cut_first=True)
+    status = main(["download", "--dataset", "ml-latest-small", "--cache-dir", str(tmp_path),
+                   "--base-url", server.url, "--md5", md5, "--timeout", "5"])
+    assert status == 2
+    part = tmp_path / "ml-latest-small.zip.part"
+    assert f"the partial download {part} ({part.stat().st_size:,} bytes) is kept" in capsys.readouterr().err

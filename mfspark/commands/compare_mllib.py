@@ -1,6 +1,8 @@
 """`mfspark compare-mllib`: ours and Spark MLlib's ALS on the same split, same rank, reg and iterations.
 
-Prints one JSON line (ours_rmse, mllib_rmse, ours_fit_s, mllib_fit_s, ...) and a table.
+Prints one JSON line (ours_rmse, mllib_rmse, ours_fit_s, mllib_fit_s, ..., timing) and a table.
+Each implementation is warmed up (an untimed 1-iteration fit on the same data) right before its timed fit
+(`mfspark.evaluation.mllib_reference.warmed_up_fit`).
 With `--biases` both fit the residuals of the same bias baseline and predict baseline + dot.
 Both score the test ratings whose user and movie were seen in training (MLlib's "drop").
 """
@@ -29,7 +31,8 @@ def table(result: dict) -> str:
     rows = [("", "ours", "MLlib"), ("RMSE", f"{result['ours_rmse']:.4f}", f"{result['mllib_rmse']:.4f}"),
             ("MAE", f"{result['ours_mae']:.4f}", f"{result['mllib_mae']:.4f}"),
             ("fit s", f"{result['ours_fit_s']:.1f}", f"{result['mllib_fit_s']:.1f}")]
-    return "\n".join(f"{a:<8}{b:>10}{c:>10}" for a, b, c in rows)
+    lines = [f"{a:<8}{b:>10}{c:>10}" for a, b, c in rows]
+    return "\n".join([*lines, f"fit s: {result['timing']}"])
 
 
 def run(args: argparse.Namespace, spark: SparkSession) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import math
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ import time
 import zipfile
 from pathlib import Path
 from urllib.error import HTTPError, URLError
+from urllib.parse import urlsplit
 from urllib.request import Request, urlopen
 
 from mfspark.data.movielens import RELEASES
@@ -42,8 +44,7 @@ def download_dataset(
     timeout: float = 60.0,
 ) -> Path:
     """`<cache>/<name>/` holding the unpacked release, downloading and verifying it if needed."""
-    if name not in RELEASES:
-        raise ConfigError(f"unknown dataset '{name}': expected one of {', '.join(RELEASES)}")
+    check_options(name, base_url, md5, timeout)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     target = cache / name
     if target.is_dir():
@@ -58,6 +59,19 @@ def download_dataset(
     unpack(archive, target)
     log.info("%s unpacked into %s", name, target)
     return target
+
+
+def check_options(name: str, base_url: str, md5: str | None, timeout: float) -> None:
+    """Reject bad options before touching the cache or the network (each as one line naming the value)."""
+    if name not in RELEASES:
+        raise ConfigError(f"unknown dataset '{name}': expected one of {', '.join(RELEASES)}")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https", "file") or (parts.scheme != "file" and not parts.netloc):
+        raise ConfigError(f"--base-url {base_url!r} is not an http://, https:// or file:// URL")
+    if md5 is not None and not re.fullmatch(r"[0-9a-fA-F]{32}", md5):
+        raise ConfigError(f"--md5 {md5!r} is not an md5 checksum (32 hex digits)")
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise ConfigError(f"--timeout {timeout:g} must be a positive number of seconds")
 
 
 def fetch_published_md5(url: str, timeout: float) -> str:
@@ -108,9 +122,18 @@ def fetch_to_part(url: str, part: Path, timeout: float) -> None:
             return
         raise DownloadError(f"could not download {url}: {reason(exc)}") from exc
     except (URLError, OSError, http.client.HTTPException) as exc:
-        raise DownloadError(f"could not download {url}: {reason(exc)} (offline? the partial download "
-                            f"{part} is kept and resumed by the next run)") from exc
+        raise DownloadError(f"could not download {url}: {reason(exc)} ({kept_part(part)})") from exc
     log.info("%s: %d bytes in %.1f s", url, part.stat().st_size, time.perf_counter() - started)
+
+
+def kept_part(part: Path) -> str:
+    """What a failed download leaves behind, as the error message states it: a non-empty `.part` is kept for
+    the next run to resume; an empty one (the connection failed before any byte arrived) is deleted."""
+    size = part.stat().st_size if part.exists() else 0
+    if size:
+        return f"offline? the partial download {part} ({size:,} bytes) is kept and resumed by the next run"
+    part.unlink(missing_ok=True)
+    return "offline? nothing was downloaded"
 
 
 def reason(exc: BaseException) -> str:
