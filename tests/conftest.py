@@ -10,6 +10,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+class KeepSession:
+    """The test session for the CLI: `main` stops its session at the end, the suite still needs it."""
+
+    def __init__(self, spark):
+        self._spark = spark
+
+    def __getattr__(self, name):
+        return getattr(self._spark, name)
+
+    def stop(self):
+        pass
+
+
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     from mfspark.runtime.session import build_session, load_profile
@@ -18,6 +31,15 @@ def spark(tmp_path_factory):
     session = build_session(load_profile("test", root, conf_dir=REPO / "conf"), "mfspark-tests")
     yield session
     session.stop()
+
+
+@pytest.fixture
+def cli_with_test_session(spark, monkeypatch):
+    """`mfspark.commands.main.main`, running its command on the test session."""
+    from mfspark.commands import main as cli
+
+    monkeypatch.setattr(cli, "session_for", lambda args, app_name: KeepSession(spark))
+    return cli.main
 
 
 def movielens_dir() -> Path | None:

@@ -9,25 +9,7 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from mfspark.commands import main as cli
-
-
-class KeepSession:
-    """The test session for the CLI: `main` stops its session at the end, the suite still needs it."""
-
-    def __init__(self, spark):
-        self._spark = spark
-
-    def __getattr__(self, name):
-        return getattr(self._spark, name)
-
-    def stop(self):
-        pass
-
-
-@pytest.fixture
-def cli_with_test_session(spark, monkeypatch):
-    monkeypatch.setattr(cli, "session_for", lambda args, app_name: KeepSession(spark))
-    return cli.main
+from tests.conftest import KeepSession
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from mfspark.errors import MfsparkError
@@ -35,7 +36,10 @@ def configure_logging(level: str) -> None:
     time (basicConfig alone would keep the first call's level and ignore the profile's)."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr)
-    logging.getLogger().setLevel(getattr(logging, level.upper(), logging.INFO))
+    numeric = getattr(logging, level.upper(), logging.INFO)
+    logging.getLogger().setLevel(numeric)
+    # py4j logs each gateway connection at INFO (and every command at DEBUG): shown only when debugging.
+    logging.getLogger("py4j").setLevel(logging.INFO if numeric <= logging.DEBUG else logging.WARNING)
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,8 +83,33 @@ def session_for(args: argparse.Namespace, app_name: str):
 
     profile = load_profile(args.profile, scratch_root(getattr(args, "out", None)), parse_overrides(args.conf),
                            args.conf_dir)
-    configure_logging(args.log_level or profile.log_level)
+    profile = replace(profile, log_level=args.log_level or profile.log_level)
+    configure_logging(profile.log_level)
     return build_session(profile, app_name)
+
+
+def spark_error_line(exc: BaseException) -> str | None:
+    """The first line of an error Spark classified (it has an error condition, e.g. UNRESOLVED_COLUMN or
+    FAILED_READ_FILE): Spark raises those about the user's query or files, and the line names the column or path.
+    None for anything else, including Spark's INTERNAL_ERROR, which keeps its trace.
+    """
+    if "pyspark" not in sys.modules:  # Spark was never imported, so it raised nothing
+        return None
+    from py4j.protocol import Py4JError, Py4JJavaError
+    from pyspark.errors import PySparkException
+
+    if isinstance(exc, PySparkException):  # analysis errors, converted by pyspark
+        condition, message = exc.getCondition(), str(exc)
+    elif isinstance(exc, Py4JJavaError):  # e.g. a Parquet footer that cannot be read, left unconverted
+        try:
+            condition, message = exc.java_exception.getCondition(), exc.java_exception.getMessage()
+        except Py4JError:  # not a SparkThrowable
+            return None
+    else:
+        return None
+    if not condition or condition.startswith("INTERNAL_ERROR"):
+        return None
+    return next((line.strip() for line in str(message).splitlines() if line.strip()), condition)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -96,6 +125,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = module.run(args, spark)
     except MfsparkError as exc:
         print(f"mfspark {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        line = spark_error_line(exc)
+        if line is None:
+            raise
+        log.debug("%s failed inside Spark", args.command, exc_info=exc)
+        print(f"mfspark {args.command}: error: {line} (the full trace: --log-level DEBUG)", file=sys.stderr)
         return 2
     finally:
         if spark is not None:

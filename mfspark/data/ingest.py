@@ -214,8 +214,12 @@ def with_line_numbers(spark: SparkSession, rejected: DataFrame, source: SourceFi
     """Rejected rows in the `rejects` schema, with 1-based physical line numbers (header = line 1)."""
     per_split = read_lines(spark, path).groupBy("block_start").agg(
         F.min("row_id").alias("first_row_id"), F.count(F.lit(1)).alias("lines"))
-    earlier = Window.orderBy("block_start").rowsBetween(Window.unboundedPreceding, -1)
-    offsets = per_split.withColumn("lines_before", F.coalesce(F.sum("lines").over(earlier), F.lit(0)))
+    # Lines before a split = the lines of all earlier splits. A join of this tiny table (a row per split) with
+    # itself, not a running sum over an unpartitioned window, which makes Spark warn "No Partition Defined".
+    earlier = per_split.select(F.col("block_start").alias("earlier_start"), F.col("lines").alias("earlier_lines"))
+    offsets = (per_split.join(F.broadcast(earlier), F.col("earlier_start") < F.col("block_start"), "left")
+               .groupBy("block_start", "first_row_id")
+               .agg(F.coalesce(F.sum("earlier_lines"), F.lit(0)).alias("lines_before")))
     line_number = F.col("lines_before") + F.col("row_id") - F.col("first_row_id") + 1
     return rejected.join(F.broadcast(offsets), "block_start").select(
         F.lit(path.name).alias("source_file"),

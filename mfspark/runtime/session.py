@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import tomllib
 
 from mfspark.errors import ConfigError, JavaError
+from mfspark.runtime.logs import spark_console_level, with_console_logging
 from mfspark.runtime.spark_internals import check_classic
 
 if TYPE_CHECKING:
@@ -185,11 +186,11 @@ def build_session(profile: Profile, app_name: str = "mfspark") -> SparkSession:
     if profile.spark.get("spark.master", "").startswith("local"):
         # Local workers must run this interpreter (the venv), not whatever `python3` is on PATH.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    for key, value in profile.spark.items():
+    for key, value in with_console_logging(profile.spark, profile.log_level).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     check_classic(spark)
-    spark.sparkContext.setLogLevel("WARN")
+    spark.sparkContext.setLogLevel(spark_console_level(profile.log_level))
     spark.sparkContext.setCheckpointDir(profile.checkpoint_dir)
     log.info("Spark %s session '%s' (profile %s from %s, master %s)", spark.version, app_name, profile.name,
              profile.source, spark.sparkContext.master)
