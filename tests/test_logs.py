@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from mfspark.runtime.logs import LOG4J2_PROPERTIES, spark_console_level, with_console_logging
 from tests.conftest import REPO
 
@@ -14,7 +16,7 @@ RATINGS = ["userId,movieId,rating,timestamp"] + [
 ] + ["1,2,four,100"]  # one reject: ingest numbers its line (the code path that had an unpartitioned window)
 
 
-def test_successful_ingest_and_train_print_no_traceback_and_no_spark_warnings(tmp_path):
+def test_successful_runs_print_no_traceback_and_no_spark_warnings(tmp_path):
     source = tmp_path / "release"
     source.mkdir()
     (source / "ratings.csv").write_text("\n".join(RATINGS) + "\n")
@@ -22,8 +24,17 @@ def test_successful_ingest_and_train_print_no_traceback_and_no_spark_warnings(tm
     ingest = ["ingest", "--input", str(source), "--out", str(tmp_path / "ingest"), "--max-reject-fraction", "0.05"]
     train = ["train", "--input", str(tmp_path / "ingest"), "--out", str(tmp_path / "als"), "--rank", "2",
              "--max-iter", "2"]
-    script = ("import sys; from mfspark.commands.main import main; "
-              f"sys.exit(main({[*ingest, *common]!r}) or main({[*train, *common]!r}))")
+    # Then a Python stage whose output Spark stops reading (take): the JVM closes that worker's socket, which
+    # made pyspark's daemon print a BrokenPipeError traceback every time.
+    script = "\n".join([
+        "import sys",
+        "from mfspark.commands.main import main",
+        "from mfspark.runtime.session import build_session, load_profile",
+        f"assert main({[*ingest, *common]!r}) == 0 and main({[*train, *common]!r}) == 0",
+        f"spark = build_session(load_profile('test', {str(tmp_path)!r}, conf_dir={str(REPO / 'conf')!r}))",
+        "assert spark.sparkContext.parallelize(range(2_000_000), 2).map(lambda x: x * 2).take(1) == [0]",
+        "spark.stop()",
+    ])
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr
@@ -43,3 +54,22 @@ def test_spark_console_level_is_errors_only_unless_debugging():
     assert LOG4J2_PROPERTIES.is_file()
     own = {"spark.driver.extraJavaOptions": "-Dlog4j2.configurationFile=file:/etc/mine.properties"}
     assert with_console_logging(own, "INFO") == own
+
+
+def test_worker_daemon_ends_a_worker_quietly_on_a_broken_pipe_only(monkeypatch):
+    from mfspark.runtime import daemon
+
+    def closed_by_the_jvm(sock, authenticated):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(daemon, "pyspark_worker", closed_by_the_jvm)
+    assert daemon.worker(None, True) == 1  # ends the worker, as pyspark's re-raise would, without the traceback
+
+    def other_failure(sock, authenticated):
+        raise ValueError("a real error")
+
+    monkeypatch.setattr(daemon, "pyspark_worker", other_failure)
+    with pytest.raises(ValueError, match="a real error"):
+        daemon.worker(None, True)
+    monkeypatch.setattr(daemon, "pyspark_worker", lambda sock, authenticated: 0)
+    assert daemon.worker(None, True) == 0

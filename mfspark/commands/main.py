@@ -40,6 +40,12 @@ def configure_logging(level: str) -> None:
     logging.getLogger().setLevel(numeric)
     # py4j logs each gateway connection at INFO (and every command at DEBUG): shown only when debugging.
     logging.getLogger("py4j").setLevel(logging.INFO if numeric <= logging.DEBUG else logging.WARNING)
+    if "pyspark" in sys.modules:  # a Spark command (its module imported pyspark)
+        from pyspark.logger import PySparkLogger
+
+        # pyspark logs each analysis error it raises as a JSON line; `main` reports it as one line of its own.
+        for name in ("DataFrameQueryContextLogger", "SQLQueryContextLogger"):
+            PySparkLogger.getLogger(name).setLevel(logging.ERROR if numeric <= logging.DEBUG else logging.CRITICAL)
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
