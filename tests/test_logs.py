@@ -20,6 +20,8 @@ def test_successful_runs_print_no_traceback_and_no_spark_warnings(tmp_path):
     source = tmp_path / "release"
     source.mkdir()
     (source / "ratings.csv").write_text("\n".join(RATINGS) + "\n")
+    (source / "movies.csv").write_text("movieId,title,genres\n" + "".join(f"{m},Movie {m} (2000),Drama\n"
+                                                                         for m in range(1, 11)))
     common = ["--profile", "test", "--conf-dir", str(REPO / "conf"), "--log-level", "INFO"]
     ingest = ["ingest", "--input", str(source), "--out", str(tmp_path / "ingest"), "--max-reject-fraction", "0.05"]
     train = ["train", "--input", str(tmp_path / "ingest"), "--out", str(tmp_path / "als"), "--rank", "2",
