@@ -38,7 +38,7 @@ def test_successful_runs_print_no_traceback_and_no_spark_warnings(tmp_path):
         "spark.stop()",
     ])
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=900)
     assert run.returncode == 0, run.stderr
     lines = run.stderr.splitlines()
     assert any("ingest finished" in line for line in lines) and any("train finished" in line for line in lines)
