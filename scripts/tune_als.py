@@ -32,7 +32,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from mfspark.commands.args import read_ratings
 from mfspark.evaluation.metrics import rating_metrics
@@ -54,8 +53,7 @@ class Config:
 
     def params(self, seed: int, bias_sweeps: int) -> ALSParams:
         return ALSParams(rank=self.rank, reg=self.reg, max_iter=self.max_iter, seed=seed, biases=self.biases,
-                         bias_reg_user=self.bias_reg, bias_reg_item=self.bias_reg, bias_sweeps=bias_sweeps,
-                         cold_start="baseline")
+                         bias_reg_user=self.bias_reg, bias_reg_item=self.bias_reg, bias_sweeps=bias_sweeps)
 
 
 def floats(text: str) -> list[float]:
@@ -163,7 +161,7 @@ def final_scores(train: DataFrame, test: DataFrame, chosen: Config, seed: int, b
                      "fit_s": seconds})
         log.info("test: %s", rows[-1])
     baseline = best_model.baseline
-    residuals = baseline.residuals(train).select("user_id", "movie_id", F.col("residual").alias("rating"))
+    residuals = baseline.residual_ratings(train)
     for label, config, data, base in (
             (f"MLlib ({describe(plain)})", plain, train, None),
             (f"MLlib on our chosen baseline's residuals ({describe(chosen)})", chosen, residuals, baseline)):

@@ -127,17 +127,20 @@ def test_long_runs_keep_one_checkpoint_and_finish(spark):
     assert model.user_factors.count() == 9 and model.item_factors.count() == 7
 
 
-def test_nonnegative_factors(spark):
-    rows, *_ = small_ratings(seed=3)
-    model = ALS(rank=3, max_iter=3, nonnegative=True).fit(spark.createDataFrame(rows, RATINGS_SCHEMA))
-    features = model.user_factors.select(F.explode("features")).collect()
-    assert min(row[0] for row in features) >= 0.0
+def test_nonnegative_factors_fit_well(spark):
+    rows, mask, dense, *_ = small_ratings(seed=3)
+    model = ALS(rank=3, max_iter=5, reg=0.01, nonnegative=True).fit(spark.createDataFrame(rows, RATINGS_SCHEMA))
+    features = [value for frame in (model.user_factors, model.item_factors)
+                for value in frame.select(F.explode("features")).toPandas().iloc[:, 0]]
+    assert min(features) >= 0.0 and max(features) > 0.1  # nonnegative, and not the all-zero solution
+    global_mean_rmse = dense[mask].std()  # RMSE of predicting every training rating by their mean
+    assert model.history.iterations[-1].train_rmse < 0.5 * global_mean_rmse
 
 
 def test_cold_start_strategies(spark):
     rows, *_ = small_ratings(seed=4)
     ratings = spark.createDataFrame(rows, RATINGS_SCHEMA)
-    model = ALS(rank=2, max_iter=2, cold_start="baseline").fit(ratings)
+    model = ALS(rank=2, max_iter=2).fit(ratings)  # the strategy is an argument of predict only
     pairs = spark.createDataFrame([(3, 2), (999, 2), (3, 999)], "user_id int, movie_id int")
     nan = {(r.user_id, r.movie_id): r.prediction for r in model.predict(pairs, "nan").collect()}
     assert not math.isnan(nan[(3, 2)]) and math.isnan(nan[(999, 2)]) and math.isnan(nan[(3, 999)])
@@ -181,7 +184,9 @@ def test_planted_low_rank_data_is_recovered_to_the_noise_floor(spark):
     mask = rng.random((n_users, n_items)) < 0.5
     observed = truth + noise * rng.standard_normal(truth.shape)
     rows = [(int(u) + 1, int(i) + 1, float(observed[u, i])) for u, i in zip(*np.nonzero(mask))]
-    model = ALS(rank=rank, reg=0.001, max_iter=15, seed=3).fit(spark.createDataFrame(rows, RATINGS_SCHEMA))
+    # The planted ratings are not on a 0.5..5 scale: no clipping.
+    model = ALS(rank=rank, reg=0.001, max_iter=15, seed=3, min_rating=None, max_rating=None).fit(
+        spark.createDataFrame(rows, RATINGS_SCHEMA))
     held_out = [(int(u) + 1, int(i) + 1, float(truth[u, i])) for u, i in zip(*np.nonzero(~mask))]
     scored = model.predict(spark.createDataFrame(held_out, RATINGS_SCHEMA))
     rmse = scored.select(F.sqrt(F.avg((F.col("rating") - F.col("prediction")) ** 2))).first()[0]
@@ -207,6 +212,15 @@ def test_null_ratings_are_refused_with_a_clear_error(spark):
     ratings = spark.createDataFrame([(1, 10, 4.0), (2, 10, None)], RATINGS_SCHEMA)
     with pytest.raises(Exception, match="null rating"):
         ALS(rank=2, max_iter=1).fit(ratings)
+
+
+def test_cold_start_is_not_a_fit_parameter_and_old_metadata_still_loads():
+    from mfspark.errors import ConfigError
+    from mfspark.models.als.estimator import ALSParams
+
+    with pytest.raises(ConfigError, match="chosen at prediction time"):
+        ALS(rank=2, cold_start="baseline")
+    assert ALSParams.from_dict({"rank": 4, "biases": True, "cold_start": "nan"}) == ALSParams(rank=4, biases=True)
 
 
 @pytest.mark.parametrize(("max_iter", "interval", "ends"), [

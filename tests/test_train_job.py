@@ -2,18 +2,20 @@
 
 import argparse
 import datetime as dt
+import math
 
 import pytest
 from chispa import assert_df_equality
 
 from mfspark.commands import train as train_job
-from mfspark.models.als.estimator import ALSModel
+from mfspark.models.als.estimator import ALS, ALSModel
 from mfspark.runtime.storage import read_json
 
 
 def ingest_like(spark, path):
     rows = [(u, m, float((u * m) % 5 + 1), dt.datetime(2020, 1, 1) + dt.timedelta(days=u + m))
             for u in range(1, 25) for m in range(1, 16) if (u + m) % 3]
+    rows.append((1, 99, 4.0, dt.datetime(2021, 1, 1)))  # rated once, last: a temporal split's unseen movie
     spark.createDataFrame(rows, "user_id int, movie_id int, rating float, rated_at timestamp") \
         .write.parquet(f"{path}/ratings")
     return len(rows)
@@ -25,8 +27,17 @@ def run_train(spark, argv):
     return train_job.run(parser.parse_args(argv), spark)
 
 
-def test_train_writes_factors_and_metrics_atomically(spark, tmp_path):
+def fitted_models(monkeypatch) -> list:
+    """Collects the models `ALS.fit` returns while a job runs: the in-memory models it saved."""
+    models = []
+    fit = ALS.fit
+    monkeypatch.setattr(ALS, "fit", lambda self, ratings: models.append(fit(self, ratings)) or models[-1])
+    return models
+
+
+def test_train_writes_factors_and_metrics_atomically(spark, tmp_path, monkeypatch):
     total = ingest_like(spark, tmp_path / "ingest")
+    in_memory = fitted_models(monkeypatch)
     out = str(tmp_path / "als")
     argv = ["--input", str(tmp_path / "ingest"), "--out", out, "--rank", "3", "--max-iter", "4", "--biases",
             "--split", "temporal"]
@@ -39,8 +50,10 @@ def test_train_writes_factors_and_metrics_atomically(spark, tmp_path):
     users = spark.read.parquet(f"{out}/factors/users")
     assert users.schema.simpleString() == "struct<id:int,features:array<float>>"
     assert users.count() == 24
-    model = ALSModel.load(spark, f"{out}/factors")
-    assert_df_equality(model.item_factors, spark.read.parquet(f"{out}/factors/items"), ignore_row_order=True)
+    loaded = ALSModel.load(spark, f"{out}/factors")
+    assert_df_equality(loaded.item_factors, in_memory[0].item_factors, ignore_row_order=True, ignore_nullable=True)
+    assert_df_equality(loaded.user_factors, in_memory[0].user_factors, ignore_row_order=True, ignore_nullable=True)
+    assert loaded.baseline.mu == in_memory[0].baseline.mu
 
     before = sorted(users.collect())
     run_train(spark, argv)  # a rerun replaces the output whole and gives the same factors
@@ -52,3 +65,16 @@ def test_missing_input_is_a_clear_error(spark, tmp_path):
 
     with pytest.raises(InputError, match="mfspark ingest"):
         run_train(spark, ["--input", str(tmp_path / "nowhere"), "--out", str(tmp_path / "als")])
+
+
+def test_cold_start_nan_reports_a_real_rmse_and_how_many_were_left_out(spark, tmp_path):
+    ingest_like(spark, tmp_path / "ingest")
+    argv = ["--input", str(tmp_path / "ingest"), "--rank", "2", "--max-iter", "2", "--split", "temporal"]
+    nan = run_train(spark, [*argv, "--out", str(tmp_path / "nan"), "--cold-start", "nan"])
+    drop = run_train(spark, [*argv, "--out", str(tmp_path / "drop"), "--cold-start", "drop"])
+    metrics = read_json(spark, str(tmp_path / "nan" / "metrics.json"))
+    assert not math.isnan(nan["rmse"]) and nan["rmse"] == pytest.approx(drop["rmse"], rel=1e-12)
+    unseen = metrics["split"]["test_unseen_any"]
+    assert unseen > 0 and metrics["test"]["excluded"] == metrics["test"]["unscored"] == unseen
+    assert metrics["test"]["count"] == metrics["split"]["test"] - unseen
+    assert metrics["params"]["cold_start"] == "nan"

@@ -10,6 +10,7 @@ from pyspark.sql import DataFrame, SparkSession
 from mfspark.errors import InputError
 from mfspark.evaluation import split as splits
 from mfspark.models.als.estimator import ALSParams
+from mfspark.models.base import COLD_START_STRATEGIES, DEFAULT_COLD_START
 from mfspark.runtime.provenance import versions
 from mfspark.runtime.storage import HadoopPaths
 
@@ -61,7 +62,8 @@ def add_als_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--biases", action="store_true", help="fit factors to the bias baseline's residuals")
     group.add_argument("--bias-reg-user", type=float, default=defaults.bias_reg_user)
     group.add_argument("--bias-reg-item", type=float, default=defaults.bias_reg_item)
-    group.add_argument("--cold-start", choices=("nan", "drop", "baseline"), default="baseline")
+    group.add_argument("--cold-start", choices=COLD_START_STRATEGIES, default=DEFAULT_COLD_START,
+                       help="test ratings of users or movies unseen in training (default: %(default)s)")
 
 
 def als_params(args: argparse.Namespace) -> ALSParams:
@@ -69,5 +71,5 @@ def als_params(args: argparse.Namespace) -> ALSParams:
         rank=args.rank, reg=args.reg, max_iter=args.max_iter, num_user_blocks=args.user_blocks,
         num_item_blocks=args.item_blocks, seed=args.seed, nonnegative=args.nonnegative,
         checkpoint_interval=args.checkpoint_interval, storage_level=args.storage_level, biases=args.biases,
-        bias_reg_user=args.bias_reg_user, bias_reg_item=args.bias_reg_item, cold_start=args.cold_start,
+        bias_reg_user=args.bias_reg_user, bias_reg_item=args.bias_reg_item,
     )

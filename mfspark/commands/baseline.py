@@ -131,6 +131,9 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
     started = time.perf_counter()
     if args.split != "predefined" and not args.input:
         raise ConfigError("--input (an ingest output directory) is required unless --split predefined")
+    if args.tune and args.split == "kfold":  # a carve of fold 1's training holds folds 2..k's test ratings
+        raise ConfigError("--tune cannot be combined with --split kfold (it would tune on other folds' test "
+                          "ratings): tune with --split random or temporal, then pass --lambda-u/--lambda-i")
     ratings, dataset = load_ratings(spark, args.input) if args.input else (None, "ml-100k")
     if ratings is not None:
         ratings = ratings.select("user_id", "movie_id", "rating", "rated_at").persist()

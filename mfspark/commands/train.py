@@ -33,14 +33,12 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
     started = time.perf_counter()
     model = ALS(**vars(params)).fit(split.train)
     fit_seconds = time.perf_counter() - started
-    scored = model.predict(split.test).cache()
-    metrics = rating_metrics(scored)
-    metrics["unscored"] = scored.where("isnan(prediction)").count()
-    scored.unpersist()
+    metrics = rating_metrics(model.predict(split.test, args.cold_start))
+    metrics["unscored"] = metrics["excluded"]
     result = {
         **run_info(spark, args, split),
         "model": "als-biased" if params.biases else "als",
-        "params": vars(params),
+        "params": {**vars(params), "cold_start": args.cold_start},
         "rmse": metrics["rmse"],
         "mae": metrics["mae"],
         "test": metrics,

@@ -32,12 +32,19 @@ DEFAULT_THRESHOLD = 4.0
 
 def rating_metrics(predictions: DataFrame, label_col: str = "rating",
                    prediction_col: str = "prediction") -> dict[str, float]:
-    """RMSE, MAE and count over rows with a prediction and a label (one aggregation)."""
-    error = F.col(prediction_col).cast("double") - F.col(label_col).cast("double")
+    """RMSE, MAE and count over rows with a prediction and a label (one aggregation).
+
+    Rows whose prediction is NaN or null (a cold-start "nan" model's unknown pairs) are left out,
+    so one of them cannot turn the whole RMSE into NaN; `excluded` says how many.
+    """
+    prediction = F.col(prediction_col).cast("double")
+    usable = prediction.isNotNull() & ~F.isnan(prediction)
+    error = F.when(usable, prediction) - F.col(label_col).cast("double")
     row = predictions.agg(
         F.sqrt(F.avg(error * error)).alias("rmse"), F.avg(F.abs(error)).alias("mae"), F.count(error).alias("count"),
+        F.count_if(~usable).alias("excluded"),
     ).first()
-    return {"rmse": row["rmse"], "mae": row["mae"], "count": int(row["count"])}
+    return {"rmse": row["rmse"], "mae": row["mae"], "count": int(row["count"]), "excluded": int(row["excluded"])}
 
 
 def _ideal_dcg(n_ideal: str) -> Column:

@@ -65,14 +65,14 @@ def compare(train: DataFrame, test: DataFrame, params: ALSParams) -> dict:
     spark = train.sparkSession
     parallelism = spark.sparkContext.defaultParallelism
     ours, ours_fit = warmed_up_fit(
-        lambda iterations: ALS(**{**vars(params), "cold_start": "drop", "max_iter": iterations}).fit(train),
+        lambda iterations: ALS(**{**vars(params), "max_iter": iterations}).fit(train),
         params.max_iter)
     ours_metrics = rating_metrics(ours.predict(test, "drop"))
     baseline = None
     mllib_train = train
     if params.biases:
         baseline = ours.baseline
-        mllib_train = baseline.residuals(train).select("user_id", "movie_id", F.col("residual").alias("rating"))
+        mllib_train = baseline.residual_ratings(train)
     mllib_model, mllib_fit = warmed_up_fit(
         lambda iterations: fit_mllib(mllib_train, replace(params, max_iter=iterations), parallelism)[0],
         params.max_iter)

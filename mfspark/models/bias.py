@@ -11,7 +11,7 @@ minimiser of the regularised least-squares objective
 over one block of biases with the other fixed, so the sweeps converge to its solution.
 
 The model is also the shared cold-start path: unknown users or movies get bias 0, and
-`residuals` gives r - mu - b_u - b_i for models trained on what the baseline leaves.
+`residual_ratings` gives r - mu - b_u - b_i for models trained on what the baseline leaves.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 from pyspark.sql import functions as F
 
 from mfspark.errors import InputError
+from mfspark.models.base import DEFAULT_COLD_START, Model, clip_to_scale, with_cold_start
+from mfspark.models.inputs import validate_ratings
 from mfspark.runtime.storage import read_json, write_json
 
 if TYPE_CHECKING:
@@ -34,13 +36,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BiasParams:
-    """Damping of the user and movie biases, number of alternating sweeps, rating scale for clipping."""
+    """Damping of the user and movie biases, number of alternating sweeps, rating scale for clipping (None: no clip)."""
 
     lambda_u: float = 5.0
     lambda_i: float = 5.0
     sweeps: int = 10
-    min_rating: float = 0.5
-    max_rating: float = 5.0
+    min_rating: float | None = 0.5
+    max_rating: float | None = 5.0
 
 
 def global_mean(ratings: DataFrame) -> float:
@@ -101,19 +103,43 @@ def alternate(centered: DataFrame, sweeps: int, keys: list[str] | None = None) -
 
 def with_bias_columns(df: DataFrame, user_biases: DataFrame, movie_biases: DataFrame,
                       keys: list[str] | None = None) -> DataFrame:
-    """Add `_b_u` and `_b_i` to df (0 for users or movies the model has not seen)."""
+    """Add `_b_u` and `_b_i` to df (null for users or movies the model has not seen)."""
     keys = keys or []
     users = _small(user_biases.select(*keys, "user_id", F.col("bias").alias("_b_u")), keys)
     movies = _small(movie_biases.select(*keys, "movie_id", F.col("bias").alias("_b_i")), keys)
-    joined = df.join(users, [*keys, "user_id"], "left").join(movies, [*keys, "movie_id"], "left")
-    return joined.fillna(0.0, subset=["_b_u", "_b_i"])
+    return df.join(users, [*keys, "user_id"], "left").join(movies, [*keys, "movie_id"], "left")
+
+
+def baseline_value(mu: float) -> Column:
+    """mu + b_u + b_i over the columns added by `with_bias_columns`, unknown biases 0 (not clipped)."""
+    return F.lit(mu) + F.coalesce(F.col("_b_u"), F.lit(0.0)) + F.coalesce(F.col("_b_i"), F.lit(0.0))
+
+
+def biases_known() -> Column:
+    """Both the user and the movie have a bias (were seen at fit time)."""
+    return F.col("_b_u").isNotNull() & F.col("_b_i").isNotNull()
 
 
 def clipped(value: Column, params: BiasParams) -> Column:
-    return F.least(F.greatest(value, F.lit(params.min_rating)), F.lit(params.max_rating))
+    return clip_to_scale(value, params.min_rating, params.max_rating)
 
 
-class BiasModel:
+def fit_biases(ratings: DataFrame, params: BiasParams) -> BiasModel:
+    """`BiasModel.fit` on ratings `validate_ratings` has already checked (e.g. by the ALS estimator)."""
+    started = time.perf_counter()
+    mu = global_mean(ratings)
+    centered = centered_ratings(ratings, mu).withColumns(
+        {"lambda_u": F.lit(float(params.lambda_u)), "lambda_i": F.lit(float(params.lambda_i))}).persist()
+    try:
+        user_biases, movie_biases = alternate(centered, params.sweeps)
+    finally:
+        centered.unpersist()
+    log.info("bias baseline fitted in %.1f s: mu=%.4f, lambda_u=%g, lambda_i=%g, %d sweeps",
+             time.perf_counter() - started, mu, params.lambda_u, params.lambda_i, params.sweeps)
+    return BiasModel(mu, user_biases, movie_biases, params)
+
+
+class BiasModel(Model):
     """mu plus per-user and per-movie bias tables (id, bias, count)."""
 
     def __init__(self, mu: float, user_biases: DataFrame, movie_biases: DataFrame, params: BiasParams):
@@ -124,34 +150,31 @@ class BiasModel:
 
     @classmethod
     def fit(cls, ratings: DataFrame, params: BiasParams | None = None) -> BiasModel:
-        """Fit on a ratings DataFrame (user_id, movie_id, rating, ...)."""
-        params = params or BiasParams()
-        started = time.perf_counter()
-        mu = global_mean(ratings)
-        centered = centered_ratings(ratings, mu).withColumns(
-            {"lambda_u": F.lit(float(params.lambda_u)), "lambda_i": F.lit(float(params.lambda_i))}).persist()
-        try:
-            user_biases, movie_biases = alternate(centered, params.sweeps)
-        finally:
-            centered.unpersist()
-        log.info("bias baseline fitted in %.1f s: mu=%.4f, lambda_u=%g, lambda_i=%g, %d sweeps",
-                 time.perf_counter() - started, mu, params.lambda_u, params.lambda_i, params.sweeps)
-        return cls(mu, user_biases, movie_biases, params)
+        """Fit on a ratings DataFrame (user_id, movie_id, rating, ...), checked by `validate_ratings`."""
+        return fit_biases(validate_ratings(ratings), params or BiasParams())
 
     def baseline_column(self) -> Column:
-        """mu + b_u + b_i over the columns added by `with_bias_columns` (not clipped)."""
-        return F.lit(self.mu) + F.col("_b_u") + F.col("_b_i")
+        """mu + b_u + b_i over the columns added by `with_bias_columns`, unknown biases 0 (not clipped)."""
+        return baseline_value(self.mu)
 
-    def predict(self, pairs: DataFrame, prediction_col: str = "prediction") -> DataFrame:
-        """pairs' columns plus the clipped baseline prediction; unknown users or movies get bias 0."""
+    def predict(self, pairs: DataFrame, cold_start: str = DEFAULT_COLD_START,
+                prediction_col: str = "prediction") -> DataFrame:
+        """pairs' columns plus the clipped mu + b_u + b_i; unknown users or movies follow `cold_start`
+        ("baseline": their bias is 0)."""
         scored = with_bias_columns(pairs, self.user_biases, self.movie_biases)
-        return scored.select(*pairs.columns, clipped(self.baseline_column(), self.params).alias(prediction_col))
+        value = clipped(self.baseline_column(), self.params)
+        predicted = with_cold_start(scored, biases_known(), value, value, cold_start, prediction_col)
+        return predicted.select(*pairs.columns, prediction_col)
 
     def residuals(self, ratings: DataFrame, residual_col: str = "residual") -> DataFrame:
         """ratings' columns plus rating - mu - b_u - b_i (unclipped), for models fitted on the residual."""
         scored = with_bias_columns(ratings, self.user_biases, self.movie_biases)
         residual = F.col("rating").cast("double") - self.baseline_column()
         return scored.select(*ratings.columns, residual.alias(residual_col))
+
+    def residual_ratings(self, ratings: DataFrame) -> DataFrame:
+        """(user_id, movie_id, rating = the residual): what a model fitted on the residuals trains on."""
+        return self.residuals(ratings).select("user_id", "movie_id", F.col("residual").alias("rating"))
 
     def save(self, path: str) -> None:
         """Write `path/users`, `path/movies` (Parquet: id, bias, count) and `path/model.json` (mu, params)."""
@@ -184,7 +207,7 @@ def tune(train: DataFrame, validation: DataFrame, lambdas_u: list[float], lambda
     finally:
         centered.unpersist()
     scored = with_bias_columns(validation.crossJoin(F.broadcast(grid)), user_biases, movie_biases, ["grid_id"])
-    error = clipped(F.lit(mu) + F.col("_b_u") + F.col("_b_i"), base) - F.col("rating")
+    error = clipped(baseline_value(mu), base) - F.col("rating")
     scores = (scored.groupBy("grid_id", "lambda_u", "lambda_i")
               .agg(F.sqrt(F.avg(error * error)).alias("rmse")).orderBy("rmse", "grid_id").collect())
     table = [{"lambda_u": s["lambda_u"], "lambda_i": s["lambda_i"], "rmse": s["rmse"]} for s in scores]

@@ -5,7 +5,8 @@ Objective (the same as Spark MLlib's, so results compare; ALS-WR weighting):
     sum_(u,i) (r_ui - x_u . y_i)^2 + reg * (sum_u n_u |x_u|^2 + sum_i n_i |y_i|^2)
 
 With `biases=True` the factors fit the residuals of the bias baseline and the model
-predicts mu + b_u + b_i + x_u . y_i.
+predicts mu + b_u + b_i + x_u . y_i. The bias baseline is fitted with every model (it is the
+"baseline" cold-start path; see `mfspark.models.base` for the prediction rule).
 """
 
 from __future__ import annotations
@@ -25,14 +26,15 @@ from pyspark.sql import functions as F
 
 from mfspark.errors import ConfigError
 from mfspark.models.als import blocks
-from mfspark.models.bias import BiasModel, BiasParams, clipped, with_bias_columns
+from mfspark.models.base import DEFAULT_COLD_START, Model, clip_to_scale, with_cold_start
+from mfspark.models.bias import BiasModel, BiasParams, baseline_value, fit_biases, with_bias_columns
+from mfspark.models.inputs import validate_ratings
 from mfspark.runtime.spark_internals import jvm_gc
 from mfspark.runtime.storage import HadoopPaths
 
 log = logging.getLogger(__name__)
 
 FACTOR_SCHEMA = "id int, features array<float>"
-COLD_START_STRATEGIES = ("nan", "drop", "baseline")
 
 
 @dataclass
@@ -50,13 +52,19 @@ class ALSParams:
     bias_reg_user: float = 5.0
     bias_reg_item: float = 5.0
     bias_sweeps: int = 2
-    cold_start: str = "nan"
+    min_rating: float | None = 0.5  # rating scale every prediction is clipped to; None: no clipping
+    max_rating: float | None = 5.0
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> ALSParams:
+        """Params from a metadata.json; older ones also hold `cold_start`, now chosen at prediction time."""
+        return cls(**{k: v for k, v in saved.items() if k != "cold_start"})
 
     def validate(self) -> None:
         if self.rank < 1 or self.max_iter < 0 or self.reg < 0:
             raise ConfigError(f"need rank >= 1, max_iter >= 0, reg >= 0 (got {self.rank}, {self.max_iter}, {self.reg})")
-        if self.cold_start not in COLD_START_STRATEGIES:
-            raise ConfigError(f"cold_start must be one of {COLD_START_STRATEGIES}, got '{self.cold_start}'")
+        if None not in (self.min_rating, self.max_rating) and self.min_rating > self.max_rating:
+            raise ConfigError(f"min_rating {self.min_rating} is above max_rating {self.max_rating}")
         for name in ("num_user_blocks", "num_item_blocks"):
             count = getattr(self, name)
             if count is not None and not 1 <= count <= blocks.MAX_BLOCKS:
@@ -85,18 +93,20 @@ class ALS:
     """Estimator: `ALS(rank=..., reg=...).fit(ratings)` with ratings (user_id, movie_id, rating)."""
 
     def __init__(self, **params):
+        if "cold_start" in params:
+            raise ConfigError("cold_start is chosen at prediction time: model.predict(pairs, cold_start=...)")
         self.params = ALSParams(**params)
         self.params.validate()
 
     def fit(self, ratings: DataFrame) -> ALSModel:
+        """Fit on (user_id, movie_id, rating) rows, checked by `validate_ratings`."""
         p = self.params
         spark = ratings.sparkSession
         started = time.perf_counter()
-        baseline = None
-        if p.biases or p.cold_start == "baseline":
-            baseline = _fit_baseline(ratings, p)
-        train = baseline.residuals(ratings).select("user_id", "movie_id", F.col("residual").alias("rating")) \
-            if (baseline is not None and p.biases) else ratings
+        ratings = validate_ratings(ratings)
+        baseline = fit_biases(ratings, BiasParams(p.bias_reg_user, p.bias_reg_item, p.bias_sweeps, p.min_rating,
+                                                  p.max_rating))
+        train = baseline.residual_ratings(ratings) if p.biases else ratings
         parallelism = min(spark.sparkContext.defaultParallelism, blocks.MAX_BLOCKS)
         users, items, num_ratings = blocks.build_layout(
             train, p.num_user_blocks or parallelism, p.num_item_blocks or parallelism,
@@ -258,15 +268,12 @@ def _replace_checkpoint(spark: SparkSession, previous: str | None, current: str 
     return current
 
 
-def _fit_baseline(ratings: DataFrame, p: ALSParams) -> BiasModel:
-    return BiasModel.fit(ratings, BiasParams(lambda_u=p.bias_reg_user, lambda_i=p.bias_reg_item, sweeps=p.bias_sweeps))
+class ALSModel(Model):
+    """Trained factors: `user_factors`/`item_factors` DataFrames (id, features array<float>), and the
+    bias baseline `baseline` (None only for plain models saved by an older mfspark)."""
 
-
-class ALSModel:
-    """Trained factors: `user_factors`/`item_factors` DataFrames (id, features array<float>)."""
-
-    def __init__(self, user_factors: DataFrame, item_factors: DataFrame, params: ALSParams, baseline=None,
-                 history: FitHistory | None = None):
+    def __init__(self, user_factors: DataFrame, item_factors: DataFrame, params: ALSParams,
+                 baseline: BiasModel | None = None, history: FitHistory | None = None):
         self.user_factors = user_factors
         self.item_factors = item_factors
         self.params = params
@@ -274,8 +281,8 @@ class ALSModel:
         self.history = history or FitHistory()
 
     @classmethod
-    def from_blocks(cls, spark: SparkSession, params: ALSParams, user_factors: RDD, item_factors: RDD, baseline,
-                    history: FitHistory) -> ALSModel:
+    def from_blocks(cls, spark: SparkSession, params: ALSParams, user_factors: RDD, item_factors: RDD,
+                    baseline: BiasModel, history: FitHistory) -> ALSModel:
         """Factor DataFrames over the kept factor blocks (no job here: as MLlib's `toDF` of its factor RDDs).
 
         Not cached: a cached frame stays registered with Spark until unpersisted, and would keep
@@ -289,37 +296,30 @@ class ALSModel:
     def rank(self) -> int:
         return self.params.rank
 
-    def predict(self, pairs: DataFrame, cold_start: str | None = None) -> DataFrame:
+    def predict(self, pairs: DataFrame, cold_start: str = DEFAULT_COLD_START) -> DataFrame:
         """Add `prediction` to (user_id, movie_id, ...) rows.
 
-        cold_start: "nan" (NaN for unknown users/items, as MLlib), "drop" (remove those rows),
-        "baseline" (mu + b_u + b_i, unknown biases 0). Biased models add the baseline always.
+        A pair whose user and movie both have factors gets x_u . y_i (plus mu + b_u + b_i when biased),
+        clipped to [min_rating, max_rating]; the others follow `cold_start`: "nan" (NaN, as MLlib),
+        "drop" (the row is removed) or "baseline" (mu + b_u + b_i, unknown biases 0, clipped).
         """
-        strategy = cold_start or self.params.cold_start
-        if strategy not in COLD_START_STRATEGIES:
-            raise ConfigError(f"cold_start must be one of {COLD_START_STRATEGIES}, got '{strategy}'")
-        if self.baseline is None and (strategy == "baseline" or self.params.biases):
-            raise ConfigError("this model has no bias baseline: fit with biases=True or cold_start='baseline'")
+        if self.params.biases and self.baseline is None:
+            raise ConfigError("this biased model has no bias baseline: it was not saved whole")
         users = self.user_factors.select(F.col("id").alias("user_id"), F.col("features").alias("_uf"))
         items = self.item_factors.select(F.col("id").alias("movie_id"), F.col("features").alias("_if"))
         joined = pairs.join(users, "user_id", "left").join(items, "movie_id", "left")
         dot = F.aggregate(F.zip_with("_uf", "_if", lambda a, b: a * b), F.lit(0.0), lambda acc, v: acc + v)
         known = F.col("_uf").isNotNull() & F.col("_if").isNotNull()
-        if strategy == "drop":
-            joined = joined.where(known)
-        base = F.lit(0.0)
+        fallback = None
         if self.baseline is not None:
             joined = with_bias_columns(joined, self.baseline.user_biases, self.baseline.movie_biases)
-            base = self.baseline.baseline_column()
-        if strategy == "baseline":
-            prediction = F.when(known, (base if self.params.biases else F.lit(0.0)) + dot).otherwise(base)
-        else:
-            prediction = F.when(known, (base if self.params.biases else F.lit(0.0)) + dot)
-        if self.baseline is not None:  # clip to the rating scale; a missing prediction stays missing
-            prediction = F.when(prediction.isNotNull(), clipped(prediction, self.baseline.params))
-        if strategy == "nan":
-            prediction = F.coalesce(prediction, F.lit(float("nan")))
-        return joined.withColumn("prediction", prediction.cast("double")).drop("_uf", "_if", "_b_u", "_b_i")
+            fallback = self._clipped(baseline_value(self.baseline.mu))
+        score = self._clipped(baseline_value(self.baseline.mu) + dot if self.params.biases else dot)
+        predicted = with_cold_start(joined, known, score, fallback, cold_start)
+        return predicted.drop("_uf", "_if", "_b_u", "_b_i")
+
+    def _clipped(self, value):
+        return clip_to_scale(value, self.params.min_rating, self.params.max_rating)
 
     def save(self, path: str) -> None:
         """Parquet factors (+ baseline) and JSON metadata under `path` (overwritten)."""
@@ -334,7 +334,7 @@ class ALSModel:
     @classmethod
     def load(cls, spark: SparkSession, path: str) -> ALSModel:
         meta = json.loads(HadoopPaths(spark).read_text(f"{path}/metadata.json"))
-        params = ALSParams(**meta["params"])
+        params = ALSParams.from_dict(meta["params"])
         baseline = None
         if HadoopPaths(spark).exists(f"{path}/baseline"):
             baseline = BiasModel.load(spark, f"{path}/baseline")

@@ -1,0 +1,107 @@
+"""The model protocol: what every fitted rating model offers, as `implicit`'s `RecommenderBase` and
+LensKit's scorer components write theirs down.
+
+A model is made by fitting: `BiasModel.fit(ratings, params)` or an estimator, `ALS(**params).fit(ratings)`,
+on a ratings DataFrame (user_id, movie_id, rating) checked by `mfspark.models.inputs.validate_ratings`.
+Every fitted model then offers:
+
+- `predict(pairs, cold_start=...)`: (user_id, movie_id, ...) rows plus `prediction`;
+- `save(path)` / `Model.load(spark, path)`: a round trip that predicts the same numbers;
+- the slots of the recommendation issue: `recommend_for_users`, `similar_items`, `fold_in`.
+
+The prediction rule every model follows:
+
+- A *known* pair (the model saw both its user and its movie at fit time) gets the model's score,
+  clipped to the model's rating scale (`min_rating`..`max_rating`, fit parameters; None = no clipping).
+  The cold-start strategy never changes it.
+- An *unknown* pair follows `cold_start`, chosen at prediction time: "nan" (NaN, as MLlib), "drop"
+  (the row is removed) or "baseline" (mu + the biases the model knows, unknown ones 0, clipped). The
+  bias tables behind "baseline" are fitted with every model and saved with it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+from pyspark.sql import functions as F
+
+from mfspark.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+COLD_START_STRATEGIES = ("nan", "drop", "baseline")
+# The API's and the CLI's default (`train --cold-start`, `predict(pairs)`): every test rating gets a number.
+DEFAULT_COLD_START = "baseline"
+
+
+def check_cold_start(strategy: str) -> str:
+    if strategy not in COLD_START_STRATEGIES:
+        raise ConfigError(f"cold_start must be one of {COLD_START_STRATEGIES}, got '{strategy}'")
+    return strategy
+
+
+def clip_to_scale(value: Column, min_rating: float | None, max_rating: float | None) -> Column:
+    """value clipped to [min_rating, max_rating]; a None bound does not clip."""
+    if min_rating is not None:
+        value = F.greatest(value, F.lit(float(min_rating)))
+    if max_rating is not None:
+        value = F.least(value, F.lit(float(max_rating)))
+    return value
+
+
+def with_cold_start(scored: DataFrame, known: Column, score: Column, fallback: Column | None, strategy: str,
+                    prediction_col: str = "prediction") -> DataFrame:
+    """Add `prediction_col`: `score` for known pairs, the cold-start strategy's value for the others.
+
+    `score` and `fallback` come clipped: NaN sorts above every number in Spark, so clipping after
+    the NaN is in would turn it into max_rating.
+    """
+    check_cold_start(strategy)
+    if strategy == "drop":
+        scored, prediction = scored.where(known), score
+    elif strategy == "nan":
+        prediction = F.when(known, score).otherwise(F.lit(float("nan")))
+    else:
+        if fallback is None:
+            raise ConfigError("this model has no bias tables (saved by an older mfspark): "
+                              "predict with cold_start='nan' or 'drop', or refit it")
+        prediction = F.when(known, score).otherwise(fallback)
+    return scored.withColumn(prediction_col, prediction.cast("double"))
+
+
+class Model(ABC):
+    """A fitted rating model: predict, save/load, and (next issue) recommend, similar items, fold-in."""
+
+    @abstractmethod
+    def predict(self, pairs: DataFrame, cold_start: str = DEFAULT_COLD_START) -> DataFrame:
+        """pairs' columns plus `prediction` (see the module docstring for known and unknown pairs)."""
+
+    @abstractmethod
+    def save(self, path: str) -> None:
+        """Write the model under `path` (overwritten); `load` reads it back."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, spark: SparkSession, path: str) -> Model:
+        """The model `save` wrote under `path`."""
+
+    def recommend_for_users(self, users: DataFrame | None, n: int, exclude: DataFrame | None = None) -> DataFrame:
+        """Each user's (all known users when None) n best movies: (user_id, movie_id, score, rank),
+        leaving out the (user_id, movie_id) pairs in `exclude` (e.g. what they already rated)."""
+        raise self._not_yet("recommend_for_users")
+
+    def similar_items(self, n: int) -> DataFrame:
+        """Each movie's n most similar movies: (movie_id, similar_id, score, rank)."""
+        raise self._not_yet("similar_items")
+
+    def fold_in(self, ratings: pd.DataFrame | DataFrame) -> np.ndarray:
+        """The user vector a new user's (movie_id, rating) rows give, without refitting the model."""
+        raise self._not_yet("fold_in")
+
+    def _not_yet(self, slot: str) -> NotImplementedError:
+        return NotImplementedError(f"{type(self).__name__}.{slot} is not implemented yet "
+                                   "(top-N, similar items and fold-in come with the recommendation issue)")

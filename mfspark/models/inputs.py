@@ -1,0 +1,81 @@
+"""The one check every `fit` runs on its ratings, so that no input can silently corrupt a model.
+
+Refused, as MLlib's ALS refuses them: an empty table; null, NaN or infinite ratings (one NaN
+turns every ALS factor into NaN); ids that are not whole numbers in 1..2^31-1 whatever their
+numeric type (1.5 would be truncated into user 1; 2^31 overflows an int, or wraps when ANSI
+mode is off); non-numeric ids or ratings. All counts and one example of each kind come from a
+single aggregation, so the check costs one pass and collects nothing but that one row.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pyspark.sql import functions as F
+from pyspark.sql.types import DecimalType, DoubleType, FloatType, NumericType
+
+from mfspark.errors import InputError
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
+
+ID_COLUMNS = ("user_id", "movie_id")
+RATING_COLUMNS = (*ID_COLUMNS, "rating")
+MAX_ID = 2**31 - 1
+
+
+def _is_float(df: DataFrame, column: str) -> bool:
+    return isinstance(df.schema[column].dataType, (FloatType, DoubleType))
+
+
+def _problems(df: DataFrame) -> list[tuple[str, str, Column]]:
+    """(column, what is wrong, condition) for every kind of bad value in a numeric column."""
+    found = []
+    for column in ID_COLUMNS:
+        value = F.col(column)
+        outside = (value < 1) | (value > MAX_ID)
+        if isinstance(df.schema[column].dataType, DecimalType):
+            outside = outside | (value != F.floor(value))
+        if _is_float(df, column):
+            outside = outside | F.isnan(value) | (value != F.floor(value))
+        found += [(column, "a null id", value.isNull()),
+                  (column, f"an id that is not a whole number in 1..{MAX_ID}", outside)]
+    rating = F.col("rating")
+    not_finite = F.isnan(rating) | (F.abs(rating) == float("inf")) if _is_float(df, "rating") else F.lit(False)
+    found += [("rating", "a null rating", rating.isNull()), ("rating", "a NaN or infinite rating", not_finite)]
+    return found
+
+
+def _row_text() -> Column:
+    """'user_id=1.5, movie_id=10, rating=4.0' for the example row of an error."""
+    parts = [F.concat(F.lit(f"{c}="), F.coalesce(F.col(c).cast("string"), F.lit("null"))) for c in RATING_COLUMNS]
+    return F.concat_ws(", ", *parts)
+
+
+def validate_ratings(df: DataFrame) -> DataFrame:
+    """df with user_id and movie_id as int, or an InputError naming the column and an offending row."""
+    missing = [c for c in RATING_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(f"ratings need columns {', '.join(RATING_COLUMNS)}; missing: {', '.join(missing)}")
+    non_numeric = [c for c in RATING_COLUMNS if not isinstance(df.schema[c].dataType, NumericType)]
+    # Comparing a string column with numbers would fail (ANSI) or cast silently: such a column gets
+    # only an example value, and the problems of the numeric ones are counted beside it.
+    problems = [p for p in _problems(df) if p[0] not in non_numeric]
+    row = df.agg(
+        F.count(F.lit(1)).alias("rows"),
+        *[F.first(F.col(c), ignorenulls=True).cast("string").alias(f"first_{c}") for c in non_numeric],
+        *[F.count_if(cond).alias(f"bad_{i}") for i, (_, _, cond) in enumerate(problems)],
+        *[F.first(F.when(cond, _row_text()), ignorenulls=True).alias(f"example_{i}")
+          for i, (_, _, cond) in enumerate(problems)],
+    ).first()
+    if row["rows"] == 0:
+        raise InputError("the ratings are empty: there is nothing to fit")
+    if non_numeric:
+        column = non_numeric[0]
+        raise InputError(f"column '{column}' must be numeric, got {df.schema[column].dataType.simpleString()} "
+                         f"(e.g. '{row[f'first_{column}']}')")
+    for i, (column, what, _) in enumerate(problems):
+        if count := row[f"bad_{i}"]:
+            raise InputError(f"column '{column}': {count} row{'s' if count > 1 else ''} with {what}, "
+                             f"e.g. ({row[f'example_{i}']})")
+    return df.withColumns({c: F.col(c).cast("int") for c in ID_COLUMNS})

@@ -1,0 +1,179 @@
+"""The contract of `mfspark.models.base`, one battery run against every model.
+
+A new model joins by adding a `Case`: how to fit it and how numpy predicts a known pair from
+the model's own tables; every test below then runs against it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from mfspark.errors import InputError
+from mfspark.models.als.estimator import ALS
+from mfspark.models.base import COLD_START_STRATEGIES, Model
+from mfspark.models.bias import BiasModel, BiasParams
+
+SCHEMA = "user_id int, movie_id int, rating float"
+# 6 users x 5 movies, uneven counts, ratings at both ends of the 0.5..5 scale.
+RATINGS = [
+    (1, 10, 5.0), (1, 11, 4.5), (1, 12, 5.0), (1, 14, 4.0),
+    (2, 10, 1.0), (2, 11, 0.5), (2, 13, 2.0),
+    (3, 10, 4.0), (3, 12, 3.5), (3, 13, 3.0), (3, 14, 4.5),
+    (4, 11, 2.5), (4, 12, 3.0),
+    (5, 10, 5.0), (5, 13, 4.0), (5, 14, 5.0),
+    (6, 12, 0.5), (6, 14, 1.5),
+]
+UNKNOWN_USER, UNKNOWN_MOVIE = 99, 98
+
+
+def table(frame, id_col: str, value_col: str) -> dict:
+    return {row[id_col]: row[value_col] for row in frame.collect()}
+
+
+def bias_tables(biases: BiasModel) -> tuple[float, dict, dict]:
+    return biases.mu, table(biases.user_biases, "user_id", "bias"), table(biases.movie_biases, "movie_id", "bias")
+
+
+def clip(value: float, model) -> float:
+    return float(np.clip(value, model.params.min_rating, model.params.max_rating))
+
+
+def bias_reference(model: BiasModel) -> Callable[[int, int], float]:
+    mu, b_u, b_i = bias_tables(model)
+    return lambda u, m: clip(mu + b_u[u] + b_i[m], model)
+
+
+def als_reference(model) -> Callable[[int, int], float]:
+    """x_u . y_i (+ mu + b_u + b_i when biased) in float64 numpy, from the model's factor frames."""
+    x = {row.id: np.array(row.features, dtype=np.float64) for row in model.user_factors.collect()}
+    y = {row.id: np.array(row.features, dtype=np.float64) for row in model.item_factors.collect()}
+    mu, b_u, b_i = bias_tables(model.baseline)
+    if model.params.biases:
+        return lambda u, m: clip(mu + b_u[u] + b_i[m] + float(x[u] @ y[m]), model)
+    return lambda u, m: clip(float(x[u] @ y[m]), model)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    fit: Callable  # ratings DataFrame -> fitted model
+    reference: Callable  # model -> (user, movie) -> expected prediction of a known pair
+    biases: Callable  # model -> the BiasModel behind its "baseline" cold start
+
+
+CASES = [
+    Case("bias", lambda r: BiasModel.fit(r, BiasParams(lambda_u=1.0, lambda_i=2.0, sweeps=2)), bias_reference,
+         lambda model: model),
+    Case("als", lambda r: ALS(rank=2, max_iter=4, seed=3).fit(r), als_reference, lambda model: model.baseline),
+    Case("als-biased", lambda r: ALS(rank=2, max_iter=4, seed=3, biases=True).fit(r), als_reference,
+         lambda model: model.baseline),
+]
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[case.name for case in CASES])
+def fitted(request, spark) -> tuple[Case, Model]:
+    case = request.param
+    return case, case.fit(spark.createDataFrame(RATINGS, SCHEMA))
+
+
+@pytest.fixture(scope="module")
+def pairs(spark):
+    """Every training pair, plus an unknown user, an unknown movie and both unknown."""
+    rows = [(u, m) for u, m, _ in RATINGS] + [(UNKNOWN_USER, 12), (3, UNKNOWN_MOVIE), (UNKNOWN_USER, UNKNOWN_MOVIE)]
+    return spark.createDataFrame(rows, "user_id int, movie_id int")
+
+
+def predictions(model: Model, pairs, cold_start: str) -> dict:
+    return {(r.user_id, r.movie_id): r.prediction for r in model.predict(pairs, cold_start).collect()}
+
+
+def is_known(pair) -> bool:
+    return UNKNOWN_USER not in pair and UNKNOWN_MOVIE not in pair
+
+
+def test_is_a_model(fitted):
+    _, model = fitted
+    assert isinstance(model, Model)
+
+
+def test_known_pairs_equal_a_numpy_reference(fitted, pairs):
+    case, model = fitted
+    expected = case.reference(model)
+    got = predictions(model, pairs, "baseline")
+    for pair in filter(is_known, got):
+        assert got[pair] == pytest.approx(expected(*pair), abs=1e-6), pair
+    assert max(got.values()) <= 5.0 and min(got.values()) >= 0.5  # clipped to the scale
+
+
+def test_known_pairs_do_not_depend_on_the_cold_start_strategy(fitted, pairs):
+    _, model = fitted
+    by_strategy = [{pair: value for pair, value in predictions(model, pairs, strategy).items() if is_known(pair)}
+                   for strategy in COLD_START_STRATEGIES]
+    assert len(by_strategy[0]) == len(RATINGS)
+    assert by_strategy[0] == by_strategy[1] == by_strategy[2]
+
+
+def test_unknown_pairs_follow_the_cold_start_rule(fitted, pairs):
+    case, model = fitted
+    unknown = [(UNKNOWN_USER, 12), (3, UNKNOWN_MOVIE), (UNKNOWN_USER, UNKNOWN_MOVIE)]
+    nan = predictions(model, pairs, "nan")
+    assert all(math.isnan(nan[pair]) for pair in unknown)
+    dropped = predictions(model, pairs, "drop")
+    assert sorted(dropped) == sorted((u, m) for u, m, _ in RATINGS)
+    mu, b_u, b_i = bias_tables(case.biases(model))
+    baseline = predictions(model, pairs, "baseline")
+    assert baseline[(UNKNOWN_USER, 12)] == pytest.approx(clip(mu + b_i[12], model), abs=1e-9)
+    assert baseline[(3, UNKNOWN_MOVIE)] == pytest.approx(clip(mu + b_u[3], model), abs=1e-9)
+    assert baseline[(UNKNOWN_USER, UNKNOWN_MOVIE)] == pytest.approx(mu, abs=1e-9)
+
+
+def test_save_and_load_predict_the_same_numbers(fitted, pairs, spark, tmp_path):
+    _, model = fitted
+    model.save(str(tmp_path / "model"))
+    loaded = type(model).load(spark, str(tmp_path / "model"))
+    for strategy in ("baseline", "drop"):
+        assert predictions(loaded, pairs, strategy) == predictions(model, pairs, strategy)
+
+
+def test_an_unknown_cold_start_strategy_is_refused(fitted, pairs):
+    from mfspark.errors import ConfigError
+
+    _, model = fitted
+    with pytest.raises(ConfigError, match="cold_start must be one of"):
+        model.predict(pairs, "zero")
+
+
+BAD_INPUTS = {  # kind: (schema, rows, the error it must give)
+    "empty": (SCHEMA, [], r"the ratings are empty"),
+    "null rating": (SCHEMA, [(1, 10, 4.0), (2, 10, None)],
+                    r"column 'rating': 1 row with a null rating, e\.g\. \(user_id=2, movie_id=10, rating=null\)"),
+    "NaN rating": ("user_id int, movie_id int, rating double", [(1, 10, 4.0), (2, 10, float("nan"))],
+                   r"column 'rating': 1 row with a NaN or infinite rating, e\.g\. \(.*rating=NaN\)"),
+    "infinite rating": ("user_id int, movie_id int, rating float", [(1, 10, float("inf")), (2, 10, float("-inf"))],
+                        r"column 'rating': 2 rows with a NaN or infinite rating, e\.g\. \(.*rating=-?Infinity\)"),
+    "fractional id": ("user_id double, movie_id int, rating float", [(1.0, 10, 4.0), (1.5, 10, 3.0)],
+                      r"column 'user_id': 1 row with an id that is not a whole number in 1\.\.2147483647, "
+                      r"e\.g\. \(user_id=1\.5, movie_id=10, rating=3\.0\)"),
+    "long id 2^31": ("user_id int, movie_id long, rating float", [(1, 2**31, 4.0), (1, 10, 3.0)],
+                     r"column 'movie_id': 1 row with an id .* e\.g\. \(user_id=1, movie_id=2147483648,"),
+    "negative id": (SCHEMA, [(-3, 10, 4.0), (1, 10, 3.0)], r"column 'user_id': 1 row with an id .*user_id=-3,"),
+    "zero id": (SCHEMA, [(1, 0, 4.0), (1, 10, 3.0)], r"column 'movie_id': 1 row with an id .*movie_id=0,"),
+    "double id 3e9": ("user_id double, movie_id int, rating float", [(3e9, 10, 4.0)],
+                      r"column 'user_id': 1 row with an id .*user_id=3\.0E9,"),
+    "null id": (SCHEMA, [(None, 10, 4.0)], r"column 'user_id': 1 row with a null id, e\.g\. \(user_id=null,"),
+    "string id": ("user_id string, movie_id int, rating float", [("u1", 10, 4.0)],
+                  r"column 'user_id' must be numeric, got string \(e\.g\. 'u1'\)"),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_INPUTS)
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_fit_refuses_input_that_would_corrupt_the_model(spark, case, kind):
+    schema, rows, message = BAD_INPUTS[kind]
+    with pytest.raises(InputError, match=message):
+        case.fit(spark.createDataFrame(rows, schema))
