@@ -72,6 +72,13 @@ def test_job_kfold_averages_folds_and_fits_on_everything(spark, ingested, tmp_pa
     assert metrics["biases_fitted_on"] == "all ratings"
 
 
+def test_tuning_on_kfold_is_refused(spark, ingested, tmp_path):
+    args = parse("--input", str(ingested), "--out", str(tmp_path / "out"), "--split", "kfold", "--tune")
+    with pytest.raises(ConfigError, match="--tune cannot be combined with --split kfold"):
+        baseline_job.run(args, spark)
+    assert not (tmp_path / "out").exists()
+
+
 def test_job_input_errors(spark, tmp_path):
     with pytest.raises(InputError, match="ratings"):
         baseline_job.run(parse("--input", str(tmp_path), "--out", str(tmp_path / "out")), spark)
@@ -101,4 +108,26 @@ def test_damped_biases_beat_undamped_and_global_mean_on_ml_latest_small(spark, i
     assert damped["rmse"] < undamped["rmse"] < damped["global_mean_rmse"]
     assert damped["rmse"] < 0.878  # a well-known library's bias baseline on an 80/20 split
     ranking = damped["splits"][0]["ranking"]
-    assert ranking["users"] > 500 and 0 < ranking["precision@10"] < 1
+    assert ranking["users"] > 500
+    assert ranking["precision@10"] == pytest.approx(
+        precision_at_10_reference(spark, ingested_small, BiasModel.load(spark, str(tmp_path / "out0" / "biases"))),
+        abs=1e-12)
+
+
+def precision_at_10_reference(spark, ingested_small, model: BiasModel) -> float:
+    """The job's precision@10 recomputed in pandas: each test user's 10 best-bias movies among the 200
+    best, minus what the user rated in training; hits are test ratings >= 4; mean over users with a hit
+    possible (a relevant test rating)."""
+    from mfspark.evaluation.split import random_split
+
+    ratings = spark.read.parquet(str(ingested_small / "ratings")).select("user_id", "movie_id", "rating")
+    split = random_split(ratings, 0.2, 42)
+    train, test = split.train.toPandas(), split.test.toPandas()
+    pool = model.movie_biases.toPandas().sort_values(["bias", "movie_id"], ascending=[False, True]).head(200)
+    rated = train.groupby("user_id")["movie_id"].agg(set)
+    relevant = test[test["rating"] >= 4.0].groupby("user_id")["movie_id"].agg(set)
+    precisions = []
+    for user, liked in relevant.items():
+        top = [m for m in pool["movie_id"] if m not in rated.get(user, set())][:10]
+        precisions.append(sum(m in liked for m in top) / 10)
+    return sum(precisions) / len(precisions)

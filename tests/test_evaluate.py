@@ -23,7 +23,16 @@ def test_rating_metrics_by_hand(spark):
     got = rating_metrics(predictions)
     assert got["rmse"] == pytest.approx(math.sqrt(5 / 3), abs=1e-12)
     assert got["mae"] == pytest.approx(1.0, abs=1e-12)
-    assert got["count"] == 3
+    assert got["count"] == 3 and got["excluded"] == 0
+
+
+def test_rating_metrics_leave_out_nan_and_null_predictions_and_count_them(spark):
+    predictions = spark.createDataFrame([(4.0, 3.0), (3.0, float("nan")), (2.0, None), (5.0, 5.0)],
+                                        "rating float, prediction double")
+    got = rating_metrics(predictions)
+    assert got["rmse"] == pytest.approx(math.sqrt(1 / 2), abs=1e-12)
+    assert got["mae"] == pytest.approx(0.5, abs=1e-12)
+    assert (got["count"], got["excluded"]) == (2, 2)
 
 
 def test_ranking_metrics_by_hand(spark):
