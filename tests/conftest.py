@@ -58,3 +58,18 @@ def ml_latest_small() -> Path:
             pytest.fail("CI must have ml-latest-small: set MFSPARK_DATA_DIR")
         pytest.skip("ml-latest-small not available (set MFSPARK_DATA_DIR)")
     return found / "ml-latest-small"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cluster: starts a Spark standalone cluster (scripts/local_cluster.sh); "
+                            "run only when selected, `pytest -m cluster`")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Leave the cluster tests out unless `-m` names them: they start daemons and take minutes."""
+    if "cluster" in (config.option.markexpr or ""):
+        return
+    kept = [item for item in items if item.get_closest_marker("cluster") is None]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
