@@ -10,6 +10,7 @@ are all the job holds. The profile is conf/cluster.toml (the master comes from s
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from pathlib import Path
 
@@ -26,6 +27,8 @@ def main() -> None:
     parser.add_argument("out")
     parser.add_argument("--wait-for")
     args = parser.parse_args()
+    # INFO: the per-iteration lines the worker-kill test waits for.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     spark = build_session(load_profile("cluster", Path(args.out).parent), "mfspark-cluster-test")
     ratings = spark.read.parquet(args.ratings).select("user_id", "movie_id", "rating")
     model = ALS(**PARAMS).fit(ratings)
