@@ -54,8 +54,12 @@ if [ ! -x "$AIRFLOW_VENV/bin/python" ]; then
   say "creating $AIRFLOW_VENV"
   "${AIRFLOW_PYTHON:-python3}" -m venv "$AIRFLOW_VENV"
 fi
-say "installing Airflow (scripts/airflow/constraints.txt)"
-"$AIRFLOW_VENV/bin/pip" install -q -c scripts/airflow/constraints.txt apache-airflow apache-airflow-providers-apache-spark
+stamp=$AIRFLOW_VENV/.mfspark-constraints  # the constraints it was installed with: skip pip when unchanged
+if ! cmp -s scripts/airflow/constraints.txt "$stamp"; then
+  say "installing Airflow (scripts/airflow/constraints.txt)"
+  "$AIRFLOW_VENV/bin/pip" install -q -c scripts/airflow/constraints.txt apache-airflow apache-airflow-providers-apache-spark
+  cp scripts/airflow/constraints.txt "$stamp"
+fi
 AIRFLOW=$AIRFLOW_VENV/bin/airflow
 say "$("$AIRFLOW" version 2>/dev/null | tail -n 1)"
 
@@ -87,7 +91,7 @@ task = dag.get_task("pipeline")
 assert dag.max_active_runs == 1 and not dag.catchup, (dag.max_active_runs, dag.catchup)
 assert task.application.endswith("jobs/pipeline.py") and task.py_files.endswith("dist/mfspark.zip")
 assert task.env_vars["MFSPARK_RUN_ID"] == "{{ ds_nodash }}", task.env_vars
-print(f"DAG ok: {dag.dag_id}, schedule {dag.timetable.description}, {task.retries} retries here, max_active_runs 1")
+print(f"DAG ok: {dag.dag_id}, {task.retries} retries here, max_active_runs 1")
 PYEOF
 
 # 3. The cluster.
