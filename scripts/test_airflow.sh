@@ -114,7 +114,8 @@ import pyarrow.parquet as pq
 out, run_id = Path(sys.argv[1]), sys.argv[2]
 run = out / "runs" / run_id
 latest = out / "latest"
-assert run.is_dir(), f"{run} missing"
+runs = sorted(p.name for p in (out / "runs").glob("*"))
+assert run.is_dir(), f"{run} missing: the pipeline did not name its run by MFSPARK_RUN_ID (runs: {runs})"
 # `latest` is a link to the run, or a pointer file naming it.
 named = latest.resolve() if latest.is_symlink() else (out / latest.read_text().strip()).resolve()
 assert named == run.resolve() or named.name == run_id, f"latest -> {named}, expected {run}"
