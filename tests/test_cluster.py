@@ -153,8 +153,10 @@ def test_worker_killed_while_als_trains(cluster, clean_run, work):
     job = submit(cluster.master, work, out)
     wait_for_line(out, "ALS iteration 2/6", job)
     os.kill(cluster.worker_pid("worker-1"), signal.SIGKILL)
-    finish(job, out)
-    cluster.control("start")  # brings worker-1 back for the next test
+    try:
+        finish(job, out)
+    finally:
+        cluster.control("start")  # brings worker-1 back for the next test
     assert_same_model(out, clean_run)
 
 
