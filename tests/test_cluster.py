@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pyspark
 import pytest
 
 pytestmark = pytest.mark.cluster
@@ -31,6 +32,10 @@ PORT = int(os.environ.get("MFSPARK_TEST_MASTER_PORT", "7177"))
 UI_PORT = int(os.environ.get("MFSPARK_TEST_MASTER_UI_PORT", "18180"))
 JOB_TIMEOUT = 1800  # seconds; the machine may be busy
 TOP_N = 10
+
+
+class ModelBlocksLost(AssertionError):
+    """The job failed because the model's locally checkpointed factor blocks died with their executor."""
 
 
 @dataclass
@@ -80,19 +85,21 @@ def work(tmp_path_factory) -> Path:
 
 def submit(master: str, work: Path, out: Path, *extra: str) -> subprocess.Popen:
     """spark-submit tests/cluster_fit.py with the package as --py-files; output to OUT.log."""
-    spark_home = Path(__import__("pyspark").__file__).parent
+    spark_home = Path(pyspark.__file__).parent
     # Only the zip provides mfspark to the job: no PYTHONPATH pointing at a checkout.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYSPARK_PYTHON": sys.executable}
     command = [str(spark_home / "bin" / "spark-submit"), "--master", master, "--py-files", str(work / "mfspark.zip"),
                "--conf", f"spark.pyspark.python={sys.executable}", "--conf", "spark.executor.memory=1g",
                str(REPO / "tests" / "cluster_fit.py"), str(work / "ratings"), str(out), *extra]
-    log = open(f"{out}.log", "w")  # noqa: SIM115 (closed with the process by finish())
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    log = open(f"{out}.log", "w")  # noqa: SIM115 (closed by finish())
+    job = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    job.log = log
+    return job
 
 
 def finish(job: subprocess.Popen, out: Path) -> None:
     job.wait(timeout=JOB_TIMEOUT)
-    job.stdout and job.stdout.close()
+    job.log.close()
     if job.returncode != 0:
         tail = Path(f"{out}.log").read_text().splitlines()[-40:]
         pytest.fail(f"job exited {job.returncode}:\n" + "\n".join(tail))
@@ -160,8 +167,9 @@ def test_worker_killed_while_als_trains(cluster, clean_run, work):
     assert_same_model(out, clean_run)
 
 
-@pytest.mark.xfail(strict=True, reason="the model's final factor blocks are kept by localCheckpoint: blocks on a "
-                   "lost executor cannot be recomputed (issue 16 item 3; fix in models/als/estimator.py)")
+@pytest.mark.xfail(raises=ModelBlocksLost, strict=True,
+                   reason="the model's final factor blocks are kept by localCheckpoint: blocks on a lost executor "
+                   "cannot be recomputed (issue 16 item 3; fix in models/als/estimator.py)")
 def test_worker_killed_after_the_fit(cluster, clean_run, work):
     out = work / "killed-after-fit"
     go = work / "go"
@@ -171,7 +179,10 @@ def test_worker_killed_after_the_fit(cluster, clean_run, work):
     time.sleep(15)  # the master and the driver notice the lost executor
     go.touch()
     try:
-        finish(job, out)
+        job.wait(timeout=JOB_TIMEOUT)
     finally:
         cluster.control("start")
+    if job.returncode != 0 and "CHECKPOINT_RDD_BLOCK_ID_NOT_FOUND" in Path(f"{out}.log").read_text():
+        raise ModelBlocksLost("the fitted model could not be read after its executor was lost")
+    finish(job, out)
     assert_same_model(out, clean_run)
