@@ -167,9 +167,6 @@ def test_worker_killed_while_als_trains(cluster, clean_run, work):
     assert_same_model(out, clean_run)
 
 
-@pytest.mark.xfail(raises=ModelBlocksLost, strict=True,
-                   reason="the model's final factor blocks are kept by localCheckpoint: blocks on a lost executor "
-                   "cannot be recomputed (issue 16 item 3; fix in models/als/estimator.py)")
 def test_worker_killed_after_the_fit(cluster, clean_run, work):
     out = work / "killed-after-fit"
     go = work / "go"

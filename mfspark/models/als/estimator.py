@@ -176,12 +176,15 @@ class ALS:
 def _keep_model_factors(solved: RDD, level: StorageLevel) -> None:
     """Mark the model's final factor blocks to be kept by the job that computes them.
 
-    Locally checkpointed (persisted with a disk-backed level, lineage cut once computed), as
-    MLlib's fit keeps its final factor RDDs: the model's DataFrames read them whenever they
-    are used, and neither the layout nor any checkpoint file is needed afterwards.
+    Persisted, and checkpointed to the checkpoint directory by the job that computes them
+    (lineage cut once written): the model's DataFrames read the executors' copies, and the
+    blocks of an executor lost after the fit are read back from the checkpoint files.
+    (`localCheckpoint`, as MLlib's fit, keeps only the executors' copies: a lost executor left
+    a model that could not be read, CHECKPOINT_RDD_BLOCK_ID_NOT_FOUND, tests/test_cluster.py.)
+    The files are removed with the model (spark.cleaner.referenceTracking.cleanCheckpoints).
     """
     solved.persist(level)
-    solved.localCheckpoint()
+    solved.checkpoint()
 
 
 def _segment_ends(max_iter: int, checkpoint_interval: int) -> list[int]:
