@@ -23,3 +23,11 @@ class RejectThresholdError(MfsparkError):
 
 class DownloadError(MfsparkError):
     """A dataset could not be downloaded or failed its checksum."""
+
+
+class OutputLockedError(MfsparkError):
+    """Another running job holds the output's lock (the message names its host, pid and start time)."""
+
+
+class PipelineStageError(MfsparkError):
+    """A pipeline stage failed (the message names the stage and the cause)."""

@@ -11,7 +11,7 @@ from chispa import assert_df_equality
 
 from mfspark.data.ingest import ingest_release
 from mfspark.data.movielens import ML100K_GENRES, TABLE_SCHEMAS, detect_release, read_genre_names
-from mfspark.errors import InputError, RejectThresholdError
+from mfspark.errors import ConfigError, InputError, RejectThresholdError
 
 
 def write(directory: Path, name: str, lines: list[str], encoding: str = "utf-8", eol: str = "\n") -> Path:
@@ -93,10 +93,12 @@ BAD_RATINGS = [
     "2,1,2.0,100",          # 14: duplicate, oldest: rejected
     "3,1,3.0,500",          # 15: same timestamp: the later line wins, so rejected
     "3,1,3.5,500",          # 16: kept
+    "1,9,4.0,99999999999999",  # 17: beyond Spark's timestamp range (year 9999)
 ]
 BAD_LINES = {3: "field_count", 4: "not_numeric:rating", 5: "off_scale:rating", 6: "off_scale:rating",
              7: "not_positive_int32:user_id", 8: "not_positive_int32:movie_id", 9: "not_numeric:user_id",
-             10: "not_numeric:timestamp", 12: "duplicate", 14: "duplicate", 15: "duplicate"}
+             10: "not_numeric:timestamp", 12: "duplicate", 14: "duplicate", 15: "duplicate",
+             17: "out_of_range:timestamp"}
 SMALL_SPLITS = "64"  # bytes per file split: ratings.csv is read as several splits, so line numbers cross them
 
 
@@ -141,7 +143,7 @@ def test_each_reject_reason_with_physical_line_numbers(spark, csv_ingest):
     assert manifest["rejects"]["by_reason"] == {
         "duplicate": 3, "field_count": 1, "not_numeric:rating": 1, "not_numeric:timestamp": 1,
         "not_numeric:user_id": 1, "not_positive_int32:movie_id": 1, "not_positive_int32:user_id": 1,
-        "off_scale:rating": 2}
+        "off_scale:rating": 2, "out_of_range:timestamp": 1}
     assert manifest["rejects"]["rows"] == len(BAD_LINES)
     assert manifest["rejects"]["by_file"]["ratings.csv"] == manifest["rejects"]["by_reason"]
     assert manifest["inputs"]["ratings.csv"]["blank_lines"] == 1
@@ -174,6 +176,25 @@ def test_too_many_rejects_fails_and_keeps_the_previous_output(spark, csv_ingest,
     assert sorted(table(spark, out, "ratings").collect()) == sorted(before)
     assert (out / "manifest.json").read_text() == manifest_before
     assert [p.name for p in out.parent.iterdir() if "staging" in p.name] == []
+
+
+def test_threshold_error_echoes_at_most_200_characters_of_the_line(spark, tmp_path):
+    huge = "1,2,9.0," + "7" * 100_000
+    bad = csv_release(tmp_path / "bad", ["1,1,4.0,100", huge])
+    with pytest.raises(RejectThresholdError) as failure:
+        ingest_release(spark, bad, str(tmp_path / "out"), max_reject_fraction=0.1)
+    message = str(failure.value)
+    assert f"in {huge[:200]!r} (first 200 of 100,008 characters)" in message
+    assert len(message) < 500
+
+
+def test_out_equal_to_or_inside_the_input_is_refused_before_anything_is_written(spark, tmp_path):
+    source = csv_release(tmp_path / "release")
+    before = sorted(p.name for p in source.iterdir())
+    for out in (source, source / "out"):
+        with pytest.raises(ConfigError, match="--out .* --input"):
+            ingest_release(spark, source, str(out))
+    assert sorted(p.name for p in source.iterdir()) == before
 
 
 def test_ml100k_tab_and_pipe_files_latin1(spark, tmp_path):

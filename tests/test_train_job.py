@@ -78,3 +78,12 @@ def test_cold_start_nan_reports_a_real_rmse_and_how_many_were_left_out(spark, tm
     assert unseen > 0 and metrics["test"]["excluded"] == metrics["test"]["unscored"] == unseen
     assert metrics["test"]["count"] == metrics["split"]["test"] - unseen
     assert metrics["params"]["cold_start"] == "nan"
+
+
+def test_zero_iterations_is_refused(spark, tmp_path):
+    from mfspark.errors import ConfigError
+
+    ingest_like(spark, tmp_path / "ingest")
+    with pytest.raises(ConfigError, match="--max-iter must be at least 1, got 0"):
+        run_train(spark, ["--input", str(tmp_path / "ingest"), "--out", str(tmp_path / "als"), "--max-iter", "0"])
+    assert not (tmp_path / "als").exists()

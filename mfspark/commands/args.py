@@ -4,15 +4,36 @@ the split it evaluates on, and ALS's hyper-parameters."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
-from mfspark.errors import InputError
+from mfspark.data.datasets import resolve_dataset
+from mfspark.data.movielens import RELEASES
+from mfspark.errors import ConfigError
 from mfspark.evaluation import split as splits
 from mfspark.models.als.estimator import ALSParams
 from mfspark.models.base import COLD_START_STRATEGIES, DEFAULT_COLD_START
 from mfspark.runtime.provenance import versions
-from mfspark.runtime.storage import HadoopPaths
+from mfspark.runtime.storage import check_parquet_table
+
+
+def add_release_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where a MovieLens release comes from: a directory, or a release by name (ingest, pipeline)."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", metavar="DIR", help="release directory (holding ratings.csv, ratings.dat or u.data)")
+    source.add_argument("--dataset", metavar="NAME", help=f"release by name: {', '.join(RELEASES)}")
+    parser.add_argument("--data-dir", help="where --dataset looks first (then $MFSPARK_DATA_DIR, the download cache)")
+    parser.add_argument("--cache-dir",
+                        help="download cache for --dataset (default $MFSPARK_DATA_DIR or ~/.cache/mfspark)")
+    parser.add_argument("--format", choices=RELEASES, help="release format (default: detected from the files)")
+
+
+def release_source(args: argparse.Namespace) -> tuple[Path, str | None]:
+    """The release directory and its format name (None: detect it) from `add_release_arguments`' options."""
+    if args.input:
+        return Path(args.input), args.format
+    return resolve_dataset(args.dataset, args.data_dir, args.cache_dir), args.format or args.dataset
 
 
 def add_split_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,8 +47,7 @@ def add_split_arguments(parser: argparse.ArgumentParser) -> None:
 
 def read_ratings(spark: SparkSession, ingest_out: str) -> DataFrame:
     path = f"{ingest_out.rstrip('/')}/ratings"
-    if not HadoopPaths(spark).exists(path):
-        raise InputError(f"{path} not found: --input must be an `mfspark ingest` output directory")
+    check_parquet_table(spark, path, "--input must be an `mfspark ingest` output directory")
     return spark.read.parquet(path).select("user_id", "movie_id", "rating", "rated_at")
 
 
@@ -67,6 +87,8 @@ def add_als_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def als_params(args: argparse.Namespace) -> ALSParams:
+    if args.max_iter < 1:  # zero iterations would write the random initial factors as if they were a model
+        raise ConfigError(f"--max-iter must be at least 1, got {args.max_iter}")
     return ALSParams(
         rank=args.rank, reg=args.reg, max_iter=args.max_iter, num_user_blocks=args.user_blocks,
         num_item_blocks=args.item_blocks, seed=args.seed, nonnegative=args.nonnegative,

@@ -8,9 +8,11 @@ that need no Spark (download, synth) set `NEEDS_SPARK = False` and get `spark=No
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -26,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "baseline": ("mfspark.commands.baseline", "split, fit and evaluate the bias baseline"),
     "train": ("mfspark.commands.train", "train block-partitioned ALS and write factors"),
     "compare-mllib": ("mfspark.commands.compare_mllib", "train ours and Spark MLlib ALS on the same split"),
+    "pipeline": ("mfspark.commands.pipeline", "ingest, baseline, train, evaluate, recommend into ROOT/runs/<run>"),
 }
 
 log = logging.getLogger("mfspark")
@@ -118,17 +121,48 @@ def spark_error_line(exc: BaseException) -> str | None:
     return next((line.strip() for line in str(message).splitlines() if line.strip()), condition)
 
 
+def exit_on_sigterm(signum, frame) -> None:
+    """SIGTERM (cron timeouts, `kill`) unwinds like Ctrl-C: staging output, locks and checkpoints are cleaned up."""
+    raise SystemExit(128 + signum)
+
+
+def remove_checkpoint_dir(spark) -> None:
+    """Spark leaves its per-context checkpoint directory (`_checkpoints/<uuid>`) behind: remove it on exit."""
+    from mfspark.runtime.storage import HadoopPaths
+
+    try:
+        checkpoint_dir = spark.sparkContext.getCheckpointDir()
+        if checkpoint_dir:
+            HadoopPaths(spark).delete(checkpoint_dir)
+    except Exception as exc:  # the JVM may already be gone (killed with us)
+        log.warning("could not remove the checkpoint directory: %s", exc)
+
+
+def run_command(args: argparse.Namespace, module) -> dict | None:
+    """Hold the output's lock (when the command has `--out`) around the Spark session and the run."""
+    from mfspark.runtime.storage import check_disjoint, output_lock
+
+    out = getattr(args, "out", None)
+    if out and getattr(args, "input", None):
+        check_disjoint(args.input, out)
+    with output_lock(out, f"mfspark {args.command}", sweep_scratch=True) if out else contextlib.nullcontext():
+        spark = session_for(args, f"mfspark-{args.command}") if getattr(module, "NEEDS_SPARK", True) else None
+        try:
+            return module.run(args, spark)
+        finally:
+            if spark is not None:
+                remove_checkpoint_dir(spark)
+                spark.stop()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(next((a for a in argv if a in COMMANDS), None)).parse_args(argv)
-    module = args.module
     configure_logging(getattr(args, "log_level", None) or "INFO")
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     started = time.perf_counter()
-    spark = None
     try:
-        if getattr(module, "NEEDS_SPARK", True):
-            spark = session_for(args, f"mfspark-{args.command}")
-        result = module.run(args, spark)
+        result = run_command(args, args.module)
     except MfsparkError as exc:
         print(f"mfspark {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -139,9 +173,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.debug("%s failed inside Spark", args.command, exc_info=exc)
         print(f"mfspark {args.command}: error: {line} (the full trace: --log-level DEBUG)", file=sys.stderr)
         return 2
-    finally:
-        if spark is not None:
-            spark.stop()
     log.info("%s finished in %.1f s", args.command, time.perf_counter() - started)
     if result is not None:
         print(json.dumps(result, sort_keys=True, default=str))

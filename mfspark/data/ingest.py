@@ -35,11 +35,12 @@ from mfspark.data.movielens import (
 )
 from mfspark.errors import ConfigError, InputError, RejectThresholdError
 from mfspark.runtime.provenance import file_md5, versions
-from mfspark.runtime.storage import atomic_output, write_json
+from mfspark.runtime.storage import atomic_output, check_disjoint, write_json
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_REJECT_FRACTION = 0.001
+ECHOED_LINE_CHARS = 200  # an error message quotes at most this much of an offending line
 TABLE_COLUMNS = {table: [column.split()[0] for column in schema.split(", ")] for table, schema in TABLE_SCHEMAS.items()}
 
 
@@ -65,6 +66,7 @@ def ingest_release(
         raise ConfigError(f"--max-reject-fraction must be between 0 and 1, got {max_reject_fraction}")
     started = time.perf_counter()
     source_dir = Path(source_dir).resolve()
+    check_disjoint(source_dir, out_dir)
     chosen = release_named(release) if release else detect_release(source_dir)
     files = input_files(source_dir, chosen)
     log.info("ingesting %s from %s: %s", chosen.name, source_dir, ", ".join(p.name for _, p in files))
@@ -231,11 +233,15 @@ def with_line_numbers(spark: SparkSession, rejected: DataFrame, source: SourceFi
 
 
 def threshold_error(path: Path, rows: int, rejected: int, limit: float, rejects: DataFrame) -> RejectThresholdError:
-    first = rejects.orderBy("line_number").first()
+    first = rejects.orderBy("line_number").select(
+        "line_number", "reason", F.length("raw_line").alias("length"),
+        F.substring("raw_line", 1, ECHOED_LINE_CHARS).alias("start")).first()
+    shown = repr(first["start"]) + (f" (first {ECHOED_LINE_CHARS} of {first['length']:,} characters)"
+                                     if first["length"] > ECHOED_LINE_CHARS else "")
     return RejectThresholdError(
         f"{path}: {rejected:,} of {rows + rejected:,} rows rejected ({rejected / (rows + rejected):.3%}, "
         f"more than --max-reject-fraction {limit:g}); first at line {first['line_number']}: {first['reason']} "
-        f"in {first['raw_line']!r}. Nothing was written."
+        f"in {shown}. Nothing was written."
     )
 
 

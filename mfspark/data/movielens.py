@@ -203,8 +203,17 @@ def positive_int(raw: Column, field: str) -> tuple[Column, Checks]:
     ]
 
 
+# Spark's timestamp range (0001-01-01 .. 9999-12-31 UTC) in epoch seconds; beyond it the conversion overflows.
+MIN_EPOCH_SECONDS, MAX_EPOCH_SECONDS = -62_135_596_800, 253_402_300_799
+
+
 def epoch_seconds(raw: Column, column: str) -> tuple[Column, Checks]:
-    return F.timestamp_seconds(raw.try_cast("bigint")), [("not_numeric:timestamp", F.col(column).isNull())]
+    seconds = raw.try_cast("bigint")
+    in_range = seconds.between(MIN_EPOCH_SECONDS, MAX_EPOCH_SECONDS)
+    return F.when(in_range, F.timestamp_seconds(seconds)), [
+        ("not_numeric:timestamp", seconds.isNull()),
+        ("out_of_range:timestamp", F.col(column).isNull()),
+    ]
 
 
 def non_empty(raw: Column, field: str) -> tuple[Column, Checks]:

@@ -100,9 +100,10 @@ def load_profile(
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: invalid TOML: {exc}") from exc
-    unknown_tables = sorted(set(raw) - {"spark", "mfspark"})
+    unknown_tables = sorted(set(raw) - {"spark", "mfspark", "pipeline"})  # [pipeline]: commands/pipeline.py
     if unknown_tables:
-        raise ConfigError(f"{source}: unknown table [{unknown_tables[0]}] (a profile has [spark] and [mfspark])")
+        raise ConfigError(f"{source}: unknown table [{unknown_tables[0]}] (a profile has [spark], [mfspark] "
+                          "and [pipeline])")
     root = str(Path(output_root).resolve()) if "://" not in str(output_root) else str(output_root)
 
     def fill(value: object) -> str:

@@ -1,0 +1,93 @@
+"""`mfspark pipeline`: ingest -> baseline -> train -> evaluate -> recommend into ROOT/runs/<run_id>/ (see
+`mfspark.pipeline.run`).
+
+Settings come from the built-in defaults, then the profile's `[pipeline]` table
+(`conf/<profile>.toml`), then the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, fields, replace
+
+import tomllib
+from pyspark.sql import SparkSession
+
+from mfspark.commands.args import add_release_arguments, release_source
+from mfspark.data.ingest import DEFAULT_MAX_REJECT_FRACTION
+from mfspark.errors import ConfigError
+from mfspark.models.bias import BiasParams
+from mfspark.pipeline.run import PipelineConfig, SplitParams, run_pipeline
+from mfspark.runtime.session import profile_text
+
+# Options a profile's [pipeline] table may set, with their built-in defaults.
+DEFAULTS = {
+    "split": "random", "test_fraction": 0.2, "seed": 42, "max_reject_fraction": DEFAULT_MAX_REJECT_FRACTION,
+    "rank": 10, "reg": 0.1, "max_iter": 10, "biases": True, "checkpoint_interval": 10,
+    "lambda_u": BiasParams.lambda_u, "lambda_i": BiasParams.lambda_i, "top_n": 10, "max_input_age_hours": None,
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_release_arguments(parser)
+    parser.add_argument("--out", required=True, metavar="ROOT",
+                        help="output root: runs go to ROOT/runs/<run_id>/, ROOT/latest names the last complete one")
+    parser.add_argument("--force", action="store_true", help="rerun every stage even when its outputs exist")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan (each stage: run, skip or reuse, why)")
+    parser.add_argument("--max-input-age-hours", type=float,
+                        help="refuse input files older than this (stale-input check; default off)")
+    stage = parser.add_argument_group("stage options (default: the profile's [pipeline] table, then built-in)")
+    stage.add_argument("--max-reject-fraction", type=float, help="ingest: fail above this share of rejected rows")
+    stage.add_argument("--split", choices=("random", "temporal"), help="test split (default random)")
+    stage.add_argument("--test-fraction", type=float, help="share of ratings held out for evaluate (default 0.2)")
+    stage.add_argument("--seed", type=int, help="seed of the split and of ALS (default 42)")
+    stage.add_argument("--lambda-u", type=float, help="baseline: user bias damping")
+    stage.add_argument("--lambda-i", type=float, help="baseline: movie bias damping")
+    stage.add_argument("--rank", type=int, help="ALS rank (default 10)")
+    stage.add_argument("--reg", type=float, help="ALS lambda (default 0.1)")
+    stage.add_argument("--max-iter", type=int, help="ALS iterations (default 10)")
+    stage.add_argument("--biases", action=argparse.BooleanOptionalAction, help="ALS on bias residuals (default on)")
+    stage.add_argument("--checkpoint-interval", type=int, help="ALS iterations between checkpoints (default 10)")
+    stage.add_argument("--top-n", type=int, help="recommend: list length (default 10; 0 = no recommend stage)")
+
+
+def profile_settings(profile: str, conf_dir: str | None) -> dict:
+    """The `[pipeline]` table of the profile (empty when it has none); unknown keys are an error."""
+    text, source = profile_text(profile, conf_dir)
+    table = tomllib.loads(text).get("pipeline", {})
+    unknown = sorted(set(table) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown [pipeline] settings {', '.join(unknown)} (known: {', '.join(DEFAULTS)})")
+    return table
+
+
+def settings(args: argparse.Namespace) -> dict:
+    """Built-in defaults, overridden by the profile, overridden by options given on the command line."""
+    given = {name: getattr(args, name) for name in DEFAULTS if getattr(args, name) is not None}
+    return DEFAULTS | profile_settings(args.profile, args.conf_dir) | given
+
+
+def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
+    s = settings(args)
+    if s["max_iter"] < 1:
+        raise ConfigError(f"--max-iter must be at least 1, got {s['max_iter']}")
+    if s["top_n"] < 0:
+        raise ConfigError(f"--top-n must be 0 (no recommend stage) or more, got {s['top_n']}")
+    source, release = release_source(args)
+    defaults = PipelineConfig(root=args.out, source_dir=source)
+    als = {f.name: s[f.name] for f in fields(defaults.als) if f.name in s} | {"seed": s["seed"]}
+    return replace(
+        defaults, release=release, max_reject_fraction=s["max_reject_fraction"],
+        split=SplitParams(s["split"], s["test_fraction"], s["seed"]),
+        bias=BiasParams(**asdict(defaults.bias) | {"lambda_u": s["lambda_u"], "lambda_i": s["lambda_i"]}),
+        als=replace(defaults.als, **als), top_n=s["top_n"], force=args.force,
+        max_input_age_hours=s["max_input_age_hours"],
+    )
+
+
+def run(args: argparse.Namespace, spark: SparkSession) -> dict:
+    result = run_pipeline(spark, pipeline_config(args), dry_run=args.dry_run)
+    if args.dry_run:
+        for step in result["plan"]:
+            print(f"{step['stage']:<10} {step['action']:<6} {step['why']}")
+    return result

@@ -1,0 +1,1 @@
+"""The nightly pipeline: ingest -> baseline -> train -> evaluate -> recommend into run directories."""

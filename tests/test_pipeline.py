@@ -1,0 +1,179 @@
+"""`mfspark pipeline`: run directories, skip/reuse/resume by stage key, `latest`, and SIGKILL at several moments."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from mfspark.errors import InputError, PipelineStageError
+from mfspark.models.als.estimator import ALSParams
+from mfspark.models.bias import BiasParams
+from mfspark.pipeline import run as pipeline
+from mfspark.pipeline.run import PipelineConfig, run_pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_release(directory: Path, users: int = 30, movies: int = 20, extra: int = 0) -> Path:
+    """An ml-latest-small-shaped release: ratings.csv (about 400 ratings) and movies.csv."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rows = [f"{u},{m},{(u * 7 + m * 3) % 9 / 2 + 0.5},{1_000_000_000 + u * 1000 + m}"
+            for u in range(1, users + 1) for m in range(1, movies + 1) if (u + 2 * m) % 3]
+    rows += [f"{users + 1},{m},4.0,1000000000" for m in range(1, extra + 1)]
+    (directory / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "\n".join(rows) + "\n")
+    (directory / "movies.csv").write_text("movieId,title,genres\n" + "\n".join(
+        f"{m},Movie {m} (2000),Drama" for m in range(1, movies + 1)) + "\n")
+    return directory
+
+
+def config(tmp_path: Path, **changes) -> PipelineConfig:
+    base = PipelineConfig(root=str(tmp_path / "root"), source_dir=tiny_release(tmp_path / "release"), top_n=0,
+                          bias=BiasParams(sweeps=2),
+                          als=ALSParams(rank=2, max_iter=2, biases=True, cold_start="baseline", seed=1))
+    return replace(base, **changes)
+
+
+def stage_actions(result: dict) -> dict[str, str]:
+    return {step["stage"]: step["action"] for step in result["plan"]}
+
+
+def test_run_writes_stages_manifest_and_latest_then_skips_what_is_unchanged(spark, tmp_path):
+    first = run_pipeline(spark, config(tmp_path))
+    root = tmp_path / "root"
+    run_dir = root / "runs" / first["run_id"]
+    assert os.readlink(root / "latest") == f"runs/{first['run_id']}"
+    for step in first["plan"]:
+        assert json.loads((run_dir / step["stage"] / "_SUCCESS").read_text())["key"] == step["key"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    ratings_md5 = manifest["inputs"]["ratings.csv"]["md5"]
+    assert len(ratings_md5) == 32 and manifest["rows"]["ingest"] == {"ratings": 400, "movies": 20}
+    assert manifest["rows"]["split"]["train"] + manifest["rows"]["split"]["test"] == 400
+    assert manifest["parameters"]["train"]["als"]["rank"] == 2
+    assert set(manifest["seconds"]) == {"ingest", "baseline", "train", "evaluate"}
+    assert 0.1 < manifest["metrics"]["als"]["rmse"] < 3 and manifest["metrics"]["baseline"]["count"] > 0
+    assert pq.read_table(root / "latest" / "ingest" / "ratings").num_rows == 400
+    assert pipeline.resolve_run(root) == pipeline.resolve_run(run_dir) == run_dir.resolve()
+
+    again = run_pipeline(spark, config(tmp_path))
+    assert again["up_to_date"] and again["run_id"] == first["run_id"]
+
+    # A new ALS setting: ingest and baseline are linked from the first run, train and evaluate rerun.
+    changed = run_pipeline(spark, config(tmp_path, als=ALSParams(rank=3, max_iter=2, biases=True,
+                                                                 cold_start="baseline", seed=1)))
+    assert stage_actions(changed) == {"ingest": "reuse", "baseline": "reuse", "train": "run", "evaluate": "run"}
+    assert os.readlink(root / "latest") == f"runs/{changed['run_id']}"
+    new_run = root / "runs" / changed["run_id"]
+    assert (new_run / "ingest").resolve() == (run_dir / "ingest").resolve()
+    assert json.loads((new_run / "manifest.json").read_text())["stages"]["ingest"]["reused_from"] == first["run_id"]
+
+    forced = run_pipeline(spark, config(tmp_path, force=True), dry_run=True)
+    assert set(stage_actions(forced).values()) == {"run"}
+    assert sorted(p.name for p in (root / "runs").iterdir()) == sorted([first["run_id"], changed["run_id"]])
+
+
+def test_failing_stage_is_named_in_one_line_and_latest_is_not_moved(spark, tmp_path, monkeypatch):
+    def broken(ctx, out):
+        raise RuntimeError("disk full\nmore detail")
+
+    stages = pipeline.build_stages
+
+    def with_broken_baseline(cfg):
+        return [replace(s, run=broken) if s.name == "baseline" else s for s in stages(cfg)]
+
+    monkeypatch.setattr(pipeline, "build_stages", with_broken_baseline)
+    with pytest.raises(PipelineStageError, match=r"^stage baseline failed: RuntimeError: disk full$"):
+        run_pipeline(spark, config(tmp_path))
+    root = tmp_path / "root"
+    assert not (root / "latest").exists()
+    [run_dir] = (root / "runs").iterdir()
+    assert (run_dir / "ingest" / "_SUCCESS").is_file() and not (run_dir / "_SUCCESS").exists()
+
+
+def test_stale_input_is_refused_when_the_check_is_on(spark, tmp_path):
+    cfg = config(tmp_path, max_input_age_hours=1.0)
+    old = time.time() - 3 * 3600
+    for path in cfg.source_dir.iterdir():
+        os.utime(path, (old, old))
+    with pytest.raises(InputError, match=r"newest input file is 3\.0 h old, older than --max-input-age-hours 1"):
+        run_pipeline(spark, cfg, dry_run=True)
+
+
+# ---------------------------------------------------------------- SIGKILL at several moments
+
+def start(args: list[str], env: dict | None = None) -> subprocess.Popen:
+    command = [sys.executable, "-m", "mfspark.commands.main", "pipeline", *args, "--profile", "test",
+               "--conf-dir", str(REPO / "conf"), "--log-level", "INFO", "--top-n", "0", "--rank", "2",
+               "--max-iter", "2", "--seed", "1"]
+    return subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+
+
+def kill_at(process: subprocess.Popen, line_part: str) -> list[str]:
+    """SIGKILL the pipeline (driver and, through it, its JVM) as soon as it logs a line containing `line_part`."""
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if line_part in line:
+            process.send_signal(signal.SIGKILL)  # its JVM exits when the driver's pipe to it closes
+            process.wait()
+            return seen
+    raise AssertionError(f"no log line with {line_part!r}; exit {process.wait()}:\n{''.join(seen[-20:])}")
+
+
+def finish(process: subprocess.Popen) -> str:
+    log = process.stderr.read()
+    assert process.wait() == 0, log[-3000:]
+    return log
+
+
+def assert_latest_is_complete(root: Path, run_id: str) -> None:
+    run_dir = root / "runs" / run_id
+    assert os.readlink(root / "latest") == f"runs/{run_id}" and (run_dir / "_SUCCESS").is_file()
+    manifest = json.loads((root / "latest" / "manifest.json").read_text())
+    assert pq.read_table(root / "latest" / "ingest" / "ratings").num_rows == manifest["rows"]["ingest"]["ratings"]
+    assert pq.read_table(root / "latest" / "train" / "factors" / "users").num_rows > 0
+
+
+@pytest.mark.slow
+def test_sigkill_during_ingest_training_and_commit_leaves_latest_complete_and_rerun_matches(tmp_path):
+    root = tmp_path / "root"
+    day1 = tiny_release(tmp_path / "day1")
+    day2 = tiny_release(tmp_path / "day2", extra=5)  # the next night's export: five more ratings
+    finish(start(["--input", str(day1), "--out", str(root)]))
+    day1_run = os.readlink(root / "latest").removeprefix("runs/")
+    assert_latest_is_complete(root, day1_run)
+
+    for moment in ("movies.csv: 20 rows", "ALS iteration 1/2", "pausing"):
+        process = start(["--input", str(day2), "--out", str(root)], env={"MFSPARK_TEST_PAUSE": "latest:600"})
+        log = "".join(kill_at(process, moment))
+        assert_latest_is_complete(root, day1_run)
+        if moment == "ALS iteration 1/2":  # resumed the run killed during ingest: ingest was redone
+            assert "stage 2/4 baseline: running" in log
+        if moment == "pausing":  # resumed the run killed during training: ingest and baseline are kept
+            assert "stage 1/4 ingest: skipped" in log and "stage 2/4 baseline: skipped" in log
+
+    finish(start(["--input", str(day2), "--out", str(root)]))  # the run completed before the kill: latest moves
+    resumed = os.readlink(root / "latest").removeprefix("runs/")
+    assert resumed != day1_run
+    assert_latest_is_complete(root, resumed)
+    assert not list(root.glob("runs/*/.ingest.versions/*-*/_temporary"))
+
+    finish(start(["--input", str(day2), "--out", str(root), "--force"]))  # uninterrupted, same seed
+    uninterrupted = os.readlink(root / "latest").removeprefix("runs/")
+    assert uninterrupted != resumed
+    for stage in ("baseline", "evaluate"):
+        assert (root / "runs" / resumed / stage / "metrics.json").read_text() == \
+            (root / "runs" / uninterrupted / stage / "metrics.json").read_text()
+    factors = [pq.read_table(root / "runs" / run / "train" / "factors" / "items").sort_by("id").to_pylist()
+               for run in (resumed, uninterrupted)]
+    assert factors[0] == factors[1]
+    assert sorted(p.name for p in root.parent.glob("_checkpoints/*")) == []  # swept or removed on exit
