@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "baseline": ("mfspark.commands.baseline", "split, fit and evaluate the bias baseline"),
     "train": ("mfspark.commands.train", "train block-partitioned ALS and write factors"),
     "compare-mllib": ("mfspark.commands.compare_mllib", "train ours and Spark MLlib ALS on the same split"),
+    "recommend": ("mfspark.commands.recommend", "top-N lists, audiences, similar movies, fold-in from a model"),
 }
 
 log = logging.getLogger("mfspark")
