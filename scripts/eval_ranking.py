@@ -29,7 +29,7 @@ LIGHT_SHARE = 0.2
 
 
 def lists_for(model_name: str, train, n: int, rank: int, reg: float):
-    """(context manager over the lists, fitted model) of one model on `train`."""
+    """One model's lists for the users of `train`, their training movies excluded."""
     from mfspark.models.als.estimator import ALS
     from mfspark.models.bias import BiasModel
     from mfspark.recommend.lists import Baseline, fallback_lists, recommend_for_users
@@ -48,15 +48,14 @@ def lists_for(model_name: str, train, n: int, rank: int, reg: float):
                                Baseline.of(model.baseline) if biased else None)
 
 
-def evaluate(lists_cm, test, n: int, catalog: int, users=None) -> dict:
+def evaluate(lists, test, n: int, catalog: int, users=None) -> dict:
     from mfspark.evaluation.metrics import ranking_metrics
 
-    with lists_cm as lists:
-        lists = lists.cache()
-        if users is not None:
-            lists, test = (frame.join(users, "user_id", "left_semi") for frame in (lists, test))
-        metrics = ranking_metrics(lists, test, n, catalog_size=catalog)
-        lists.unpersist()
+    lists = lists.cache()
+    if users is not None:
+        lists, test = (frame.join(users, "user_id", "left_semi") for frame in (lists, test))
+    metrics = ranking_metrics(lists, test, n, catalog_size=catalog)
+    lists.unpersist()
     return metrics
 
 

@@ -39,9 +39,9 @@ def problem():
 def test_top_n_equals_brute_force_for_any_blocking(spark, problem, n, sizes):
     query_ids, queries, candidate_ids, candidates, excluded = problem
     exclude = spark.createDataFrame(sorted(excluded), "query_id int, candidate_id int")
-    with top_n(factor_frame(spark, query_ids, queries), factor_frame(spark, candidate_ids, candidates), n,
-               exclude, sizes) as lists:
-        got = sorted(tuple(r) for r in lists.collect())
+    lists = top_n(factor_frame(spark, query_ids, queries), factor_frame(spark, candidate_ids, candidates), n,
+                  exclude, sizes)
+    got = sorted(tuple(r) for r in lists.collect())
     assert lists.columns == ["query_id", "rank", "candidate_id", "score"]
     assert got == brute_force_rows(query_ids, queries, candidate_ids, candidates, excluded, n)
     per_query = {q: sum(1 for c in candidate_ids if (int(q), int(c)) not in excluded) for q in query_ids}

@@ -72,19 +72,17 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
     plan = recs.plan_users(model.user_factors, ratings, users, args.min_ratings)
     result = {}
     with atomic_output(spark, args.out) as staging:
-        with recs.recommend_for_users(model.user_factors, model.item_factors, seen, args.top_n, baseline,
-                                      plan.model_users, candidates, sizes) as lists:
-            lists.write.parquet(f"{staging}/recommendations")
-        with recs.fallback_lists(plan.fallback.select("user_id"), fallback_model.movie_biases, fallback_model.mu,
-                                 seen, args.top_n, fallback_model.user_biases, candidates, sizes) as lists:
-            lists.write.mode("append").parquet(f"{staging}/recommendations")
+        recs.recommend_for_users(model.user_factors, model.item_factors, seen, args.top_n, baseline,
+                                 plan.model_users, candidates, sizes).write.parquet(f"{staging}/recommendations")
+        recs.fallback_lists(plan.fallback.select("user_id"), fallback_model.movie_biases, fallback_model.mu, seen,
+                            args.top_n, fallback_model.user_biases, candidates, sizes) \
+            .write.mode("append").parquet(f"{staging}/recommendations")
         plan.fallback.write.parquet(f"{staging}/fallback_users")
         if args.audiences:
-            with recs.audiences(model.user_factors, model.item_factors, seen, args.top_n, baseline, sizes) as lists:
-                lists.write.parquet(f"{staging}/audiences")
+            recs.audiences(model.user_factors, model.item_factors, seen, args.top_n, baseline, sizes) \
+                .write.parquet(f"{staging}/audiences")
         if args.similar:
-            with recs.similar_movies(model.item_factors, args.similar, sizes) as lists:
-                lists.write.parquet(f"{staging}/similar_movies")
+            recs.similar_movies(model.item_factors, args.similar, sizes).write.parquet(f"{staging}/similar_movies")
         if args.genre_rows:
             favourites = recs.favourite_genres(ratings, movies)
             result["genres"] = len(recs.genre_rows(
@@ -105,9 +103,9 @@ def _fold_in_and_print(spark: SparkSession, model: ALSModel, baseline, movies: D
     ratings = read_ratings_file(HadoopPaths(spark).read_text(args.ratings_file), args.ratings_file)
     folded = fold_in(model.item_factors, ratings, model.params.reg, baseline, model.params.nonnegative)
     users, seen, user_baseline = folded_frames(spark, FOLDED_USER_ID, folded, ratings, baseline)
-    with recs.recommend_for_users(users, model.item_factors, seen, args.top_n, user_baseline, None, candidates,
-                                  sizes) as lists:
-        _print_list(f"new user ({folded.used} of {len(ratings)} ratings used)", lists, movies)
+    lists = recs.recommend_for_users(users, model.item_factors, seen, args.top_n, user_baseline, None, candidates,
+                                     sizes)
+    _print_list(f"new user ({folded.used} of {len(ratings)} ratings used)", lists, movies)
     return {"folded_ratings": folded.used, "bias": folded.bias}
 
 

@@ -54,6 +54,15 @@ def fold_in(item_factors: DataFrame, ratings: list[tuple[int, float]], reg: floa
     return FoldedUser(solution.factors[0].astype(np.float32), bias, len(movie_ids))
 
 
+def rating_pairs(ratings) -> list[tuple[int, float]]:
+    """[(movie_id, rating)] from pairs, a pandas DataFrame or a (small) Spark DataFrame with those columns."""
+    if isinstance(ratings, list):
+        return [(int(m), float(r)) for m, r in ratings]
+    if hasattr(ratings, "sparkSession"):
+        return [(int(row[0]), float(row[1])) for row in ratings.select("movie_id", "rating").collect()]
+    return [(int(m), float(r)) for m, r in zip(ratings["movie_id"], ratings["rating"])]
+
+
 def folded_frames(spark, user_id: int, folded: FoldedUser, ratings: list[tuple[int, float]],
                   baseline: Baseline | None) -> tuple[DataFrame, DataFrame, Baseline | None]:
     """(user factors, seen pairs, baseline) frames for the folded user, to score with `recommend_for_users`."""

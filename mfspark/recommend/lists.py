@@ -10,8 +10,6 @@ score afterwards (the lists are the full model's, and so are the scores).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame
@@ -84,10 +82,9 @@ def _reported(lists: DataFrame, mu: float, biases: DataFrame | None, key: str) -
     return lists.withColumn("score", (F.col("score") + F.lit(mu) + bias).cast("float")).drop("_bias")
 
 
-@contextmanager
-def recommend_for_users(user_factors: DataFrame, item_factors: DataFrame, seen: DataFrame, n: int,
+def recommend_for_users(user_factors: DataFrame, item_factors: DataFrame, seen: DataFrame | None, n: int,
                         baseline: Baseline | None = None, users: DataFrame | None = None,
-                        candidates: Candidates | None = None, sizes: BlockSizes | None = None) -> Iterator[DataFrame]:
+                        candidates: Candidates | None = None, sizes: BlockSizes | None = None) -> DataFrame:
     """Top-N unseen movies per user: `(user_id, rank, movie_id, score)`.
 
     seen: (user_id, movie_id) pairs never recommended (every rating of the input); users:
@@ -98,20 +95,20 @@ def recommend_for_users(user_factors: DataFrame, item_factors: DataFrame, seen: 
     if users is not None:
         subset = users.select(F.col("user_id").cast("int")).distinct()
         queries = queries.join(subset.withColumnRenamed("user_id", "id"), "id", "left_semi")
-        seen = seen.join(subset, "user_id", "left_semi")
+        seen = seen.join(subset, "user_id", "left_semi") if seen is not None else None
     items = (candidates or Candidates()).apply(items, "id")
-    exclude = seen.select(F.col("user_id").alias("query_id"), F.col("movie_id").alias("candidate_id"))
-    with top_n(queries, items, n, exclude, sizes) as lists:
-        named = lists.select(F.col("query_id").alias("user_id"), "rank", F.col("candidate_id").alias("movie_id"),
-                             "score")
-        if baseline is not None:
-            named = _reported(named, baseline.mu, baseline.user_biases, "user_id")
-        yield named.select(*LIST_COLUMNS)
+    exclude = None if seen is None else \
+        seen.select(F.col("user_id").alias("query_id"), F.col("movie_id").alias("candidate_id"))
+    lists = top_n(queries, items, n, exclude, sizes)
+    named = lists.select(F.col("query_id").alias("user_id"), "rank", F.col("candidate_id").alias("movie_id"),
+                         "score")
+    if baseline is not None:
+        named = _reported(named, baseline.mu, baseline.user_biases, "user_id")
+    return named.select(*LIST_COLUMNS)
 
 
-@contextmanager
 def audiences(user_factors: DataFrame, item_factors: DataFrame, seen: DataFrame, n: int,
-              baseline: Baseline | None = None, sizes: BlockSizes | None = None) -> Iterator[DataFrame]:
+              baseline: Baseline | None = None, sizes: BlockSizes | None = None) -> DataFrame:
     """Top-N users per movie among those who have not rated it: `(movie_id, rank, user_id, score)`.
 
     The same engine with the roles swapped; with biases the users carry b_u ([x, b_u] . [y, 1])
@@ -122,25 +119,24 @@ def audiences(user_factors: DataFrame, item_factors: DataFrame, seen: DataFrame,
         users = _bias_of(candidates, baseline.user_biases, "user_id")
         queries, candidates = _with_component(queries, F.lit(1.0)), _with_component(users, F.col("bias"))
     exclude = seen.select(F.col("movie_id").alias("query_id"), F.col("user_id").alias("candidate_id"))
-    with top_n(queries, candidates, n, exclude, sizes) as lists:
-        named = lists.select(F.col("query_id").alias("movie_id"), "rank", F.col("candidate_id").alias("user_id"),
-                             "score")
-        if baseline is not None:
-            named = _reported(named, baseline.mu, baseline.movie_biases, "movie_id")
-        yield named.select("movie_id", "rank", "user_id", "score")
+    lists = top_n(queries, candidates, n, exclude, sizes)
+    named = lists.select(F.col("query_id").alias("movie_id"), "rank", F.col("candidate_id").alias("user_id"),
+                         "score")
+    if baseline is not None:
+        named = _reported(named, baseline.mu, baseline.movie_biases, "movie_id")
+    return named.select("movie_id", "rank", "user_id", "score")
 
 
-@contextmanager
-def similar_movies(item_factors: DataFrame, k: int, sizes: BlockSizes | None = None) -> Iterator[DataFrame]:
+def similar_movies(item_factors: DataFrame, k: int, sizes: BlockSizes | None = None) -> DataFrame:
     """Top-K movies by cosine similarity of item factors, the movie itself excluded:
     `(movie_id, rank, similar_movie_id, similarity)`. Zero vectors have no neighbours."""
     norm = F.sqrt(F.aggregate("features", F.lit(0.0), lambda acc, v: acc + v * v))
     unit = item_factors.where(norm > 0).select(
         "id", F.transform("features", lambda v: (v / norm).cast("float")).alias("features"))
     exclude = unit.select(F.col("id").alias("query_id"), F.col("id").alias("candidate_id"))
-    with top_n(unit, unit, k, exclude, sizes) as lists:
-        yield lists.select(F.col("query_id").alias("movie_id"), "rank",
-                           F.col("candidate_id").alias("similar_movie_id"), F.col("score").alias("similarity"))
+    lists = top_n(unit, unit, k, exclude, sizes)
+    return lists.select(F.col("query_id").alias("movie_id"), "rank",
+                       F.col("candidate_id").alias("similar_movie_id"), F.col("score").alias("similarity"))
 
 
 @dataclass(frozen=True)
@@ -168,10 +164,9 @@ def plan_users(user_factors: DataFrame, ratings: DataFrame, requested: DataFrame
     return UserPlan(table.where(F.col("reason").isNull()).select("user_id"), fallback)
 
 
-@contextmanager
-def fallback_lists(users: DataFrame, movie_biases: DataFrame, mu: float, seen: DataFrame, n: int,
+def fallback_lists(users: DataFrame, movie_biases: DataFrame, mu: float, seen: DataFrame | None, n: int,
                    user_biases: DataFrame | None = None, candidates: Candidates | None = None,
-                   sizes: BlockSizes | None = None) -> Iterator[DataFrame]:
+                   sizes: BlockSizes | None = None) -> DataFrame:
     """Cold-start lists from the damped bias model: each user's N unseen movies of highest b_i.
 
     users: (user_id). The damping (b_i = sum of residuals / (n_i + lambda_i)) pulls movies
@@ -182,12 +177,12 @@ def fallback_lists(users: DataFrame, movie_biases: DataFrame, mu: float, seen: D
         .select("id", F.array(F.lit(1.0).cast("float")).alias("features"))
     movies = movie_biases.select(F.col("movie_id").alias("id"), F.array(F.col("bias").cast("float")).alias("features"))
     movies = (candidates or Candidates()).apply(movies, "id")
-    exclude = seen.join(users.select("user_id").distinct(), "user_id", "left_semi") \
+    exclude = None if seen is None else seen.join(users.select("user_id").distinct(), "user_id", "left_semi") \
         .select(F.col("user_id").alias("query_id"), F.col("movie_id").alias("candidate_id"))
-    with top_n(queries, movies, n, exclude, sizes) as lists:
-        named = lists.select(F.col("query_id").alias("user_id"), "rank", F.col("candidate_id").alias("movie_id"),
-                             "score")
-        yield _reported(named, mu, user_biases, "user_id").select(*LIST_COLUMNS)
+    lists = top_n(queries, movies, n, exclude, sizes)
+    named = lists.select(F.col("query_id").alias("user_id"), "rank", F.col("candidate_id").alias("movie_id"),
+                         "score")
+    return _reported(named, mu, user_biases, "user_id").select(*LIST_COLUMNS)
 
 
 def favourite_genres(ratings: DataFrame, movies: DataFrame, count: int = 3, min_rating: float = 4.0) -> DataFrame:
@@ -214,10 +209,9 @@ def genre_rows(user_factors: DataFrame, item_factors: DataFrame, seen: DataFrame
     for genre in genres:
         fans = favourites.where(F.col("genre") == genre).select("user_id", "genre", "genre_rank")
         in_genre = movies.where(F.array_contains("genres", genre)).select("movie_id")
-        with ExitStack() as stack:
-            lists = stack.enter_context(recommend_for_users(
-                user_factors, item_factors, seen, n, baseline, fans, Candidates(allow=in_genre), sizes))
-            write(lists.join(F.broadcast(fans), "user_id")
-                  .select("user_id", "genre", "genre_rank", "rank", "movie_id", "score"))
+        lists = recommend_for_users(user_factors, item_factors, seen, n, baseline, fans, Candidates(allow=in_genre),
+                                    sizes)
+        write(lists.join(F.broadcast(fans), "user_id")
+              .select("user_id", "genre", "genre_rank", "rank", "movie_id", "score"))
         done.append(genre)
     return done

@@ -7,9 +7,10 @@ carries, CSR-like, the candidate ids its queries must never get (seen movies). B
 cross from the JVM to Python as Arrow batches and travel as one pickled binary cell each,
 so the pairing below moves whole blocks, never rows:
 
-    query blocks  x  candidate blocks   (a Spark cartesian product: one task per pair;
-                                          the candidate blocks are cached, so with one
-                                          candidate block this is a broadcast of the catalogue)
+    query blocks  x  candidate blocks   (a Spark cartesian product: one task per pair; each
+                                          task reads its two blocks from the shuffle that built
+                                          them, so with one candidate block every task gets
+                                          the whole catalogue, like a broadcast)
     task (q, c):  running top-N of block q updated by block c   (kernels.update_top_n)
     merge:        with more than one candidate block, the per-pair lists of each query are
                   merged by score (ties: smaller candidate id) in a window limited to N
@@ -28,12 +29,9 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -56,37 +54,25 @@ class BlockSizes:
             raise ValueError(f"block sizes must be >= 1, got {self.queries}, {self.candidates}")
 
 
-@contextmanager
 def top_n(queries: DataFrame, candidates: DataFrame, n: int, exclude: DataFrame | None = None,
-          sizes: BlockSizes | None = None) -> Iterator[DataFrame]:
+          sizes: BlockSizes | None = None) -> DataFrame:
     """Each query's N best candidates by dot product, as `(query_id, rank, candidate_id, score)`.
 
     queries, candidates: `(id, features)`; exclude: `(query_id, candidate_id)` pairs never
     recommended. A query gets min(N, candidates not excluded) rows, ranks 1.., ties broken by
-    the smaller candidate id. The frame is valid inside the `with` block, which keeps the
-    cached blocks it reads.
+    the smaller candidate id. Counts both inputs now (to size the blocks); the rest is lazy.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     sizes = sizes or BlockSizes()
     spark = queries.sparkSession
-    num_query_blocks = _num_blocks(queries, sizes.queries)
     num_candidate_blocks = _num_blocks(candidates, sizes.candidates)
-    query_blocks = _blocks(queries, num_query_blocks, exclude)
-    candidate_blocks = _blocks(candidates, num_candidate_blocks, None)
-    cached = [spark.createDataFrame(candidate_blocks, _BLOCK_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)]
-    query_frame = spark.createDataFrame(query_blocks, _BLOCK_SCHEMA)
-    if num_candidate_blocks > 1:  # each query block is read once per candidate block
-        query_frame = query_frame.persist(StorageLevel.MEMORY_AND_DISK)
-        cached.append(query_frame)
-    try:
-        pairs = query_frame.select(F.col("block").alias("q_block"), F.col("payload").alias("q_payload")) \
-            .crossJoin(cached[0].select(F.col("block").alias("c_block"), F.col("payload").alias("c_payload")))
-        lists = pairs.mapInArrow(lambda batches: _score_pairs(batches, n), RESULT_SCHEMA)
-        yield lists if num_candidate_blocks == 1 else _merge_lists(lists, n)
-    finally:
-        for frame in cached:
-            frame.unpersist()
+    query_blocks = spark.createDataFrame(_blocks(queries, _num_blocks(queries, sizes.queries), exclude), _BLOCK_SCHEMA)
+    candidate_blocks = spark.createDataFrame(_blocks(candidates, num_candidate_blocks, None), _BLOCK_SCHEMA)
+    pairs = query_blocks.select(F.col("block").alias("q_block"), F.col("payload").alias("q_payload")) \
+        .crossJoin(candidate_blocks.select(F.col("block").alias("c_block"), F.col("payload").alias("c_payload")))
+    lists = pairs.mapInArrow(lambda batches: _score_pairs(batches, n), RESULT_SCHEMA)
+    return lists if num_candidate_blocks == 1 else _merge_lists(lists, n)
 
 
 def _num_blocks(factors: DataFrame, block_size: int) -> int:
