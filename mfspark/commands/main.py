@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("mfspark.commands.train", "train block-partitioned ALS and write factors"),
     "compare-mllib": ("mfspark.commands.compare_mllib", "train ours and Spark MLlib ALS on the same split"),
     "pipeline": ("mfspark.commands.pipeline", "ingest, baseline, train, evaluate, recommend into ROOT/runs/<run>"),
+    "recommend": ("mfspark.commands.recommend", "top-N lists, audiences, similar movies, fold-in from a model"),
 }
 
 log = logging.getLogger("mfspark")

@@ -183,6 +183,13 @@ class BiasModel(Model):
         self.movie_biases.select("movie_id", "bias", "count").write.mode("overwrite").parquet(f"{path}/movies")
         write_json(spark, f"{path}/model.json", {"mu": self.mu, "params": asdict(self.params)})
 
+    def recommend_for_users(self, users: DataFrame | None, n: int, exclude: DataFrame | None = None) -> DataFrame:
+        """Damped-popularity lists (user_id, rank, movie_id, score): see mfspark.recommend.lists.fallback_lists."""
+        from mfspark.recommend.lists import fallback_lists
+
+        users = users if users is not None else self.user_biases.select("user_id")
+        return fallback_lists(users, self.movie_biases, self.mu, exclude, n, self.user_biases)
+
     @classmethod
     def load(cls, spark: SparkSession, path: str) -> BiasModel:
         meta = read_json(spark, f"{path}/model.json")

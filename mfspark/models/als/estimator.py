@@ -20,6 +20,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 from pyspark import RDD, Accumulator, StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -345,3 +346,26 @@ class ALSModel(Model):
                                 "iterations": [IterationLog(**it) for it in meta["history"]["iterations"]]})
         return cls(spark.read.parquet(f"{path}/users"), spark.read.parquet(f"{path}/items"), params, baseline,
                    history)
+
+    # Recommendation slots: thin delegates to mfspark.recommend (imported late: it builds on this package).
+    def recommend_for_users(self, users: DataFrame | None, n: int, exclude: DataFrame | None = None) -> DataFrame:
+        """Top-N (user_id, rank, movie_id, score) for `users` (user_id; None: all), never an `exclude` pair."""
+        from mfspark.recommend.lists import Baseline, recommend_for_users
+
+        baseline = Baseline.of(self.baseline) if self.params.biases else None
+        return recommend_for_users(self.user_factors, self.item_factors, exclude, n, baseline, users)
+
+    def similar_items(self, n: int) -> DataFrame:
+        """(movie_id, rank, similar_movie_id, similarity): top-n by cosine of the item factors."""
+        from mfspark.recommend.lists import similar_movies
+
+        return similar_movies(self.item_factors, n)
+
+    def fold_in(self, ratings) -> np.ndarray:
+        """A new user's factors from (movie_id, rating) rows (pandas or Spark DataFrame, or pairs), items fixed."""
+        from mfspark.recommend.foldin import fold_in, rating_pairs
+        from mfspark.recommend.lists import Baseline
+
+        baseline = Baseline.of(self.baseline) if self.params.biases else None
+        return fold_in(self.item_factors, rating_pairs(ratings), self.params.reg, baseline,
+                       self.params.nonnegative).factors

@@ -1,0 +1,171 @@
+"""`mfspark recommend`: top-N lists for every user (or a subset) from a `mfspark train` output.
+
+Outputs under OUT (committed atomically):
+  recommendations/   user_id int, rank int, movie_id int, score float   (every user, seen movies excluded)
+  fallback_users/    user_id int, reason string, ratings int            (who got a cold-start list, and why)
+  audiences/         movie_id int, rank int, user_id int, score float   (--audiences)
+  similar_movies/    movie_id int, rank int, similar_movie_id int, similarity float   (--similar K)
+  genre_rows/        user_id int, genre string, genre_rank int, rank int, movie_id int, score float (--genre-rows)
+With --ratings-file (no --out) it folds one new user in and prints that user's list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import re
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from mfspark.commands.args import read_ratings
+from mfspark.errors import InputError
+from mfspark.models.als.estimator import ALSModel
+from mfspark.models.bias import BiasModel, BiasParams
+from mfspark.recommend import lists as recs
+from mfspark.recommend.foldin import fold_in, folded_frames
+from mfspark.recommend.topn import BlockSizes
+from mfspark.runtime.storage import HadoopPaths, atomic_output
+
+log = logging.getLogger(__name__)
+
+FOLDED_USER_ID = -1
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="MODEL_DIR", help="a `mfspark train` output directory")
+    parser.add_argument("--input", required=True, metavar="INGEST_OUT",
+                        help="`mfspark ingest` output: every rated movie is excluded; titles come from its movies")
+    parser.add_argument("--out", help="output directory (replaced atomically); not needed with --ratings-file")
+    parser.add_argument("--top-n", type=int, default=10)
+    parser.add_argument("--users", metavar="FILE|IDS", help="only these users: a file of ids (one per line) or 1,2,3")
+    parser.add_argument("--allow-list", metavar="FILE", help="recommend only these movie ids (one per line)")
+    parser.add_argument("--block-list", metavar="FILE", help="never recommend these movie ids (one per line)")
+    parser.add_argument("--min-ratings", type=int, default=recs.DEFAULT_MIN_RATINGS,
+                        help="users with fewer ratings in --input get the damped-popularity list")
+    parser.add_argument("--audiences", action="store_true", help="also write the top-N users per movie")
+    parser.add_argument("--similar", type=int, metavar="K", help="also write each movie's K most similar movies")
+    parser.add_argument("--genre-rows", action="store_true", help="also write top-N per favourite genre (top 3)")
+    parser.add_argument("--ratings-file", metavar="CSV", help="fold in a new user (movie_id,rating lines) and print")
+    parser.add_argument("--show-user", type=int, help="user whose list is printed (default: the first)")
+    parser.add_argument("--user-block-size", type=int, default=BlockSizes().queries)
+    parser.add_argument("--item-block-size", type=int, default=BlockSizes().candidates)
+
+
+def run(args: argparse.Namespace, spark: SparkSession) -> dict:
+    model = ALSModel.load(spark, f"{args.model.rstrip('/')}/factors")
+    movies = spark.read.parquet(f"{args.input.rstrip('/')}/movies")
+    sizes = BlockSizes(args.user_block_size, args.item_block_size)
+    baseline = recs.Baseline.of(model.baseline) if model.params.biases else None
+    candidates = recs.Candidates(_id_frame(spark, args.allow_list, "--allow-list"),
+                                 _id_frame(spark, args.block_list, "--block-list"))
+    if args.ratings_file:
+        return _fold_in_and_print(spark, model, baseline, movies, candidates, sizes, args)
+    if not args.out:
+        raise InputError("--out is required (unless --ratings-file is given)")
+    ratings = read_ratings(spark, args.input).cache()
+    users = _id_frame(spark, args.users, "--users", column="user_id")
+    seen = ratings.select("user_id", "movie_id")
+    fallback_model = model.baseline or BiasModel.fit(ratings, BiasParams())
+    plan = recs.plan_users(model.user_factors, ratings, users, args.min_ratings)
+    result = {}
+    with atomic_output(spark, args.out) as staging:
+        recs.recommend_for_users(model.user_factors, model.item_factors, seen, args.top_n, baseline,
+                                 plan.model_users, candidates, sizes).write.parquet(f"{staging}/recommendations")
+        recs.fallback_lists(plan.fallback.select("user_id"), fallback_model.movie_biases, fallback_model.mu, seen,
+                            args.top_n, fallback_model.user_biases, candidates, sizes) \
+            .write.mode("append").parquet(f"{staging}/recommendations")
+        plan.fallback.write.parquet(f"{staging}/fallback_users")
+        if args.audiences:
+            recs.audiences(model.user_factors, model.item_factors, seen, args.top_n, baseline, sizes) \
+                .write.parquet(f"{staging}/audiences")
+        if args.similar:
+            recs.similar_movies(model.item_factors, args.similar, sizes).write.parquet(f"{staging}/similar_movies")
+        if args.genre_rows:
+            favourites = recs.favourite_genres(ratings, movies)
+            result["genres"] = len(recs.genre_rows(
+                model.user_factors, model.item_factors, seen, movies, favourites, args.top_n,
+                lambda frame: frame.write.mode("append").parquet(f"{staging}/genre_rows"), baseline, sizes))
+        written = spark.read.parquet(f"{staging}/recommendations")
+        result |= {"rows": written.count(), "users": written.select("user_id").distinct().count(),
+                   "fallback_users": spark.read.parquet(f"{staging}/fallback_users").count()}
+        shown = args.show_user if args.show_user is not None else _first_user(written)
+        if shown is not None:
+            _print_list(f"user {shown}", written.where(F.col("user_id") == shown), movies)
+    ratings.unpersist()
+    return result
+
+
+def _fold_in_and_print(spark: SparkSession, model: ALSModel, baseline, movies: DataFrame, candidates, sizes,
+                       args: argparse.Namespace) -> dict:
+    ratings = read_ratings_file(HadoopPaths(spark).read_text(args.ratings_file), args.ratings_file)
+    folded = fold_in(model.item_factors, ratings, model.params.reg, baseline, model.params.nonnegative)
+    users, seen, user_baseline = folded_frames(spark, FOLDED_USER_ID, folded, ratings, baseline)
+    lists = recs.recommend_for_users(users, model.item_factors, seen, args.top_n, user_baseline, None, candidates,
+                                     sizes)
+    _print_list(f"new user ({folded.used} of {len(ratings)} ratings used)", lists, movies)
+    return {"folded_ratings": folded.used, "bias": folded.bias}
+
+
+def _first_user(lists: DataFrame) -> int | None:
+    row = lists.agg(F.min("user_id")).first()
+    return row[0] if row else None
+
+
+def _print_list(heading: str, rows: DataFrame, movies: DataFrame) -> None:
+    """One user's list with titles and genres (a few rows reach the driver)."""
+    titled = rows.join(movies.select("movie_id", "title", "year", "genres"), "movie_id", "left") \
+        .orderBy("user_id", "rank").collect()
+    print(f"Top {len(titled)} for {heading}:")
+    for row in titled:
+        year = f" ({row['year']})" if row["year"] else ""
+        genres = "|".join(row["genres"] or [])
+        print(f"{row['rank']:>3}. {row['title']}{year}  [{genres}]  score {row['score']:.3f}")
+
+
+_ID_LIST = re.compile(r"^\d+(,\d+)*$")
+
+
+def _id_frame(spark: SparkSession, value: str | None, option: str, column: str = "movie_id") -> DataFrame | None:
+    """Ids from a comma list (`1,2,3`, --users only) or a file of one id per line ('#' comments, blanks ok)."""
+    if value is None:
+        return None
+    if column == "user_id" and _ID_LIST.match(value):
+        ids = [int(v) for v in value.split(",")]
+    else:
+        ids = parse_id_lines(HadoopPaths(spark).read_text(value), value, option)
+    return spark.createDataFrame([(i,) for i in sorted(set(ids))], f"{column} int")
+
+
+def parse_id_lines(text: str, source: str, option: str) -> list[int]:
+    ids = []
+    for number, line in enumerate(text.splitlines(), 1):
+        value = line.split("#", 1)[0].strip()
+        if not value:
+            continue
+        if not value.isdigit() or int(value) >= 2**31:
+            raise InputError(f"{option} {source}:{number}: expected an id (non-negative int), got '{value}'")
+        ids.append(int(value))
+    return ids
+
+
+def read_ratings_file(text: str, source: str) -> list[tuple[int, float]]:
+    """(movie_id, rating) pairs from CSV lines `movie_id,rating` (a header line movie_id/movieId,rating is skipped)."""
+    pairs = []
+    for number, fields in enumerate(csv.reader(io.StringIO(text)), 1):
+        if not fields or not "".join(fields).strip():
+            continue
+        if number == 1 and fields[0].strip().lower() in ("movie_id", "movieid"):
+            continue
+        try:
+            if len(fields) != 2:
+                raise ValueError
+            movie_id, rating = int(fields[0]), float(fields[1])
+        except ValueError:
+            raise InputError(f"{source}:{number}: expected movie_id,rating, got '{','.join(fields)}'") from None
+        pairs.append((movie_id, rating))
+    if not pairs:
+        raise InputError(f"{source}: no ratings")
+    return pairs

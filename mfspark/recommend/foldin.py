@@ -1,0 +1,74 @@
+"""Fold-in: factors for a user the model was not trained with, from a few (movie, rating) pairs.
+
+Training's last half-step solves every user against the final item factors; fold-in runs
+that same half-step for one more user, with the training kernel
+(`models.als.kernels.solve_block`: (Y^T Y + reg * n_u * I) x = Y^T r, ALS-WR). With a bias
+baseline the user's bias comes first, as the baseline's own user update does
+(b_u = sum(r - mu - b_i) / (n_u + lambda_u)), and the factors fit what the baseline leaves.
+Only the rated movies' factor rows reach the driver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from mfspark.errors import InputError
+from mfspark.models.als.kernels import solve_block
+from mfspark.recommend.lists import Baseline
+
+
+@dataclass(frozen=True)
+class FoldedUser:
+    factors: np.ndarray  # (rank,) float32
+    bias: float  # b_u (0 without a baseline)
+    used: int  # ratings of movies the model knows (the others are ignored)
+
+
+def fold_in(item_factors: DataFrame, ratings: list[tuple[int, float]], reg: float, baseline: Baseline | None = None,
+            nonnegative: bool = False) -> FoldedUser:
+    """The user's factors (and bias) from `ratings` [(movie_id, rating)], item factors fixed."""
+    if not ratings:
+        raise InputError("fold-in needs at least one (movie_id, rating)")
+    by_movie = dict(ratings)  # a movie rated twice: the last rating counts
+    ids = sorted(by_movie)
+    rows = item_factors.where(F.col("id").isin(ids)).select("id", "features").collect()
+    known = {row["id"]: np.asarray(row["features"], np.float32) for row in rows}
+    movie_ids = [m for m in ids if m in known]
+    if not movie_ids:
+        raise InputError(f"none of the {len(ids)} rated movies is known to the model (e.g. movie_id {ids[0]})")
+    factors = np.vstack([known[m] for m in movie_ids])
+    values = np.array([by_movie[m] for m in movie_ids], np.float64)
+    bias = 0.0
+    if baseline is not None:
+        biases = {row["movie_id"]: row["bias"] for row in
+                  baseline.movie_biases.where(F.col("movie_id").isin(movie_ids)).select("movie_id", "bias").collect()}
+        movie_bias = np.array([biases.get(m, 0.0) for m in movie_ids])
+        bias = float(np.sum(values - baseline.mu - movie_bias) / (len(values) + baseline.lambda_u))
+        values = values - baseline.mu - bias - movie_bias
+    solution = solve_block(np.array([0, len(movie_ids)]), np.arange(len(movie_ids)), values.astype(np.float32),
+                           factors, reg, nonnegative)
+    return FoldedUser(solution.factors[0].astype(np.float32), bias, len(movie_ids))
+
+
+def rating_pairs(ratings) -> list[tuple[int, float]]:
+    """[(movie_id, rating)] from pairs, a pandas DataFrame or a (small) Spark DataFrame with those columns."""
+    if isinstance(ratings, list):
+        return [(int(m), float(r)) for m, r in ratings]
+    if hasattr(ratings, "sparkSession"):
+        return [(int(row[0]), float(row[1])) for row in ratings.select("movie_id", "rating").collect()]
+    return [(int(m), float(r)) for m, r in zip(ratings["movie_id"], ratings["rating"])]
+
+
+def folded_frames(spark, user_id: int, folded: FoldedUser, ratings: list[tuple[int, float]],
+                  baseline: Baseline | None) -> tuple[DataFrame, DataFrame, Baseline | None]:
+    """(user factors, seen pairs, baseline) frames for the folded user, to score with `recommend_for_users`."""
+    users = spark.createDataFrame([(user_id, folded.factors.tolist())], "id int, features array<float>")
+    seen = spark.createDataFrame([(user_id, int(m)) for m, _ in ratings], "user_id int, movie_id int")
+    if baseline is not None:
+        user_bias = spark.createDataFrame([(user_id, folded.bias)], "user_id int, bias double")
+        baseline = Baseline(baseline.mu, user_bias, baseline.movie_biases, baseline.lambda_u)
+    return users, seen, baseline

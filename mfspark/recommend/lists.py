@@ -1,0 +1,217 @@
+"""Recommendation lists over a model's factors: top-N per user, audiences, similar movies,
+cold-start fallback and genre rows, all computed by the blockwise engine in `topn`.
+
+Inputs are factor DataFrames `(id, features)` and, for biased models, the baseline's mu and
+bias tables `(user_id, bias, ...)`, `(movie_id, bias, ...)`. A biased model predicts
+mu + b_u + b_i + x.y; within one user's list only b_i + x.y matters, so items are scored
+with the augmented factors [y, b_i] against [x, 1] and mu + b_u is added to the reported
+score afterwards (the lists are the full model's, and so are the scores).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from mfspark.recommend.topn import BlockSizes, top_n
+
+LIST_COLUMNS = ("user_id", "rank", "movie_id", "score")
+# Users with fewer input ratings than this get the cold-start list (see README: light users).
+DEFAULT_MIN_RATINGS = 1
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The bias part of a model: mu, (user_id, bias) and (movie_id, bias) tables, the user bias damping."""
+
+    mu: float
+    user_biases: DataFrame
+    movie_biases: DataFrame
+    lambda_u: float = 0.0
+
+    @classmethod
+    def of(cls, bias_model) -> Baseline | None:
+        """From a `BiasModel` (or None)."""
+        if bias_model is None:
+            return None
+        return cls(bias_model.mu, bias_model.user_biases, bias_model.movie_biases, bias_model.params.lambda_u)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Which movies may be recommended: an allow-list (only these) and a block-list (never these)."""
+
+    allow: DataFrame | None = None  # (movie_id)
+    block: DataFrame | None = None  # (movie_id)
+
+    def apply(self, movies: DataFrame, id_col: str = "movie_id") -> DataFrame:
+        if self.allow is not None:
+            movies = movies.join(self.allow.select(F.col("movie_id").alias(id_col)).distinct(), id_col, "left_semi")
+        if self.block is not None:
+            movies = movies.join(self.block.select(F.col("movie_id").alias(id_col)), id_col, "left_anti")
+        return movies
+
+
+def _with_component(factors: DataFrame, value: Column) -> DataFrame:
+    return factors.select("id", F.concat("features", F.array(value.cast("float"))).alias("features"))
+
+
+def _bias_of(factors: DataFrame, biases: DataFrame, id_col: str) -> DataFrame:
+    """factors plus their bias as column `bias` (0 where the table has none)."""
+    table = F.broadcast(biases.select(F.col(id_col).alias("id"), F.col("bias").alias("_bias")))
+    return factors.join(table, "id", "left").select("id", "features", F.coalesce("_bias", F.lit(0.0)).alias("bias"))
+
+
+def scoring_factors(user_factors: DataFrame, item_factors: DataFrame,
+                    baseline: Baseline | None) -> tuple[DataFrame, DataFrame]:
+    """(users, items) factors whose dot product ranks as the model does: [x, 1] . [y, b_i] with biases."""
+    if baseline is None:
+        return user_factors.select("id", "features"), item_factors.select("id", "features")
+    items = _bias_of(item_factors.select("id", "features"), baseline.movie_biases, "movie_id")
+    return _with_component(user_factors, F.lit(1.0)), _with_component(items, F.col("bias"))
+
+
+def _reported(lists: DataFrame, mu: float, biases: DataFrame | None, key: str) -> DataFrame:
+    """lists' scores plus mu + the bias of each row's `key` (user or movie; 0 where unknown)."""
+    bias = F.lit(0.0)
+    if biases is not None:
+        lists = lists.join(F.broadcast(biases.select(F.col(key), F.col("bias").alias("_bias"))), key, "left")
+        bias = F.coalesce(F.col("_bias"), F.lit(0.0))
+    return lists.withColumn("score", (F.col("score") + F.lit(mu) + bias).cast("float")).drop("_bias")
+
+
+def recommend_for_users(user_factors: DataFrame, item_factors: DataFrame, seen: DataFrame | None, n: int,
+                        baseline: Baseline | None = None, users: DataFrame | None = None,
+                        candidates: Candidates | None = None, sizes: BlockSizes | None = None) -> DataFrame:
+    """Top-N unseen movies per user: `(user_id, rank, movie_id, score)`.
+
+    seen: (user_id, movie_id) pairs never recommended (every rating of the input); users:
+    optional (user_id) subset (duplicates collapse; users without factors get no rows
+    here, see `fallback_lists`).
+    """
+    queries, items = scoring_factors(user_factors, item_factors, baseline)
+    if users is not None:
+        subset = users.select(F.col("user_id").cast("int")).distinct()
+        queries = queries.join(subset.withColumnRenamed("user_id", "id"), "id", "left_semi")
+        seen = seen.join(subset, "user_id", "left_semi") if seen is not None else None
+    items = (candidates or Candidates()).apply(items, "id")
+    exclude = None if seen is None else \
+        seen.select(F.col("user_id").alias("query_id"), F.col("movie_id").alias("candidate_id"))
+    lists = top_n(queries, items, n, exclude, sizes)
+    named = lists.select(F.col("query_id").alias("user_id"), "rank", F.col("candidate_id").alias("movie_id"),
+                         "score")
+    if baseline is not None:
+        named = _reported(named, baseline.mu, baseline.user_biases, "user_id")
+    return named.select(*LIST_COLUMNS)
+
+
+def audiences(user_factors: DataFrame, item_factors: DataFrame, seen: DataFrame, n: int,
+              baseline: Baseline | None = None, sizes: BlockSizes | None = None) -> DataFrame:
+    """Top-N users per movie among those who have not rated it: `(movie_id, rank, user_id, score)`.
+
+    The same engine with the roles swapped; with biases the users carry b_u ([x, b_u] . [y, 1])
+    and mu + b_i is added to the reported score.
+    """
+    queries, candidates = item_factors.select("id", "features"), user_factors.select("id", "features")
+    if baseline is not None:
+        users = _bias_of(candidates, baseline.user_biases, "user_id")
+        queries, candidates = _with_component(queries, F.lit(1.0)), _with_component(users, F.col("bias"))
+    exclude = seen.select(F.col("movie_id").alias("query_id"), F.col("user_id").alias("candidate_id"))
+    lists = top_n(queries, candidates, n, exclude, sizes)
+    named = lists.select(F.col("query_id").alias("movie_id"), "rank", F.col("candidate_id").alias("user_id"),
+                         "score")
+    if baseline is not None:
+        named = _reported(named, baseline.mu, baseline.movie_biases, "movie_id")
+    return named.select("movie_id", "rank", "user_id", "score")
+
+
+def similar_movies(item_factors: DataFrame, k: int, sizes: BlockSizes | None = None) -> DataFrame:
+    """Top-K movies by cosine similarity of item factors, the movie itself excluded:
+    `(movie_id, rank, similar_movie_id, similarity)`. Zero vectors have no neighbours."""
+    norm = F.sqrt(F.aggregate("features", F.lit(0.0), lambda acc, v: acc + v * v))
+    unit = item_factors.where(norm > 0).select(
+        "id", F.transform("features", lambda v: (v / norm).cast("float")).alias("features"))
+    exclude = unit.select(F.col("id").alias("query_id"), F.col("id").alias("candidate_id"))
+    lists = top_n(unit, unit, k, exclude, sizes)
+    return lists.select(F.col("query_id").alias("movie_id"), "rank",
+                       F.col("candidate_id").alias("similar_movie_id"), F.col("score").alias("similarity"))
+
+
+@dataclass(frozen=True)
+class UserPlan:
+    """Who gets a model list and who a cold-start list (with the reason)."""
+
+    model_users: DataFrame | None  # (user_id); None: every user with factors
+    fallback: DataFrame  # (user_id, reason 'unknown' | 'few_ratings', ratings)
+
+
+def plan_users(user_factors: DataFrame, ratings: DataFrame, requested: DataFrame | None,
+               min_ratings: int) -> UserPlan:
+    """Split the requested users (default: every user with factors or ratings) by whether the
+    model knows them and they have at least `min_ratings` ratings."""
+    counts = ratings.groupBy("user_id").agg(F.count(F.lit(1)).cast("int").alias("ratings"))
+    known = user_factors.select(F.col("id").alias("user_id"), F.lit(True).alias("_known"))
+    wanted = requested.select("user_id").distinct() if requested is not None \
+        else counts.select("user_id").union(known.select("user_id")).distinct()
+    table = wanted.join(counts, "user_id", "left").fillna(0, subset=["ratings"]).join(known, "user_id", "left")
+    reason = F.when(F.col("_known").isNull(), "unknown").when(F.col("ratings") < min_ratings, "few_ratings")
+    table = table.withColumn("reason", reason)
+    fallback = table.where(F.col("reason").isNotNull()).select("user_id", "reason", "ratings")
+    if requested is None and min_ratings <= 0:
+        return UserPlan(None, fallback)
+    return UserPlan(table.where(F.col("reason").isNull()).select("user_id"), fallback)
+
+
+def fallback_lists(users: DataFrame, movie_biases: DataFrame, mu: float, seen: DataFrame | None, n: int,
+                   user_biases: DataFrame | None = None, candidates: Candidates | None = None,
+                   sizes: BlockSizes | None = None) -> DataFrame:
+    """Cold-start lists from the damped bias model: each user's N unseen movies of highest b_i.
+
+    users: (user_id). The damping (b_i = sum of residuals / (n_i + lambda_i)) pulls movies
+    with few ratings towards the mean, so two five-star ratings do not top the list. The
+    reported score is the baseline prediction mu + b_u + b_i.
+    """
+    queries = users.select(F.col("user_id").cast("int").alias("id")).distinct() \
+        .select("id", F.array(F.lit(1.0).cast("float")).alias("features"))
+    movies = movie_biases.select(F.col("movie_id").alias("id"), F.array(F.col("bias").cast("float")).alias("features"))
+    movies = (candidates or Candidates()).apply(movies, "id")
+    exclude = None if seen is None else seen.join(users.select("user_id").distinct(), "user_id", "left_semi") \
+        .select(F.col("user_id").alias("query_id"), F.col("movie_id").alias("candidate_id"))
+    lists = top_n(queries, movies, n, exclude, sizes)
+    named = lists.select(F.col("query_id").alias("user_id"), "rank", F.col("candidate_id").alias("movie_id"),
+                         "score")
+    return _reported(named, mu, user_biases, "user_id").select(*LIST_COLUMNS)
+
+
+def favourite_genres(ratings: DataFrame, movies: DataFrame, count: int = 3, min_rating: float = 4.0) -> DataFrame:
+    """(user_id, genre, genre_rank): each user's `count` genres with the most ratings >= min_rating
+    (ties: alphabetical)."""
+    from pyspark.sql import Window
+
+    liked = ratings.where(F.col("rating") >= min_rating).join(movies.select("movie_id", "genres"), "movie_id")
+    per_genre = liked.select("user_id", F.explode("genres").alias("genre")).groupBy("user_id", "genre").count()
+    order = Window.partitionBy("user_id").orderBy(F.col("count").desc(), F.col("genre"))
+    return per_genre.withColumn("genre_rank", F.row_number().over(order)).where(F.col("genre_rank") <= count) \
+        .select("user_id", "genre", "genre_rank")
+
+
+def genre_rows(user_factors: DataFrame, item_factors: DataFrame, seen: DataFrame, movies: DataFrame,
+               favourites: DataFrame, n: int, write, baseline: Baseline | None = None,
+               sizes: BlockSizes | None = None) -> list[str]:
+    """Per user, the top N unseen movies within each favourite genre (`favourite_genres`), scored as
+    `recommend_for_users`; one engine run per genre over that genre's movies and the users who
+    favour it. `write(frame)` is called with each genre's `(user_id, genre, genre_rank, rank,
+    movie_id, score)` rows; returns the genres done."""
+    genres = [row["genre"] for row in favourites.select("genre").distinct().orderBy("genre").collect()]
+    done = []
+    for genre in genres:
+        fans = favourites.where(F.col("genre") == genre).select("user_id", "genre", "genre_rank")
+        in_genre = movies.where(F.array_contains("genres", genre)).select("movie_id")
+        lists = recommend_for_users(user_factors, item_factors, seen, n, baseline, fans, Candidates(allow=in_genre),
+                                    sizes)
+        write(lists.join(F.broadcast(fans), "user_id")
+              .select("user_id", "genre", "genre_rank", "rank", "movie_id", "score"))
+        done.append(genre)
+    return done

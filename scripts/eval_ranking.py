@@ -1,0 +1,118 @@
+"""Ranking quality of the recommendation lists: popularity, bias baseline, plain ALS, biased ALS.
+
+For each split (per-user temporal: each user's latest 20%; random 80/20, seed 42) every model
+is fitted on the training part and recommends 10 movies per user with that user's training
+movies excluded (evaluation excludes only the training part); precision@10, recall@10,
+NDCG@10, MAP@10 (relevant: test rating >= 4) and catalog coverage come from
+`mfspark.evaluation.metrics.ranking_metrics`.
+
+Light users: ml-latest-small has no user with fewer than 20 ratings, so light users are made:
+a random 20% of users (seed 7) keep only their earliest 3 training ratings (temporal split).
+The models are refitted on that training set and, over those users, the model's list is
+compared with the damped-popularity fallback (the bias model's b_i), which picks `--min-ratings`.
+
+    python scripts/eval_ranking.py --input out/ml-latest-small --out benchmarks/results/ranking.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from pyspark.sql import Window
+from pyspark.sql import functions as F
+
+REPO = Path(__file__).resolve().parents[1]
+LIGHT_KEEP = 3
+LIGHT_SHARE = 0.2
+
+
+def lists_for(model_name: str, train, n: int, rank: int, reg: float):
+    """One model's lists for the users of `train`, their training movies excluded."""
+    from mfspark.models.als.estimator import ALS
+    from mfspark.models.bias import BiasModel
+    from mfspark.recommend.lists import Baseline, fallback_lists, recommend_for_users
+
+    seen = train.select("user_id", "movie_id")
+    users = train.select("user_id").distinct()
+    if model_name == "popularity":
+        counts = train.groupBy("movie_id").agg(F.count(F.lit(1)).cast("double").alias("bias"))
+        return fallback_lists(users, counts, 0.0, seen, n)
+    if model_name == "bias baseline":
+        bias = BiasModel.fit(train)
+        return fallback_lists(users, bias.movie_biases, bias.mu, seen, n, bias.user_biases)
+    biased = model_name == "biased ALS"
+    model = ALS(rank=rank, reg=reg, max_iter=10, biases=biased, seed=1).fit(train)
+    return recommend_for_users(model.user_factors, model.item_factors, seen, n,
+                               Baseline.of(model.baseline) if biased else None)
+
+
+def evaluate(lists, test, n: int, catalog: int, users=None) -> dict:
+    from mfspark.evaluation.metrics import ranking_metrics
+
+    lists = lists.cache()
+    if users is not None:
+        lists, test = (frame.join(users, "user_id", "left_semi") for frame in (lists, test))
+    metrics = ranking_metrics(lists, test, n, catalog_size=catalog)
+    lists.unpersist()
+    return metrics
+
+
+def make_light(train, seed: int = 7):
+    """A random LIGHT_SHARE of users keep only their earliest LIGHT_KEEP training ratings; returns (train, users)."""
+    users = train.select("user_id").distinct().where(F.rand(seed) < LIGHT_SHARE).cache()
+    first = Window.partitionBy("user_id").orderBy("rated_at", "movie_id")
+    numbered = train.withColumn("_i", F.row_number().over(first)).join(
+        users.withColumn("_light", F.lit(True)), "user_id", "left")
+    kept = numbered.where(F.col("_light").isNull() | (F.col("_i") <= LIGHT_KEEP)).drop("_i", "_light")
+    return kept.cache(), users
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input", required=True, help="`mfspark ingest` output of ml-latest-small")
+    parser.add_argument("--rank", type=int, default=10)
+    parser.add_argument("--reg", type=float, default=0.1)
+    parser.add_argument("--top-n", type=int, default=10)
+    parser.add_argument("--out", type=Path, help="write the markdown table here")
+    args = parser.parse_args()
+    from mfspark.evaluation import split as splits
+    from mfspark.runtime.session import build_session, load_profile
+
+    spark = build_session(load_profile("local", Path("/tmp"), conf_dir=REPO / "conf"), "eval-ranking")
+    ratings = spark.read.parquet(f"{args.input}/ratings").cache()
+    catalog = ratings.select("movie_id").distinct().count()
+    models = ["popularity", "bias baseline", "plain ALS", "biased ALS"]
+    rows, started = [], time.perf_counter()
+    for split in (splits.temporal_split(ratings, 0.2), splits.random_split(ratings, 0.2, 42)):
+        train, test = split.train.cache(), split.test.cache()
+        for name in models:
+            metrics = evaluate(lists_for(name, train, args.top_n, args.rank, args.reg), test, args.top_n, catalog)
+            rows.append((split.name, name, metrics))
+            print(split.name, name, metrics, flush=True)
+    temporal = splits.temporal_split(ratings, 0.2)
+    light_train, light_users = make_light(temporal.train.cache())
+    test = temporal.test.cache()
+    for name in ("bias baseline", "plain ALS", "biased ALS"):
+        metrics = evaluate(lists_for(name, light_train, args.top_n, args.rank, args.reg), test, args.top_n,
+                           catalog, light_users)
+        rows.append((f"temporal, light users ({LIGHT_KEEP} training ratings)", name, metrics))
+        print("light", name, metrics, flush=True)
+    spark.stop()
+    k = args.top_n
+    lines = [f"Command: `python scripts/eval_ranking.py --input {args.input} --rank {args.rank} --reg {args.reg}` "
+             f"({time.perf_counter() - started:.0f} s)", "",
+             f"| split | model | precision@{k} | recall@{k} | NDCG@{k} | MAP@{k} | coverage@{k} | users |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for split_name, name, m in rows:
+        lines.append(f"| {split_name} | {name} | {m[f'precision@{k}']:.4f} | {m[f'recall@{k}']:.4f} | "
+                     f"{m[f'ndcg@{k}']:.4f} | {m[f'map@{k}']:.4f} | {m[f'coverage@{k}']:.4f} | {m['users']} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

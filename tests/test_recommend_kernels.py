@@ -1,0 +1,85 @@
+"""Blockwise top-N kernel against brute-force numpy top-N (exact: small integer factors, so ties are real)."""
+
+import numpy as np
+import pytest
+
+from mfspark.recommend import kernels
+from mfspark.recommend.kernels import TopN, update_top_n
+
+
+def brute_force(queries, ids, candidates, excluded, n):
+    """Every score, excluded ones dropped, sorted by (score desc, id asc), first n."""
+    scores = queries.astype(np.float64) @ candidates.T.astype(np.float64)
+    lists = []
+    for q in range(len(queries)):
+        keep = ~np.isin(ids, excluded[q])
+        order = np.lexsort((ids[keep], -scores[q][keep]))[:n]
+        lists.append((ids[keep][order], scores[q][keep][order]))
+    return lists
+
+
+def integer_problem(seed, num_queries=40, num_candidates=300, rank=3):
+    rng = np.random.default_rng(seed)
+    queries = rng.integers(-2, 3, (num_queries, rank)).astype(np.float32)
+    candidates = rng.integers(-2, 3, (num_candidates, rank)).astype(np.float32)
+    ids = rng.choice(100_000, num_candidates, replace=False)  # unsorted, sparse ids
+    excluded = [np.sort(rng.choice(ids, rng.integers(0, 40), replace=False)) for _ in range(num_queries)]
+    return queries, ids, candidates, excluded
+
+
+def exclusions(excluded):
+    return np.concatenate([[0], np.cumsum([len(e) for e in excluded])]), np.concatenate(excluded)
+
+
+@pytest.mark.parametrize("n", [1, 10, 299, 1000])
+@pytest.mark.parametrize("num_blocks", [1, 3])
+def test_blockwise_top_n_equals_brute_force_with_ties(n, num_blocks, monkeypatch):
+    monkeypatch.setattr(kernels, "TILE", 7)  # tiles smaller than n: the list spans many tiles and blocks
+    queries, ids, candidates, excluded = integer_problem(seed=n + num_blocks)
+    indptr, excluded_ids = exclusions(excluded)
+    top = TopN.empty(len(queries), n)
+    for block in np.array_split(np.arange(len(ids)), num_blocks):
+        update_top_n(top, queries, ids[block], candidates[block], indptr, excluded_ids)
+    expected = brute_force(queries, ids, candidates, excluded, n)
+    scores = queries @ candidates.T
+    assert len(np.unique(scores)) < scores.size / 10  # many ties
+    for q, (want_ids, want_scores) in enumerate(expected):
+        count = top.counts[q]
+        assert count == min(n, len(ids) - len(excluded[q]))
+        np.testing.assert_array_equal(top.ids[q, :count], want_ids)
+        np.testing.assert_array_equal(top.scores[q, :count], want_scores)
+
+
+def test_excluded_candidates_never_appear_even_when_best():
+    queries = np.array([[1.0, 0.0]], np.float32)
+    candidates = np.array([[5.0, 0.0], [4.0, 0.0], [3.0, 0.0]], np.float32)
+    top = TopN.empty(1, 2)
+    update_top_n(top, queries, np.array([10, 20, 30]), candidates, np.array([0, 1]), np.array([10]))
+    np.testing.assert_array_equal(top.ids[0], [20, 30])
+    np.testing.assert_array_equal(top.scores[0], [4.0, 3.0])
+
+
+def test_flat_lists_ranks_and_skips_unfilled_slots():
+    top = TopN.empty(2, 3)
+    update_top_n(top, np.array([[1.0], [-1.0]], np.float32), np.array([7, 8]), np.array([[2.0], [1.0]], np.float32))
+    rows, ranks, ids, scores = top.flat()
+    np.testing.assert_array_equal(rows, [0, 0, 1, 1])
+    np.testing.assert_array_equal(ranks, [1, 2, 1, 2])
+    np.testing.assert_array_equal(ids, [7, 8, 8, 7])
+    np.testing.assert_array_equal(scores, [2.0, 1.0, -1.0, -2.0])
+
+
+def test_norm_bound_pruning_keeps_exact_results_on_real_valued_factors():
+    rng = np.random.default_rng(3)
+    queries = rng.standard_normal((200, 10)).astype(np.float32)
+    candidates = (rng.standard_normal((5000, 10)) * rng.lognormal(0, 0.7, (5000, 1))).astype(np.float32)
+    ids = np.arange(5000)
+    top = TopN.empty(200, 10)
+    update_top_n(top, queries, ids, candidates)
+    reference = np.argsort(-(queries @ candidates.T), axis=1, kind="stable")[:, :10]
+    np.testing.assert_array_equal(top.ids, reference)
+
+
+def test_n_must_be_positive():
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        TopN.empty(3, 0)
