@@ -23,7 +23,6 @@ from pyspark.sql import functions as F
 from mfspark.commands.args import read_ratings
 from mfspark.errors import InputError
 from mfspark.models.als.estimator import ALSModel
-from mfspark.models.bias import BiasModel, BiasParams
 from mfspark.recommend import lists as recs
 from mfspark.recommend.foldin import fold_in, folded_frames
 from mfspark.recommend.topn import BlockSizes
@@ -68,16 +67,9 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
     ratings = read_ratings(spark, args.input).cache()
     users = _id_frame(spark, args.users, "--users", column="user_id")
     seen = ratings.select("user_id", "movie_id")
-    fallback_model = model.baseline or BiasModel.fit(ratings, BiasParams())
-    plan = recs.plan_users(model.user_factors, ratings, users, args.min_ratings)
     result = {}
     with atomic_output(spark, args.out) as staging:
-        recs.recommend_for_users(model.user_factors, model.item_factors, seen, args.top_n, baseline,
-                                 plan.model_users, candidates, sizes).write.parquet(f"{staging}/recommendations")
-        recs.fallback_lists(plan.fallback.select("user_id"), fallback_model.movie_biases, fallback_model.mu, seen,
-                            args.top_n, fallback_model.user_biases, candidates, sizes) \
-            .write.mode("append").parquet(f"{staging}/recommendations")
-        plan.fallback.write.parquet(f"{staging}/fallback_users")
+        recs.write_top_n(model, ratings, staging, args.top_n, args.min_ratings, users, candidates, sizes)
         if args.audiences:
             recs.audiences(model.user_factors, model.item_factors, seen, args.top_n, baseline, sizes) \
                 .write.parquet(f"{staging}/audiences")

@@ -68,7 +68,7 @@ class PipelineConfig:
     max_reject_fraction: float = DEFAULT_MAX_REJECT_FRACTION
     split: SplitParams = SplitParams()
     bias: BiasParams = BiasParams()
-    als: ALSParams = field(default_factory=lambda: ALSParams(biases=True, cold_start="baseline"))
+    als: ALSParams = field(default_factory=lambda: ALSParams(biases=True))
     top_n: int = 10  # 0: no recommend stage
     force: bool = False
     max_input_age_hours: float | None = None  # stale-input check, off when None
@@ -155,10 +155,14 @@ def run_recommend(ctx: StageContext, out: Path) -> dict:
 
 
 def recommend_top_n(spark: SparkSession, model_dir: str, ingest_dir: str, out_dir: str, top_n: int) -> int:
-    """Each user's `top_n` unrated movies from the model in `model_dir`, as Parquet under `out_dir`;
-    returns the number of rows. To be wired to `mfspark.recommend`'s library function."""
-    raise ConfigError("the recommend stage needs mfspark.recommend's top-N function, not in this build: "
-                      "run with --top-n 0 to stop after evaluate")
+    """Each user's `top_n` unrated movies from the model in `model_dir` (cold-start users: damped popularity),
+    as Parquet under `out_dir`; returns the number of rows."""
+    from mfspark.recommend.lists import write_top_n
+
+    model = ALSModel.load(spark, model_dir)
+    ratings = spark.read.parquet(f"{ingest_dir}/ratings").select("user_id", "movie_id", "rating")
+    write_top_n(model, ratings, out_dir, top_n)
+    return spark.read.parquet(f"{out_dir}/recommendations").count()
 
 
 def build_stages(config: PipelineConfig) -> list[Stage]:

@@ -215,3 +215,24 @@ def genre_rows(user_factors: DataFrame, item_factors: DataFrame, seen: DataFrame
               .select("user_id", "genre", "genre_rank", "rank", "movie_id", "score"))
         done.append(genre)
     return done
+
+
+def write_top_n(model, ratings: DataFrame, out_dir: str, n: int, min_ratings: int = DEFAULT_MIN_RATINGS,
+                users: DataFrame | None = None, candidates: Candidates | None = None,
+                sizes: BlockSizes | None = None) -> UserPlan:
+    """Write `out_dir/recommendations` (model lists, then the cold-start users' damped-popularity lists) and
+    `out_dir/fallback_users`; every movie in `ratings` a user rated is excluded. One function for the
+    `recommend` command and the pipeline's recommend stage, so both write the same lists."""
+    from mfspark.models.bias import BiasModel, BiasParams
+
+    seen = ratings.select("user_id", "movie_id")
+    baseline = Baseline.of(model.baseline) if model.params.biases else None
+    fallback_model = model.baseline or BiasModel.fit(ratings, BiasParams())
+    plan = plan_users(model.user_factors, ratings, users, min_ratings)
+    recommend_for_users(model.user_factors, model.item_factors, seen, n, baseline, plan.model_users, candidates,
+                        sizes).write.parquet(f"{out_dir}/recommendations")
+    fallback_lists(plan.fallback.select("user_id"), fallback_model.movie_biases, fallback_model.mu, seen, n,
+                   fallback_model.user_biases, candidates, sizes).write.mode("append").parquet(
+        f"{out_dir}/recommendations")
+    plan.fallback.write.parquet(f"{out_dir}/fallback_users")
+    return plan
