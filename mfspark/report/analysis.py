@@ -81,13 +81,18 @@ def global_mean_row(split: Split) -> dict:
                        split.test.withColumn("prediction", F.lit(mu)), time.perf_counter() - started)
 
 
-def bias_row(split: Split, params: BiasParams) -> tuple[dict, BiasModel]:
+def bias_row(split: Split, model: ALSModel) -> tuple[dict, BiasModel]:
+    """The damped bias model: the trained model's own baseline when it has one (fitted on the same training
+    ratings), else fitted here with `mfspark baseline`'s defaults."""
     started = time.perf_counter()
-    biases = BiasModel.fit(split.train, params)
-    seconds = time.perf_counter() - started
-    row = _scored_row("biases", f"mu + b_u + b_i, damped (lambda_u = {params.lambda_u:g}, "
-                      f"lambda_i = {params.lambda_i:g}), the `mfspark baseline` model",
-                      biases.predict(split.test), seconds)
+    biases = model.baseline
+    origin = "the trained model's own baseline"
+    if biases is None:
+        biases = BiasModel.fit(split.train, BiasParams())
+        origin = "fitted here with `mfspark baseline`'s defaults"
+    p = biases.params
+    row = _scored_row("biases", f"mu + b_u + b_i, damped (lambda_u = {p.lambda_u:g}, lambda_i = {p.lambda_i:g}, "
+                      f"{p.sweeps} sweeps), {origin}", biases.predict(split.test), time.perf_counter() - started)
     return row, biases
 
 

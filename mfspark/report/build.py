@@ -19,7 +19,6 @@ from pyspark.sql import functions as F
 from mfspark.errors import ConfigError, InputError
 from mfspark.evaluation import split as splits
 from mfspark.models.als.estimator import ALSModel
-from mfspark.models.bias import BiasParams
 from mfspark.report import analysis, figures
 from mfspark.report import sweep as sweeps
 from mfspark.report.inputs import ReportInputs
@@ -81,7 +80,7 @@ class Timer:
 
 def accuracy_section(split: splits.Split, model: ALSModel, metrics: dict, options: ReportOptions):
     rows = [analysis.global_mean_row(split)]
-    bias_row, biases = analysis.bias_row(split, BiasParams())
+    bias_row, biases = analysis.bias_row(split, model)
     rows += [bias_row, analysis.svd_row(split, biases, options.svd_rank)]
     trained = analysis.trained_row(metrics, model.params)
     als_rows = [trained]
