@@ -13,8 +13,9 @@ import time
 from dataclasses import asdict, replace
 
 import numpy as np
+from pyspark import RDD, StorageLevel
 from pyspark.mllib.linalg import SparseVector, Vectors
-from pyspark.mllib.linalg.distributed import IndexedRow, IndexedRowMatrix, RowMatrix
+from pyspark.mllib.linalg.distributed import RowMatrix
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -96,50 +97,82 @@ def bias_row(split: Split, model: ALSModel) -> tuple[dict, BiasModel]:
     return row, biases
 
 
-def residual_rows(ratings: DataFrame, biases: BiasModel, column_index: DataFrame) -> IndexedRowMatrix:
-    """The bias-residual matrix: a row per user (index = user_id), a column per movie, zeros where unrated."""
-    num_columns = column_index.count()
-    residuals = (biases.residuals(ratings.select("user_id", "movie_id", "rating"))
-                 .join(F.broadcast(column_index), "movie_id")
-                 .groupBy("user_id").agg(F.collect_list(F.struct("column", "residual")).alias("cells")))
-    rows = residuals.rdd.map(lambda row: IndexedRow(
-        row.user_id, SparseVector(num_columns, sorted((c.column, c.residual) for c in row.cells))))
-    return IndexedRowMatrix(rows, numCols=num_columns)
+# Up to this many columns, the SVD is one pass: the n x n Gramian (128 MiB at 4096) aggregated on Spark and
+# decomposed on the driver, as `computeSVD`'s local modes do. Beyond it, `computeSVD`'s distributed ARPACK, one
+# pass over the (persisted) rows per iteration. The matrix is oriented so its columns are the smaller side.
+GRAMIAN_LIMIT = 4096
 
 
-def column_index_of(movies: DataFrame) -> DataFrame:
-    """movie_id -> column 0..n-1 (by movie_id) for the movies in `movies` (a small, one-row-per-movie table)."""
-    return movies.select("movie_id").distinct().select(
-        "movie_id", (F.row_number().over(Window.orderBy("movie_id")) - 1).alias("column"))
+def column_index_of(frame: DataFrame, key: str = "movie_id") -> DataFrame:
+    """key -> column 0..n-1 (ordered by key) over the distinct keys of `frame` (one row per user or movie)."""
+    return frame.select(key).distinct().select(key, (F.row_number().over(Window.orderBy(key)) - 1).alias("column"))
+
+
+def sparse_rows(cells: DataFrame, row_key: str, columns: DataFrame, num_columns: int) -> RDD:
+    """(row key, SparseVector) per row of the matrix whose cells are (row_key, column key, residual)."""
+    column_key = next(c for c in columns.columns if c != "column")
+    grouped = (cells.join(F.broadcast(columns), column_key)
+               .groupBy(row_key).agg(F.collect_list(F.struct("column", "residual")).alias("cells")))
+    return grouped.rdd.map(lambda row: (row[0], SparseVector(
+        num_columns, sorted((c.column, c.residual) for c in row.cells))))
+
+
+def top_singular(rows: RDD, num_columns: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k largest singular values and right singular vectors (num_columns x k) of the rows' matrix."""
+    matrix = RowMatrix(rows, numCols=num_columns)
+    if num_columns <= GRAMIAN_LIMIT:
+        values, vectors = np.linalg.eigh(matrix.computeGramianMatrix().toArray())
+        order = np.argsort(values)[::-1][:k]
+        return vectors[:, order], np.sqrt(np.maximum(values[order], 0.0))
+    svd = matrix.computeSVD(k)
+    return svd.V.toArray(), svd.s.toArray()
+
+
+def principal_components(matrix: RowMatrix, k: int) -> tuple[np.ndarray, list[float]]:
+    """The k leading principal components (columns x k) and their shares of the variance, from one
+    distributed pass (`computeCovariance`) and an eigendecomposition of the small covariance on the driver."""
+    covariance = matrix.computeCovariance().toArray()
+    values, vectors = np.linalg.eigh(covariance)
+    order = np.argsort(values)[::-1][:k]
+    total = float(np.trace(covariance)) or 1.0
+    return vectors[:, order], [float(values[i]) / total for i in order]
 
 
 def svd_row(split: Split, biases: BiasModel, k: int) -> dict:
-    """Truncated SVD of the training bias-residual matrix (zeros filled), as in the seed project.
+    """Truncated SVD of the training bias-residual matrix (users x movies, zeros filled), as in the seed project.
 
-    Prediction = mu + b_u + b_i + sum_j U_uj s_j V_ij, clipped; users or movies outside the matrix
-    get the bias prediction. `computeSVD` runs distributed (ARPACK over matrix-vector products) when
-    the movies are many, so the users x movies matrix is never on one machine.
+    Prediction = mu + b_u + b_i + (U S V^T)_ui, clipped; users or movies outside the matrix get the biases.
+    With A the residual matrix oriented so its n columns are the smaller side, U S = A V: the row side's
+    vectors are projected on Spark, the n x k matrix V is the only dense piece on the driver.
     """
     spark = split.train.sparkSession
     started = time.perf_counter()
-    columns = column_index_of(split.train).cache()
-    matrix = residual_rows(split.train, biases, columns)
-    k = min(k, matrix.numCols() - 1)
-    svd = matrix.computeSVD(k, computeU=True)
-    singular = svd.s.toArray()
-    scaled_v = svd.V.toArray() * singular  # n_movies x k: the only dense piece on the driver
-    movie_ids = [row.movie_id for row in columns.orderBy("column").select("movie_id").collect()]
-    item_vectors = spark.createDataFrame(
-        [(int(m), v.tolist()) for m, v in zip(movie_ids, scaled_v)], "movie_id int, _v array<double>")
-    user_vectors = spark.createDataFrame(
-        svd.U.rows.map(lambda row: (int(row.index), row.vector.toArray().tolist())), "user_id int, _u array<double>")
+    cells = biases.residuals(split.train.select("user_id", "movie_id", "rating")).select(
+        "user_id", "movie_id", "residual")
+    sizes = cells.agg(F.countDistinct("user_id").alias("users"), F.countDistinct("movie_id").alias("movies")).first()
+    row_key, column_key = ("movie_id", "user_id") if sizes.users <= sizes.movies else ("user_id", "movie_id")
+    columns = column_index_of(cells, column_key).cache()
+    n = columns.count()
+    k = min(k, n - 1)
+    rows = sparse_rows(cells, row_key, columns, n).persist(StorageLevel.MEMORY_AND_DISK)
+    v, singular = top_singular(rows.values(), n, k)
+    v_shared = spark.sparkContext.broadcast(v)
+    projected = rows.map(lambda kv: (kv[0], (v_shared.value[kv[1].indices].T @ kv[1].values).tolist()))
+    row_vectors = spark.createDataFrame(projected, f"{row_key} int, _r array<double>")
+    keys = [r[0] for r in columns.orderBy("column").select(column_key).collect()]
+    column_vectors = spark.createDataFrame([(int(key), vec.tolist()) for key, vec in zip(keys, v)],
+                                           f"{column_key} int, _c array<double>")
     scored = (with_bias_columns(split.test, biases.user_biases, biases.movie_biases)
-              .join(user_vectors, "user_id", "left").join(F.broadcast(item_vectors), "movie_id", "left"))
-    residual = F.coalesce(dot("_u", "_v"), F.lit(0.0))
+              .join(row_vectors, row_key, "left").join(F.broadcast(column_vectors), column_key, "left"))
+    residual = F.coalesce(dot("_r", "_c"), F.lit(0.0))
     scored = scored.withColumn("prediction", clipped(biases.baseline_column() + residual, biases.params))
-    row = _scored_row(f"SVD rank {k}", f"biases + rank-{k} SVD of the bias-residual matrix "
-                      "(zeros filled, Spark IndexedRowMatrix.computeSVD)", scored, time.perf_counter() - started)
+    how = "one Gramian pass" if n <= GRAMIAN_LIMIT else "RowMatrix.computeSVD"
+    row = _scored_row(f"SVD rank {k}", f"biases + rank-{k} SVD of the bias-residual matrix (zeros filled, "
+                      f"{sizes.users} users x {sizes.movies} movies; on Spark: {how})", scored,
+                      time.perf_counter() - started)
+    rows.unpersist()
     columns.unpersist()
+    v_shared.unpersist()
     row["singular_values"] = singular.tolist()
     return row
 
@@ -211,17 +244,12 @@ def item_map(model: ALSModel, movies: DataFrame, limit: int) -> tuple[list[dict]
     Returns the points (movie_id, title, genre, count, x, y) and the share of variance of each component.
     """
     vectors = model.item_factors.rdd.map(lambda row: Vectors.dense(row.features))
-    matrix = RowMatrix(vectors)
-    components = matrix.computePrincipalComponents(2).toArray()  # rank x 2
-    covariance = matrix.computeCovariance().toArray()
-    explained = [float(c @ covariance @ c) / float(np.trace(covariance)) for c in components.T]
-    mean = np.asarray(matrix.computeColumnSummaryStatistics().mean())
-    offsets = (mean @ components).tolist()
+    components, explained = principal_components(RowMatrix(vectors), 2)  # rank x 2
+    # Not centred: the mean only translates the map.
     c1, c2 = (F.array(*[F.lit(float(v)) for v in components[:, j]]) for j in range(2))
     projected = (model.item_factors.select(F.col("id").alias("movie_id"), "features")
                  .withColumn("_c1", c1).withColumn("_c2", c2)
-                 .select("movie_id", (dot("features", "_c1") - offsets[0]).alias("x"),
-                         (dot("features", "_c2") - offsets[1]).alias("y")))
+                 .select("movie_id", dot("features", "_c1").alias("x"), dot("features", "_c2").alias("y")))
     top = movies.where(F.col("count") > 0).orderBy(F.desc("count"), "movie_id").limit(limit)
     rows = top.join(projected, "movie_id").orderBy(F.desc("count"), "movie_id").collect()
     return [row.asDict() for row in rows], explained
@@ -308,23 +336,21 @@ def residual_components(residuals: DataFrame, movies: DataFrame, num_users: int,
     """First two principal components of the bias-residual matrix of the `num_users` most active users x
     the `num_movies` most-rated movies (zeros where unrated), with the `ends` movies at each end of each.
 
-    `RowMatrix.computePrincipalComponents` aggregates the num_movies x num_movies covariance on Spark.
+    The num_movies x num_movies covariance is aggregated on Spark (`RowMatrix.computeCovariance`).
     """
     active = (residuals.groupBy("user_id").agg(F.count(F.lit(1)).alias("_n"))
               .orderBy(F.desc("_n"), "user_id").limit(num_users).select("user_id"))
     popular = movies.orderBy(F.desc("count"), "movie_id").limit(num_movies).select("movie_id")
     columns = column_index_of(popular).cache()
     n = columns.count()
-    cells = (residuals.join(F.broadcast(active), "user_id").join(F.broadcast(columns), "movie_id")
-             .groupBy("user_id").agg(F.collect_list(F.struct("column", "residual")).alias("cells")))
-    rows = cells.rdd.map(lambda row: SparseVector(n, sorted((c.column, c.residual) for c in row.cells)))
-    matrix = RowMatrix(rows, numCols=n)
-    loadings = matrix.computePrincipalComponents(2).toArray()  # n x 2
-    covariance = matrix.computeCovariance().toArray()
-    explained = [float(c @ covariance @ c) / float(np.trace(covariance)) for c in loadings.T]
+    cells = residuals.join(F.broadcast(active), "user_id")
+    rows = sparse_rows(cells, "user_id", columns, n).values().persist(StorageLevel.MEMORY_AND_DISK)
+    num_rows = rows.count()
+    loadings, explained = principal_components(RowMatrix(rows, numCols=n), 2)  # n x 2
+    rows.unpersist()
     titles = {r.column: r.title for r in columns.join(movies.select("movie_id", "title"), "movie_id").collect()}
     columns.unpersist()
-    result = {"users": matrix.numRows(), "movies": n, "explained": explained, "components": []}
+    result = {"users": num_rows, "movies": n, "explained": explained, "components": []}
     for j in range(2):
         order = np.argsort(loadings[:, j])
         pick = [int(i) for i in order[:ends]] + [int(i) for i in order[::-1][:ends]]
