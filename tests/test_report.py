@@ -231,3 +231,23 @@ def test_chromium_renders_the_page(built):
                    check=True, timeout=120, capture_output=True)
     data = shot.read_bytes()
     assert data[:8] == PNG_MAGIC and int.from_bytes(data[16:20], "big") == 1280
+
+
+def test_singular_vectors_and_components_match_numpy(spark):
+    from pyspark.mllib.linalg import SparseVector
+    from pyspark.mllib.linalg.distributed import RowMatrix
+
+    from mfspark.report.analysis import principal_components, top_singular
+
+    rng = np.random.default_rng(3)
+    dense = rng.normal(size=(12, 5)) * (rng.random((12, 5)) < 0.7)  # zeros where "unrated"
+    rows = spark.sparkContext.parallelize(
+        [SparseVector(5, {j: v for j, v in enumerate(row) if v}) for row in dense], 2)
+    v, s = top_singular(rows, 5, 2)
+    _, s_ref, vt_ref = np.linalg.svd(dense)
+    np.testing.assert_allclose(s, s_ref[:2], rtol=1e-9)
+    np.testing.assert_allclose(np.abs(v.T @ vt_ref[:2].T), np.eye(2), atol=1e-8)  # same vectors up to sign
+    components, explained = principal_components(RowMatrix(rows), 2)
+    values, vectors = np.linalg.eigh(np.cov(dense, rowvar=False))
+    np.testing.assert_allclose(np.abs(components.T @ vectors[:, [-1, -2]]), np.eye(2), atol=1e-8)
+    np.testing.assert_allclose(explained, values[[-1, -2]] / values.sum(), rtol=1e-9)

@@ -128,6 +128,9 @@ def sweep(points: list[dict]) -> Drawn:
     ax.scatter([best["reg"]], [best["test_rmse"]], s=260, facecolors="none", edgecolors="black", linewidths=1.5,
                zorder=4, label=f"best held-out: rank {best['rank']}, lambda {best['reg']:g}")
     ax.set_xscale("log")
+    regs = sorted({p["reg"] for p in points})
+    ax.set_xticks(regs, [f"{g:g}" for g in regs])
+    ax.minorticks_off()
     ax.set_xlabel("regularisation lambda (log scale)\n\u2190 over-fitting: train far below held-out"
                   "          under-fitting: both high \u2192")
     ax.set_ylabel("RMSE (stars)")
