@@ -285,7 +285,7 @@ def residual_components(components: dict) -> Drawn:
 
 def user_profile(profile: list[dict], user_id: int, overall_mean: float) -> Drawn:
     rows = profile[:14]
-    figure = Figure(figsize=(9, 0.32 * len(rows) + 1.8))
+    figure = Figure(figsize=(7, 0.32 * len(rows) + 2.0))
     left, right = figure.subplots(1, 2, sharey=True)
     y = np.arange(len(rows))[::-1]
     left.barh(y, [r["count"] for r in rows], color=OKABE_ITO[1])

@@ -23,7 +23,7 @@ th { background: #f2f5f8; } td.num { text-align: right; font-variant-numeric: ta
 tr.best td { font-weight: bold; }
 figure { margin: 14px 0; } figure img, figure svg { max-width: 100%; height: auto; }
 figcaption { font-size: 13px; color: #555; }
-.side { display: flex; gap: 24px; flex-wrap: wrap; align-items: flex-start; } .side > div { flex: 1 1 420px; }
+.side { display: flex; gap: 24px; flex-wrap: wrap; align-items: flex-start; } .side > div { flex: 1 1 480px; }
 .neighbours td:first-child { font-weight: bold; }
 """
 
