@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from matplotlib import patheffects, rcParams
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 # Okabe & Ito (2008), "Color Universal Design": orange, sky blue, bluish green, yellow, blue, vermillion,
@@ -162,10 +163,7 @@ def item_map(points: list[dict], explained: list[float], labelled: int) -> Drawn
         gid = f"movies-{len(gids)}"
         collection.set_gid(gid)
         gids.append((gid, [p["title"] for p in mine]))
-    halo = [patheffects.withStroke(linewidth=3, foreground="white")]
-    for p in sorted(points, key=lambda p: -p["count"])[:labelled]:
-        ax.annotate(shorten(p["title"], 30), (p["x"], p["y"]), xytext=(4, 3), textcoords="offset points",
-                    fontsize=8.5, path_effects=halo)
+    label_without_overlap(figure, ax, sorted(points, key=lambda p: -p["count"]), labelled)
     ax.set_xlabel(f"principal component 1 of the item factors ({explained[0]:.0%} of variance)")
     ax.set_ylabel(f"principal component 2 ({explained[1]:.0%} of variance)")
     ax.set_title(f"Movies in the latent space: the {len(points)} most-rated, PCA of the item factors")
@@ -185,6 +183,23 @@ def _markers(group: ET.Element):
             yield child
         elif child.tag == f"{{{SVG_NS}}}g":
             yield from _markers(child)
+
+
+def label_without_overlap(figure: Figure, ax, points: list[dict], limit: int) -> None:
+    """Title up to `limit` points, in the given order, skipping any label that would overlap one already placed."""
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    halo = [patheffects.withStroke(linewidth=3, foreground="white")]
+    placed = []
+    for p in points:
+        if len(placed) == limit:
+            break
+        label = ax.annotate(shorten(p["title"], 30), (p["x"], p["y"]), xytext=(4, 3), textcoords="offset points",
+                            fontsize=8.5, path_effects=halo)
+        box = label.get_window_extent(renderer).expanded(1.05, 1.2)
+        if any(box.overlaps(other) for other in placed):
+            label.remove()
+        else:
+            placed.append(box)
 
 
 def with_hover_titles(svg: str, titles_by_gid: dict[str, list[str]]) -> str:
