@@ -205,6 +205,8 @@ def label_without_overlap(figure: Figure, ax, points: list[dict], limit: int) ->
 def with_hover_titles(svg: str, titles_by_gid: dict[str, list[str]]) -> str:
     """Give the n-th marker of each scatter group a <title> (the n-th title), which browsers show on hover."""
     root = ET.fromstring(svg)
+    for metadata in root.findall(f"{{{SVG_NS}}}metadata"):  # RDF naming remote vocabularies: not needed inline
+        root.remove(metadata)
     for group in root.iter(f"{{{SVG_NS}}}g"):
         titles = titles_by_gid.get(group.get("id", ""))
         if titles is None:
