@@ -20,10 +20,10 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from mfspark.evaluation.metrics import rating_metrics
+from mfspark.evaluation.mllib_reference import fit_mllib
 from mfspark.evaluation.split import Split
 from mfspark.models.als.estimator import ALS, ALSModel, ALSParams
 from mfspark.models.bias import BiasModel, BiasParams, clipped, with_bias_columns
-from mfspark.models.mllib import fit_mllib
 
 log = logging.getLogger(__name__)
 
@@ -208,11 +208,11 @@ def other_als_row(split: Split, params: ALSParams) -> dict:
 def mllib_row(split: Split, params: ALSParams, biases: BiasModel) -> dict:
     """Spark MLlib's ALS, same rank, lambda, iterations and seed; pairs it has no factors for get the biases."""
     spark = split.train.sparkSession
-    model, seconds = fit_mllib(split.train, replace(params, biases=False), spark.sparkContext.defaultParallelism,
-                               cold_start="nan")
-    scored = biases.predict(model.transform(split.test).withColumnRenamed("prediction", "_mllib"), "_baseline")
-    scored = scored.withColumn("prediction", F.when(F.isnan("_mllib"), F.col("_baseline")).otherwise(
-        clipped(F.col("_mllib"), biases.params)))
+    model, seconds = fit_mllib(split.train, replace(params, biases=False), spark.sparkContext.defaultParallelism)
+    known = model.transform(split.test.select("user_id", "movie_id")).select(  # MLlib drops unknown pairs
+        "user_id", "movie_id", clipped(F.col("prediction"), biases.params).alias("_mllib"))
+    scored = biases.predict(split.test, prediction_col="_baseline").join(known, ["user_id", "movie_id"], "left")
+    scored = scored.withColumn("prediction", F.coalesce("_mllib", "_baseline"))
     return _scored_row("MLlib ALS", f"Spark MLlib ALS (rank {params.rank}, regParam {params.reg:g}, "
                        f"{params.max_iter} iterations), unseen users/movies scored by the biases", scored, seconds)
 
