@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare-mllib": ("mfspark.commands.compare_mllib", "train ours and Spark MLlib ALS on the same split"),
     "pipeline": ("mfspark.commands.pipeline", "ingest, baseline, train, evaluate, recommend into ROOT/runs/<run>"),
     "recommend": ("mfspark.commands.recommend", "top-N lists, audiences, similar movies, fold-in from a model"),
+    "sweep": ("mfspark.commands.sweep", "held-out RMSE of ALS over a rank x lambda grid (Parquet + figure)"),
+    "report": ("mfspark.commands.report", "one self-contained HTML model report with figures"),
 }
 
 log = logging.getLogger("mfspark")

@@ -17,6 +17,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
@@ -36,6 +37,9 @@ from mfspark.runtime.storage import HadoopPaths
 log = logging.getLogger(__name__)
 
 FACTOR_SCHEMA = "id int, features array<float>"
+# What the layout (blocked ratings) and the bias baseline depend on: equal across `fit_each` variants.
+LAYOUT_FIELDS = ("num_user_blocks", "num_item_blocks", "storage_level", "biases", "bias_reg_user",
+                 "bias_reg_item", "bias_sweeps", "min_rating", "max_rating")
 
 
 @dataclass
@@ -101,7 +105,23 @@ class ALS:
 
     def fit(self, ratings: DataFrame) -> ALSModel:
         """Fit on (user_id, movie_id, rating) rows, checked by `validate_ratings`."""
+        (model,) = self.fit_each(ratings, [self.params])
+        return model
+
+    def fit_each(self, ratings: DataFrame, variants: Sequence[ALSParams]) -> Iterator[ALSModel]:
+        """Fit one model per variant on one layout and one bias baseline, yielding each as it is fitted.
+
+        A grid search (rank x reg, iteration counts) then blocks and shuffles the ratings once
+        instead of once per point. Variants may differ in rank, reg, max_iter, seed, nonnegative and
+        checkpointing; the fields that shape the layout or the baseline (`LAYOUT_FIELDS`) must equal
+        this estimator's. The layout is released when the iteration ends.
+        """
         p = self.params
+        for variant in variants:
+            variant.validate()
+            differing = [name for name in LAYOUT_FIELDS if getattr(variant, name) != getattr(p, name)]
+            if differing:
+                raise ConfigError(f"fit_each: variants share one layout and baseline; they differ in {differing}")
         spark = ratings.sparkSession
         started = time.perf_counter()
         ratings = validate_ratings(ratings)
@@ -112,17 +132,22 @@ class ALS:
         users, items, num_ratings = blocks.build_layout(
             train, p.num_user_blocks or parallelism, p.num_item_blocks or parallelism,
             getattr(StorageLevel, p.storage_level))
-        history = FitHistory(num_ratings=num_ratings)
-        history.build_seconds = time.perf_counter() - started
-        log.info("ALS layout: %d ratings in %d user x %d item blocks (%.1f s)", history.num_ratings,
-                 users.num_blocks, items.num_blocks, history.build_seconds)
-        user_factors, item_factors, checkpoint_file = self._alternate(spark, users, items, history)
-        for side in (users, items):
-            side.blocks.unpersist()
-        if checkpoint_file:  # the model's factor blocks are locally checkpointed and no longer need it
-            HadoopPaths(spark).delete(checkpoint_file)
-        history.fit_seconds = time.perf_counter() - started
-        return ALSModel.from_blocks(spark, p, user_factors, item_factors, baseline, history)
+        build_seconds = time.perf_counter() - started
+        log.info("ALS layout: %d ratings in %d user x %d item blocks (%.1f s)", num_ratings,
+                 users.num_blocks, items.num_blocks, build_seconds)
+        try:
+            for variant in variants:
+                variant_started = time.perf_counter()
+                history = FitHistory(num_ratings=num_ratings, build_seconds=build_seconds)
+                user_factors, item_factors, checkpoint_file = ALS(**asdict(variant))._alternate(
+                    spark, users, items, history)
+                if checkpoint_file:  # the model's factor blocks are locally checkpointed and no longer need it
+                    HadoopPaths(spark).delete(checkpoint_file)
+                history.fit_seconds = build_seconds + time.perf_counter() - variant_started
+                yield ALSModel.from_blocks(spark, variant, user_factors, item_factors, baseline, history)
+        finally:
+            for side in (users, items):
+                side.blocks.unpersist()
 
     def _alternate(self, spark: SparkSession, users: blocks.Side, items: blocks.Side, history: FitHistory):
         """The ALS loop: each iteration solves the items from the users, then the users from the items.

@@ -1,0 +1,253 @@
+"""`mfspark report` and `mfspark sweep` end to end on a tiny planted ingest + a quick train."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mfspark.commands import report as report_job
+from mfspark.commands import sweep as sweep_job
+from mfspark.commands import train as train_job
+from mfspark.errors import InputError
+from mfspark.report.figures import with_hover_titles
+from mfspark.report.inputs import ReportInputs, resolve_run
+from mfspark.runtime.storage import HadoopPaths
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+GENRES = ("Animation", "Horror", "Romance", "Action")
+# A few real titles so the famous-movies path (not its fallback) runs.
+NAMED = {1: ("Godfather, The", 1972), 2: ("Godfather: Part II, The", 1974), 3: ("You've Got Mail", 1998),
+         4: ("Sleepless in Seattle", 1993)}
+
+
+def tiny_ingest(spark, path: Path) -> None:
+    """60 users x 40 movies, ~60% rated: biases plus a rank-2 taste that follows the planted genre."""
+    rng = np.random.default_rng(7)
+    genre_of = [GENRES[m % 4] for m in range(40)]
+    centroids = {g: rng.normal(0, 0.8, 2) for g in GENRES}
+    items = np.array([centroids[g] + rng.normal(0, 0.2, 2) for g in genre_of])
+    users = rng.normal(0, 0.8, (60, 2))
+    ratings = []
+    for u in range(60):
+        for m in range(40):
+            if rng.random() < 0.6:
+                value = 3.5 + 0.3 * np.sin(u) + 0.4 * np.cos(m) + users[u] @ items[m] + rng.normal(0, 0.3)
+                ratings.append((u + 1, m + 1, float(np.clip(np.round(value * 2) / 2, 0.5, 5.0)),
+                                dt.datetime(2020, 1, 1) + dt.timedelta(hours=u * 40 + m)))
+    spark.createDataFrame(ratings, "user_id int, movie_id int, rating float, rated_at timestamp") \
+        .write.parquet(str(path / "ratings"))
+    movies = [(m + 1, *NAMED.get(m + 1, (f"Movie {m + 1}", 1990 + m % 20)), [genre_of[m], "Drama"][: 1 + m % 2])
+              for m in range(40)]
+    spark.createDataFrame(movies, "movie_id int, title string, year int, genres array<string>") \
+        .write.parquet(str(path / "movies"))
+
+
+def run_command(module, spark, argv: list[str]) -> dict:
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    return module.run(parser.parse_args(argv), spark)
+
+
+@pytest.fixture(scope="module")
+def built(spark, tmp_path_factory) -> Path:
+    """ingest -> train (biased, rank 3) -> sweep (2 x 2) -> report; returns the working directory."""
+    root = tmp_path_factory.mktemp("report")
+    tiny_ingest(spark, root / "ingest")
+    split = ["--input", str(root / "ingest"), "--seed", "3"]
+    run_command(train_job, spark, [*split, "--out", str(root / "train"), "--rank", "3", "--reg", "0.1",
+                                   "--max-iter", "4", "--biases"])
+    run_command(sweep_job, spark, [*split, "--out", str(root / "sweep"), "--ranks", "2,3", "--regs", "0.01,1",
+                                   "--max-iter", "3"])
+    run_command(report_job, spark, ["--ingest", str(root / "ingest"), "--model", str(root / "train"),
+                                    "--sweep", str(root / "sweep"), "--out", str(root / "report"),
+                                    "--svd-rank", "3", "--map-movies", "40", "--neighbour-min-count", "1",
+                                    "--pca-users", "50", "--pca-movies", "30"])
+    return root
+
+
+class PageParser(HTMLParser):
+    """Collects table cells (text and data-value), references (src/href) and the page's tags."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: dict[str, list[list[tuple[str, str | None]]]] = {}
+        self.references: list[str] = []
+        self.tags: set[str] = set()
+        self._table = self._cell = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.add(tag)
+        self.references += [attrs[k] for k in ("src", "href", "xlink:href") if k in attrs]
+        if tag == "table":
+            self._table = self.tables.setdefault(attrs.get("id"), [])
+        elif tag == "tr" and self._table is not None:
+            self._table.append([])
+        elif tag in ("td", "th") and self._table is not None:
+            self._cell = ["", attrs.get("data-value")]
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell[0] += data
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._table[-1].append(tuple(self._cell))
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+
+def parsed_page(report: Path) -> PageParser:
+    parser = PageParser()
+    parser.feed((report / "index.html").read_text(encoding="utf-8"))
+    return parser
+
+
+def test_every_figure_is_a_png_file_and_embedded_in_the_page(built):
+    report = built / "report"
+    names = {"accuracy", "convergence", "sweep", "item_map", "similarity", "residual_correlation",
+             "residual_components", "user_profile"}
+    assert {p.stem for p in (report / "figures").glob("*.png")} == names
+    for name in names:
+        data = (report / "figures" / f"{name}.png").read_bytes()
+        assert data[:8] == PNG_MAGIC and data[12:16] == b"IHDR"
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        assert 300 < width < 2000 and 200 < height < 2000, (name, width, height)
+    page = (report / "index.html").read_text(encoding="utf-8")
+    assert page.count('src="data:image/png;base64,') == len(names) - 1  # the map is inline SVG
+    assert page.count("<svg") == 1 and page.count("<title>") >= 40 + 1  # a hover title per movie, + the page's
+
+
+def test_accuracy_table_equals_metrics_json(built):
+    metrics = read_json_file(built / "train" / "metrics.json")
+    report = json.loads((built / "report" / "report.json").read_text())
+    rows = parsed_page(built / "report").tables["accuracy"]
+    header = [text for text, _ in rows[0]]
+    by_model = {cells[0][0]: cells for cells in rows[1:]}
+    assert set(by_model) == {"global mean", "biases", "SVD rank 3", "ALS (plain)", "ALS (biased)", "MLlib ALS"}
+    trained = by_model["ALS (biased)"]
+    for key, column in (("rmse", "RMSE"), ("mae", "MAE")):
+        text, exact = trained[header.index(column)]
+        assert float(exact) == metrics[key] and text == f"{metrics[key]:.4f}"
+    for row in report["accuracy"]["rows"]:  # every row of the page is the one in report.json
+        assert float(by_model[row["model"]][header.index("RMSE")][1]) == row["rmse"]
+    scores = {row["model"]: row["rmse"] for row in report["accuracy"]["rows"]}
+    assert scores["biases"] < scores["global mean"] and scores["ALS (biased)"] < scores["global mean"]
+
+
+def test_convergence_and_sweep_tables(built):
+    metrics = read_json_file(built / "train" / "metrics.json")
+    tables = parsed_page(built / "report").tables
+    convergence = tables["convergence"][1:]
+    assert [float(r[1][1]) for r in convergence] == metrics["train_rmse"]
+    assert float(convergence[-1][3][1]) == metrics["rmse"]  # last iteration's held-out RMSE is metrics.json's
+    assert all(r[3][1] is not None for r in convergence)  # iterations 1, 2, 3 refitted, 4 from metrics.json
+    sweep = read_json_file(built / "sweep" / "metrics.json")
+    assert len(sweep["points"]) == 4 and len(tables["sweep"]) == 5
+    for point in sweep["points"]:
+        assert point["train_rmse"] < point["test_rmse"] or point["reg"] == 1.0
+
+
+def test_the_page_references_no_missing_file_and_no_remote_url(built):
+    report = built / "report"
+    page = (report / "index.html").read_text(encoding="utf-8")
+    parsed = parsed_page(report)
+    assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", page.replace("http://www.w3.org/", "")), \
+        "remote URL in the page"
+    assert not parsed.tags & {"script", "link", "iframe"}
+    local = [ref for ref in parsed.references if not ref.startswith(("data:", "#"))]
+    assert local and all((report / ref).is_file() for ref in local), local
+
+
+def test_sweep_results_are_parquet(spark, built):
+    frame = spark.read.parquet(str(built / "sweep" / "sweep"))
+    assert frame.schema.simpleString().startswith("struct<rank:int,reg:double")
+    assert sorted((r["rank"], r.reg) for r in frame.collect()) == [(2, 0.01), (2, 1.0), (3, 0.01), (3, 1.0)]
+    assert (built / "sweep" / "sweep.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_user_section_lists_unseen_movies(spark, built):
+    report = json.loads((built / "report" / "report.json").read_text())
+    user = report["user"]
+    seen = {r.movie_id for r in spark.read.parquet(str(built / "ingest" / "ratings"))
+            .where(f"user_id = {user['user_id']}").collect()}
+    assert len(user["top_n"]) == min(10, 40 - len(seen))
+    assert not seen & {item["movie_id"] for item in user["top_n"]}
+    scores = [item["score"] for item in user["top_n"]]
+    assert scores == sorted(scores, reverse=True)
+    assert sum(p["count"] for p in user["profile"] if p["genre"] != "Drama") == user["ratings"]
+
+
+def test_hover_titles_follow_marker_order():
+    svg = ('<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" height="9">'
+           '<g id="movies-0"><use xlink:href="#m" x="1"/><use xlink:href="#m" x="2"/></g></svg>')
+    out = with_hover_titles(svg, {"movies-0": ["A & B", "C"]})
+    assert re.findall(r'x="(\d)"><title>([^<]*)</title>', out) == [("1", "A &amp; B"), ("2", "C")]
+    with pytest.raises(ValueError, match="2 markers for 1 titles"):
+        with_hover_titles(svg, {"movies-0": ["A"]})
+
+
+def test_run_directory_resolution(spark, tmp_path):
+    paths = HadoopPaths(spark)
+    run = tmp_path / "root" / "runs" / "20261130T010000Z"
+    for stage in ("ingest", "train", "recommend"):
+        (run / stage).mkdir(parents=True)
+    expected = ReportInputs(str(run / "ingest"), str(run / "train"), str(run / "recommend"))
+    assert resolve_run(paths, str(run)) == expected
+    (tmp_path / "root" / "latest").write_text("20261130T010000Z\n")
+    assert resolve_run(paths, str(tmp_path / "root")) == expected
+    (tmp_path / "root" / "latest").unlink()
+    (tmp_path / "root" / "latest").symlink_to(run)
+    assert resolve_run(paths, str(tmp_path / "root")).model == str(tmp_path / "root" / "latest" / "train")
+    with pytest.raises(InputError, match="no ingest or train"):
+        resolve_run(paths, str(tmp_path))
+
+
+def read_json_file(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_chromium_renders_the_page(built):
+    """A real browser opens the page from disk (no network) and screenshots it."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must have headless Chromium (.ci/run installs the Debian package)")
+        pytest.skip("headless Chromium not installed (Debian package `chromium`)")
+    shot = built / "report" / "screenshot.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--window-size=1280,4200", f"--screenshot={shot}", (built / "report" / "index.html").as_uri()],
+                   check=True, timeout=120, capture_output=True)
+    data = shot.read_bytes()
+    assert data[:8] == PNG_MAGIC and int.from_bytes(data[16:20], "big") == 1280
+
+
+def test_singular_vectors_and_components_match_numpy(spark):
+    from pyspark.mllib.linalg import SparseVector
+    from pyspark.mllib.linalg.distributed import RowMatrix
+
+    from mfspark.report.analysis import principal_components, top_singular
+
+    rng = np.random.default_rng(3)
+    dense = rng.normal(size=(12, 5)) * (rng.random((12, 5)) < 0.7)  # zeros where "unrated"
+    rows = spark.sparkContext.parallelize(
+        [SparseVector(5, {j: v for j, v in enumerate(row) if v}) for row in dense], 2)
+    v, s = top_singular(rows, 5, 2)
+    _, s_ref, vt_ref = np.linalg.svd(dense)
+    np.testing.assert_allclose(s, s_ref[:2], rtol=1e-9)
+    np.testing.assert_allclose(np.abs(v.T @ vt_ref[:2].T), np.eye(2), atol=1e-8)  # same vectors up to sign
+    components, explained = principal_components(RowMatrix(rows), 2)
+    values, vectors = np.linalg.eigh(np.cov(dense, rowvar=False))
+    np.testing.assert_allclose(np.abs(components.T @ vectors[:, [-1, -2]]), np.eye(2), atol=1e-8)
+    np.testing.assert_allclose(explained, values[[-1, -2]] / values.sum(), rtol=1e-9)
