@@ -38,7 +38,7 @@ def tiny_release(directory: Path, users: int = 30, movies: int = 20, extra: int 
 def config(tmp_path: Path, **changes) -> PipelineConfig:
     base = PipelineConfig(root=str(tmp_path / "root"), source_dir=tiny_release(tmp_path / "release"), top_n=0,
                           bias=BiasParams(sweeps=2),
-                          als=ALSParams(rank=2, max_iter=2, biases=True, cold_start="baseline", seed=1))
+                          als=ALSParams(rank=2, max_iter=2, biases=True, seed=1))
     return replace(base, **changes)
 
 
@@ -67,8 +67,7 @@ def test_run_writes_stages_manifest_and_latest_then_skips_what_is_unchanged(spar
     assert again["up_to_date"] and again["run_id"] == first["run_id"]
 
     # A new ALS setting: ingest and baseline are linked from the first run, train and evaluate rerun.
-    changed = run_pipeline(spark, config(tmp_path, als=ALSParams(rank=3, max_iter=2, biases=True,
-                                                                 cold_start="baseline", seed=1)))
+    changed = run_pipeline(spark, config(tmp_path, als=ALSParams(rank=3, max_iter=2, biases=True, seed=1)))
     assert stage_actions(changed) == {"ingest": "reuse", "baseline": "reuse", "train": "run", "evaluate": "run"}
     assert os.readlink(root / "latest") == f"runs/{changed['run_id']}"
     new_run = root / "runs" / changed["run_id"]
