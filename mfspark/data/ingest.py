@@ -11,6 +11,7 @@ scan of a file only when the file has rejects. Rows that fail a check go to `rej
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -65,9 +66,11 @@ def ingest_release(
     if not 0 <= max_reject_fraction <= 1:
         raise ConfigError(f"--max-reject-fraction must be between 0 and 1, got {max_reject_fraction}")
     started = time.perf_counter()
-    source_dir = Path(source_dir).resolve()
+    # The release is told by the name the caller gave (a synth output is a link to a versioned directory).
+    named = Path(os.path.abspath(source_dir))
+    source_dir = named.resolve()
     check_disjoint(source_dir, out_dir)
-    chosen = release_named(release) if release else detect_release(source_dir)
+    chosen = release_named(release) if release else detect_release(named)
     files = input_files(source_dir, chosen)
     log.info("ingesting %s from %s: %s", chosen.name, source_dir, ", ".join(p.name for _, p in files))
     checksum_started = time.perf_counter()
