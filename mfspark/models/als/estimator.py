@@ -141,7 +141,7 @@ class ALS:
                 history = FitHistory(num_ratings=num_ratings, build_seconds=build_seconds)
                 user_factors, item_factors, checkpoint_file = ALS(**asdict(variant))._alternate(
                     spark, users, items, history)
-                if checkpoint_file:  # the model's factor blocks are locally checkpointed and no longer need it
+                if checkpoint_file:  # the model's blocks have their own checkpoint
                     HadoopPaths(spark).delete(checkpoint_file)
                 history.fit_seconds = build_seconds + time.perf_counter() - variant_started
                 yield ALSModel.from_blocks(spark, variant, user_factors, item_factors, baseline, history)
