@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from mfspark.commands import report as report_job
 from mfspark.errors import InputError, PipelineStageError
 from mfspark.models.als.estimator import ALSParams
 from mfspark.models.bias import BiasParams
@@ -77,6 +79,26 @@ def test_run_writes_stages_manifest_and_latest_then_skips_what_is_unchanged(spar
     forced = run_pipeline(spark, config(tmp_path, force=True), dry_run=True)
     assert set(stage_actions(forced).values()) == {"run"}
     assert sorted(p.name for p in (root / "runs").iterdir()) == sorted([first["run_id"], changed["run_id"]])
+
+
+def test_evaluate_writes_ranking_metrics_and_the_report_reads_the_pipeline_root(spark, tmp_path):
+    result = run_pipeline(spark, config(tmp_path, top_n=5))
+    root = tmp_path / "root"
+    evaluated = json.loads((root / "latest" / "evaluate" / "metrics.json").read_text())
+    assert {"kind": "random", "test_fraction": 0.2, "seed": 42}.items() <= evaluated["split"].items()
+    assert evaluated["rmse"] == result["metrics"]["als"]["rmse"] and evaluated["params"]["rank"] == 2
+    for model in ("als", "baseline"):
+        ranking = result["metrics"][model]
+        assert 0 <= ranking["precision@10"] <= 1 and 0 < ranking["coverage@10"] <= 1 and ranking["users"] > 0
+
+    run_report = ["--run", str(root), "--out", str(tmp_path / "report"), "--no-compare", "--svd-rank", "2",
+                  "--map-movies", "20", "--neighbour-min-count", "1", "--pca-users", "20", "--pca-movies", "10"]
+    parser = argparse.ArgumentParser()
+    report_job.add_arguments(parser)
+    report_job.run(parser.parse_args(run_report), spark)
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    trained = next(row for row in report["accuracy"]["rows"] if row["description"].endswith("the trained model"))
+    assert trained["rmse"] == evaluated["rmse"] and trained["ndcg@10"] == evaluated["test"]["ndcg@10"]
 
 
 def test_failing_stage_is_named_in_one_line_and_latest_is_not_moved(spark, tmp_path, monkeypatch):

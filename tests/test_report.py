@@ -201,9 +201,11 @@ def test_hover_titles_follow_marker_order():
 def test_run_directory_resolution(spark, tmp_path):
     paths = HadoopPaths(spark)
     run = tmp_path / "root" / "runs" / "20261130T010000Z"
-    for stage in ("ingest", "train", "recommend"):
+    for stage in ("ingest", "train", "evaluate", "recommend"):
         (run / stage).mkdir(parents=True)
-    expected = ReportInputs(str(run / "ingest"), str(run / "train"), str(run / "recommend"))
+    expected = ReportInputs(str(run / "ingest"), str(run / "train"), metrics=str(run / "evaluate"),
+                            recs=str(run / "recommend"))
+    assert expected.metrics_json == str(run / "evaluate" / "metrics.json")
     assert resolve_run(paths, str(run)) == expected
     (tmp_path / "root" / "latest").write_text("20261130T010000Z\n")
     assert resolve_run(paths, str(tmp_path / "root")) == expected

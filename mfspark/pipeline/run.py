@@ -36,8 +36,9 @@ from mfspark.data.ingest import DEFAULT_MAX_REJECT_FRACTION, describe_input, ing
 from mfspark.data.movielens import detect_release, release_named
 from mfspark.errors import ConfigError, InputError, MfsparkError, PipelineStageError
 from mfspark.evaluation import split as splits
-from mfspark.evaluation.metrics import rating_metrics
+from mfspark.evaluation.metrics import ranking_metrics, rating_metrics
 from mfspark.models.als.estimator import ALS, ALSModel, ALSParams
+from mfspark.models.base import Model
 from mfspark.models.bias import BiasModel, BiasParams
 from mfspark.runtime.provenance import versions
 from mfspark.runtime.storage import check_parquet_table, local_path, output_lock, pause_point, point_link
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 SUCCESS = "_SUCCESS"
 RATING_COLUMNS = ("user_id", "movie_id", "rating", "rated_at")
+RANKING_K = 10  # the evaluate stage's list length, as the report's ranking columns (precision@10, ...)
 
 
 @dataclass(frozen=True)
@@ -139,13 +141,34 @@ def run_train(ctx: StageContext, out: Path) -> dict:
 
 
 def run_evaluate(ctx: StageContext, out: Path) -> dict:
-    """Test-set RMSE and MAE of the ALS model and of the bias baseline, on the same split."""
-    test = ctx.split.test
+    """Held-out RMSE/MAE and top-10 ranking metrics of the ALS model and of the bias baseline, on one split.
+
+    `metrics.json` has the shape of a `mfspark train` output's (split, params, rmse, test), so the
+    report reads a run the same way it reads a train directory.
+    """
+    split, c = ctx.split, ctx.config
     als = ALSModel.load(ctx.spark, str(ctx.stage_dir("train") / "factors"))
     baseline = BiasModel.load(ctx.spark, str(ctx.stage_dir("baseline") / "biases"))
-    metrics = {"als": rating_metrics(als.predict(test)), "baseline": rating_metrics(baseline.predict(test))}
-    write_json_file(out / "metrics.json", metrics)
+    metrics = {name: rating_metrics(model.predict(split.test)) | held_out_ranking(model, split, RANKING_K)
+               for name, model in (("als", als), ("baseline", baseline))}
+    report_view = {
+        "model": "als-biased" if c.als.biases else "als", "params": asdict(c.als),
+        "rmse": metrics["als"]["rmse"], "mae": metrics["als"]["mae"], "test": metrics["als"],
+        "split": asdict(c.split) | splits.cold_start_counts(split), "baseline": metrics["baseline"],
+    }
+    write_json_file(out / "metrics.json", report_view)
     return {"metrics": metrics}
+
+
+def held_out_ranking(model: Model, split: splits.Split, k: int) -> dict:
+    """precision/recall/NDCG/MAP@k and catalog coverage of each test user's top k, training movies excluded."""
+    users = split.test.select("user_id").distinct()
+    seen = split.train.select("user_id", "movie_id")
+    catalog = split.train.select("movie_id").distinct().count()
+    lists = model.recommend_for_users(users, k, exclude=seen).cache()
+    metrics = ranking_metrics(lists, split.test, k, catalog_size=catalog)
+    lists.unpersist()
+    return metrics
 
 
 def run_recommend(ctx: StageContext, out: Path) -> dict:
@@ -176,7 +199,7 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
                          "max_reject_fraction": c.max_reject_fraction}, (), run_ingest),
         Stage("baseline", {"split": split, "bias": asdict(c.bias)}, ("ingest",), run_baseline),
         Stage("train", {"split": split, "als": asdict(c.als)}, ("ingest",), run_train),
-        Stage("evaluate", {"split": split}, ("baseline", "train"), run_evaluate),
+        Stage("evaluate", {"split": split, "ranking_k": RANKING_K}, ("baseline", "train"), run_evaluate),
     ]
     if c.top_n > 0:
         stages.append(Stage("recommend", {"top_n": c.top_n}, ("train", "ingest"), run_recommend))

@@ -259,7 +259,13 @@ def item_map(model: ALSModel, movies: DataFrame, limit: int) -> tuple[list[dict]
 
 
 def popular_by_genre(movies: DataFrame, per_genre: int, genres: tuple[str, ...]) -> list[dict]:
-    """The `per_genre` most-rated movies of each display genre, genre by genre."""
+    """The `per_genre` most-rated movies of each of `genres`, genre by genre.
+
+    Genres the release lacks are skipped; when none is present, the release's most common genres stand in.
+    """
+    present = [r.genre for r in movies.where(F.col("genre").isNotNull()).groupBy("genre").count()
+               .orderBy(F.desc("count"), "genre").collect()]  # one row per genre: a few dozen at most
+    genres = tuple(g for g in genres if g in present) or tuple(present[: len(genres)])
     ranked = movies.where(F.col("genre").isin(*genres)).withColumn(
         "_rank", F.row_number().over(Window.partitionBy("genre").orderBy(F.desc("count"), "movie_id")))
     rows = ranked.where(F.col("_rank") <= per_genre).select("movie_id", "title", "genre", "count").collect()

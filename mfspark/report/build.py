@@ -176,7 +176,7 @@ def user_section(spark: SparkSession, model: ALSModel, ratings: DataFrame, movie
 def build_report(spark: SparkSession, inputs: ReportInputs, out: str, options: ReportOptions) -> dict:
     """Compute, draw and write the report; returns report.json's content."""
     timer = Timer()
-    metrics = read_json(spark, f"{inputs.model}/metrics.json")
+    metrics = read_json(spark, inputs.metrics_json)
     model = ALSModel.load(spark, f"{inputs.model}/factors")
     ratings = spark.read.parquet(f"{inputs.ingest}/ratings").select("user_id", "movie_id", "rating", "rated_at")
     split = load_split(spark, ratings, metrics.get("split", {}))

@@ -2,7 +2,7 @@
 
 Given explicitly (`--ingest`, `--model`, `--recs`, `--sweep`) or found in a pipeline run: `--run ROOT` (its latest
 complete run) or `--run ROOT/runs/<run_id>`. The pipeline's layout lives in one place, `RUN_LAYOUT` and
-`resolve_run`, so it can follow the pipeline command as that lands.
+`resolve_run`: a run's model is `train/factors`, its held-out metrics `evaluate/metrics.json`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from mfspark.errors import InputError
 from mfspark.runtime.storage import HadoopPaths
 
 # Stage directory of each report input inside one run directory (ROOT/runs/<run_id>/<stage>/).
-RUN_LAYOUT = {"ingest": "ingest", "model": "train", "recs": "recommend", "sweep": "sweep"}
+RUN_LAYOUT = {"ingest": "ingest", "model": "train", "metrics": "evaluate", "recs": "recommend", "sweep": "sweep"}
 PRODUCED_BY = {"ingest": "ingest", "model": "train", "recs": "recommend", "sweep": "sweep"}
 LATEST_POINTER = "latest"  # ROOT/latest: a symlink to the run directory, or a file naming it
 RUNS_DIR = "runs"
@@ -23,8 +23,13 @@ RUNS_DIR = "runs"
 class ReportInputs:
     ingest: str
     model: str
+    metrics: str | None = None  # the directory holding metrics.json: `model`'s own (a train output) or evaluate/
     recs: str | None = None
     sweep: str | None = None
+
+    @property
+    def metrics_json(self) -> str:
+        return f"{self.metrics or self.model}/metrics.json"
 
 
 def _join(base: str, name: str) -> str:
@@ -73,7 +78,7 @@ def report_inputs(paths: HadoopPaths, run: str | None, ingest: str | None, model
         raise InputError("give --run (a pipeline root or run directory), or both --ingest and --model")
     inputs = replace(inputs, recs=recs or inputs.recs, sweep=sweep or inputs.sweep)
     for name, path in (("ingest", f"{inputs.ingest}/ratings"), ("ingest", f"{inputs.ingest}/movies"),
-                       ("model", f"{inputs.model}/factors/metadata.json"), ("model", f"{inputs.model}/metrics.json"),
+                       ("model", f"{inputs.model}/factors/metadata.json"), ("model", inputs.metrics_json),
                        ("recs", inputs.recs and f"{inputs.recs}/recommendations"),
                        ("sweep", inputs.sweep and f"{inputs.sweep}/sweep")):
         if path and not paths.exists(path):
