@@ -173,7 +173,7 @@ def run_implicit(users_path, items_path, ratings_path, n: int, timings: dict):
     everyone = np.arange(len(user_ids))
     ids, scores = timed("implicit recommend", timings,
                         lambda: model.recommend(everyone, liked, N=n, filter_already_liked_items=True))
-    valid = ids >= 0
+    valid = (ids >= 0) & np.isfinite(scores)  # implicit pads a user with no unseen movie with -inf scores
     return lists_by_user(np.repeat(user_ids, n).reshape(-1, n)[valid], item_ids[ids[valid]], scores[valid])
 
 
@@ -239,8 +239,10 @@ def in_memory(args, base: Path) -> None:
     top_ids = np.vstack([p.ids for p in parts])
     top_scores = np.vstack([p.scores for p in parts])
     everyone = np.repeat(user_ids, n)
-    check = compare(lists_by_user(everyone, top_ids.ravel(), top_scores.ravel()),
-                    lists_by_user(everyone, movie_ids[ids.ravel()], scores.ravel()), "ours vs implicit")
+    ours_valid, theirs_valid = np.isfinite(top_scores.ravel()), np.isfinite(scores.ravel())  # empty slots: -inf
+    check = compare(lists_by_user(everyone[ours_valid], top_ids.ravel()[ours_valid], top_scores.ravel()[ours_valid]),
+                    lists_by_user(everyone[theirs_valid], movie_ids[ids.ravel()[theirs_valid]],
+                                  scores.ravel()[theirs_valid]), "ours vs implicit")
     load_end = os.getloadavg()
     text = "\n".join([
         f"### {args.shape} shape, in memory (kernels only), N={n}, rank {users.shape[1]}, "
