@@ -7,11 +7,13 @@ NDCG@10, MAP@10 (relevant: test rating >= 4) and catalog coverage come from
 `mfspark.evaluation.metrics.ranking_metrics`.
 
 Light users: ml-latest-small has no user with fewer than 20 ratings, so light users are made:
-a random 20% of users (seed 7) keep only their earliest 3 training ratings (temporal split).
-The models are refitted on that training set and, over those users, the model's list is
-compared with the damped-popularity fallback (the bias model's b_i), which picks `--min-ratings`.
+a random 20% of users (seed 7) keep only their earliest K training ratings (temporal split),
+for each K of `--light-keep`. The models are refitted on that training set and, over those
+users, the model's list is compared with the damped-popularity fallback (the bias model's
+b_i) and plain popularity, which picks `recommend --min-ratings`.
 
     python scripts/eval_ranking.py --input out/ml-latest-small --out benchmarks/results/ranking.md
+    python scripts/eval_ranking.py --input out/ml-latest-small --sections light --light-keep 3,5,10,20
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from pyspark.sql import Window
 from pyspark.sql import functions as F
 
 REPO = Path(__file__).resolve().parents[1]
-LIGHT_KEEP = 3
 LIGHT_SHARE = 0.2
 
 
@@ -37,11 +38,11 @@ def lists_for(model_name: str, train, n: int, rank: int, reg: float):
     seen = train.select("user_id", "movie_id")
     users = train.select("user_id").distinct()
     if model_name == "popularity":
-        counts = train.groupBy("movie_id").agg(F.count(F.lit(1)).cast("double").alias("bias"))
-        return fallback_lists(users, counts, 0.0, seen, n)
+        bias = BiasModel.fit(train)
+        return fallback_lists(users, bias.movie_biases, bias.mu, seen, n, bias.user_biases, order="popularity")
     if model_name == "bias baseline":
         bias = BiasModel.fit(train)
-        return fallback_lists(users, bias.movie_biases, bias.mu, seen, n, bias.user_biases)
+        return fallback_lists(users, bias.movie_biases, bias.mu, seen, n, bias.user_biases, order="bias")
     biased = model_name == "biased ALS"
     model = ALS(rank=rank, reg=reg, max_iter=10, biases=biased, seed=1).fit(train)
     return recommend_for_users(model.user_factors, model.item_factors, seen, n,
@@ -59,13 +60,13 @@ def evaluate(lists, test, n: int, catalog: int, users=None) -> dict:
     return metrics
 
 
-def make_light(train, seed: int = 7):
-    """A random LIGHT_SHARE of users keep only their earliest LIGHT_KEEP training ratings; returns (train, users)."""
+def make_light(train, keep: int, seed: int = 7):
+    """A random LIGHT_SHARE of users keep only their earliest `keep` training ratings; returns (train, users)."""
     users = train.select("user_id").distinct().where(F.rand(seed) < LIGHT_SHARE).cache()
     first = Window.partitionBy("user_id").orderBy("rated_at", "movie_id")
     numbered = train.withColumn("_i", F.row_number().over(first)).join(
         users.withColumn("_light", F.lit(True)), "user_id", "left")
-    kept = numbered.where(F.col("_light").isNull() | (F.col("_i") <= LIGHT_KEEP)).drop("_i", "_light")
+    kept = numbered.where(F.col("_light").isNull() | (F.col("_i") <= keep)).drop("_i", "_light")
     return kept.cache(), users
 
 
@@ -75,6 +76,8 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=10)
     parser.add_argument("--reg", type=float, default=0.1)
     parser.add_argument("--top-n", type=int, default=10)
+    parser.add_argument("--sections", default="full,light", help="full (both splits, all users), light, or both")
+    parser.add_argument("--light-keep", default="3", help="training ratings kept per light user, comma-separated")
     parser.add_argument("--out", type=Path, help="write the markdown table here")
     args = parser.parse_args()
     from mfspark.evaluation import split as splits
@@ -85,20 +88,24 @@ def main() -> None:
     catalog = ratings.select("movie_id").distinct().count()
     models = ["popularity", "bias baseline", "plain ALS", "biased ALS"]
     rows, started = [], time.perf_counter()
+    sections = args.sections.split(",")
     for split in (splits.temporal_split(ratings, 0.2), splits.random_split(ratings, 0.2, 42)):
+        if "full" not in sections:
+            break
         train, test = split.train.cache(), split.test.cache()
         for name in models:
             metrics = evaluate(lists_for(name, train, args.top_n, args.rank, args.reg), test, args.top_n, catalog)
             rows.append((split.name, name, metrics))
             print(split.name, name, metrics, flush=True)
     temporal = splits.temporal_split(ratings, 0.2)
-    light_train, light_users = make_light(temporal.train.cache())
     test = temporal.test.cache()
-    for name in ("bias baseline", "plain ALS", "biased ALS"):
-        metrics = evaluate(lists_for(name, light_train, args.top_n, args.rank, args.reg), test, args.top_n,
-                           catalog, light_users)
-        rows.append((f"temporal, light users ({LIGHT_KEEP} training ratings)", name, metrics))
-        print("light", name, metrics, flush=True)
+    for keep in [int(k) for k in args.light_keep.split(",")] if "light" in sections else []:
+        light_train, light_users = make_light(temporal.train.cache(), keep)
+        for name in ("popularity", "bias baseline", "plain ALS", "biased ALS"):
+            metrics = evaluate(lists_for(name, light_train, args.top_n, args.rank, args.reg), test, args.top_n,
+                               catalog, light_users)
+            rows.append((f"temporal, light users ({keep} training ratings)", name, metrics))
+            print("light", keep, name, metrics, flush=True)
     spark.stop()
     k = args.top_n
     lines = [f"Command: `python scripts/eval_ranking.py --input {args.input} --rank {args.rank} --reg {args.reg}` "

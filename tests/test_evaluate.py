@@ -8,7 +8,8 @@ import random
 import pytest
 from pyspark.ml.evaluation import RankingEvaluator, RegressionEvaluator
 
-from mfspark.evaluation.metrics import catalog_coverage, ranking_metrics, rating_metrics
+from mfspark.evaluation.metrics import catalog_coverage, held_out_ranking, ranking_metrics, rating_metrics
+from mfspark.evaluation.split import Split
 
 RECS = "user_id int, movie_id int, rank int"
 TEST = "user_id int, movie_id int, rating float"
@@ -114,3 +115,25 @@ def test_rating_metrics_equal_spark_regression_evaluator(spark):
     evaluator = RegressionEvaluator(labelCol="rating", predictionCol="prediction")
     assert ours["rmse"] == pytest.approx(evaluator.evaluate(predictions, {evaluator.metricName: "rmse"}), abs=1e-12)
     assert ours["mae"] == pytest.approx(evaluator.evaluate(predictions, {evaluator.metricName: "mae"}), abs=1e-12)
+
+
+def test_held_out_ranking_asks_for_test_users_with_training_movies_excluded(spark):
+    train = spark.createDataFrame([(1, 10, 5.0), (1, 11, 3.0), (2, 10, 4.0), (3, 12, 4.0)],
+                                  "user_id int, movie_id int, rating float")
+    test = spark.createDataFrame([(1, 12, 5.0), (2, 11, 4.5), (2, 12, 1.0)], "user_id int, movie_id int, rating float")
+    asked = {}
+
+    def recommend(users, n, exclude):
+        asked.update(users=sorted(r.user_id for r in users.collect()), n=n,
+                     exclude=sorted((r.user_id, r.movie_id) for r in exclude.collect()))
+        return spark.createDataFrame([(1, 1, 12, 0.9), (2, 1, 12, 0.8), (2, 2, 11, 0.7)],
+                                     "user_id int, rank int, movie_id int, score float")
+
+    metrics = held_out_ranking(recommend, Split("t", train, test), 2)
+    assert asked == {"users": [1, 2], "n": 2, "exclude": [(1, 10), (1, 11), (2, 10), (3, 12)]}
+    # user 1: hit at rank 1 of 1 relevant; user 2: relevant {11}, hit at rank 2
+    assert metrics["precision@2"] == pytest.approx((1 / 2 + 1 / 2) / 2)
+    assert metrics["recall@2"] == pytest.approx(1.0)
+    assert metrics["ndcg@2"] == pytest.approx((1 + 1 / math.log2(3)) / 2)
+    assert metrics["map@2"] == pytest.approx((1 + 1 / 2) / 2)
+    assert metrics["coverage@2"] == pytest.approx(2 / 3) and metrics["users"] == 2

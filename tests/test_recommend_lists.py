@@ -125,9 +125,24 @@ def test_fallback_is_damped_so_two_five_star_ratings_do_not_top_the_list(spark):
     bias = BiasModel.fit(ratings, BiasParams(lambda_u=5, lambda_i=5))
     users = spark.createDataFrame([(100,)], "user_id int")
     seen = spark.createDataFrame([], "user_id int, movie_id int")
-    lists = fallback_lists(users, bias.movie_biases, bias.mu, seen, 3)
+    lists = fallback_lists(users, bias.movie_biases, bias.mu, seen, 3, order="bias")
     ranked = [r["movie_id"] for r in lists.orderBy("rank").collect()]
     assert ranked == [2, 1, 3]
+
+
+def test_fallback_by_popularity_ranks_by_rating_count_and_reports_the_baseline_prediction(spark):
+    rows = [(u, 1, 5.0) for u in (1, 2)] + [(u, 2, 2.0) for u in range(1, 31)] + [(u, 3, 4.0) for u in range(1, 11)]
+    ratings = spark.createDataFrame(rows, "user_id int, movie_id int, rating float")
+    bias = BiasModel.fit(ratings, BiasParams(lambda_u=5, lambda_i=5))
+    users = spark.createDataFrame([(1,), (100,)], "user_id int")
+    lists = fallback_lists(users, bias.movie_biases, bias.mu, ratings.where("movie_id = 3"), 3, bias.user_biases)
+    got = {(r["user_id"], r["rank"]): (r["movie_id"], r["score"]) for r in lists.collect()}
+    b_i = {r["movie_id"]: r["bias"] for r in bias.movie_biases.collect()}
+    b_1 = bias.user_biases.where("user_id = 1").first()["bias"]
+    assert [got[(100, k)][0] for k in (1, 2, 3)] == [2, 3, 1]  # 30, 10, 2 ratings
+    assert [got[(1, k)][0] for k in (1, 2)] == [2, 1] and (1, 3) not in got  # user 1 rated movie 3
+    assert got[(100, 1)][1] == pytest.approx(bias.mu + b_i[2], rel=1e-6)  # unknown user: b_u = 0
+    assert got[(1, 2)][1] == pytest.approx(bias.mu + b_1 + b_i[1], rel=1e-6)
 
 
 def test_ratings_file_folds_in_a_new_user_and_prints_titles(spark, workspace, tmp_path, capsys):

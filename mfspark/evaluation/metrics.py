@@ -19,6 +19,7 @@ item as 0. Catalog coverage = distinct recommended movies in the top k / catalog
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pyspark.sql import Window
@@ -26,6 +27,12 @@ from pyspark.sql import functions as F
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
+
+    from mfspark.evaluation.split import Split
+
+# recommend(users, n, exclude) -> (user_id, rank, movie_id, score): `Model.recommend_for_users`, or the same over
+# any factor tables (see mfspark.recommend.lists.recommend_for_users).
+Recommender = Callable[["DataFrame", int, "DataFrame"], "DataFrame"]
 
 DEFAULT_THRESHOLD = 4.0
 
@@ -93,3 +100,17 @@ def catalog_coverage(recommendations: DataFrame, k: int, catalog_size: int) -> f
         raise ValueError("catalog_size must be >= 1")
     distinct = recommendations.where(F.col("rank") <= k).select("movie_id").distinct().count()
     return distinct / catalog_size
+
+
+def held_out_ranking(recommend: Recommender, split: Split, k: int, threshold: float = DEFAULT_THRESHOLD) -> dict:
+    """`ranking_metrics` of every test user's top k, that user's training movies excluded; coverage over
+    the training catalogue.
+
+    >>> held_out_ranking(model.recommend_for_users, split, 10)["ndcg@10"]  # doctest: +SKIP
+    """
+    users = split.test.select("user_id").distinct()
+    catalog = split.train.select("movie_id").distinct().count()
+    lists = recommend(users, k, split.train.select("user_id", "movie_id")).cache()
+    metrics = ranking_metrics(lists, split.test, k, threshold, catalog_size=catalog)
+    lists.unpersist()
+    return metrics

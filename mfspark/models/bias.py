@@ -184,11 +184,12 @@ class BiasModel(Model):
         write_json(spark, f"{path}/model.json", {"mu": self.mu, "params": asdict(self.params)})
 
     def recommend_for_users(self, users: DataFrame | None, n: int, exclude: DataFrame | None = None) -> DataFrame:
-        """Damped-popularity lists (user_id, rank, movie_id, score): see mfspark.recommend.lists.fallback_lists."""
+        """Each user's unseen movies of highest predicted rating, i.e. of highest damped b_i (user_id, rank,
+        movie_id, score): see mfspark.recommend.lists.fallback_lists."""
         from mfspark.recommend.lists import fallback_lists
 
         users = users if users is not None else self.user_biases.select("user_id")
-        return fallback_lists(users, self.movie_biases, self.mu, exclude, n, self.user_biases)
+        return fallback_lists(users, self.movie_biases, self.mu, exclude, n, self.user_biases, order="bias")
 
     @classmethod
     def load(cls, spark: SparkSession, path: str) -> BiasModel:

@@ -36,9 +36,8 @@ from mfspark.data.ingest import DEFAULT_MAX_REJECT_FRACTION, describe_input, ing
 from mfspark.data.movielens import detect_release, release_named
 from mfspark.errors import ConfigError, InputError, MfsparkError, PipelineStageError
 from mfspark.evaluation import split as splits
-from mfspark.evaluation.metrics import ranking_metrics, rating_metrics
+from mfspark.evaluation.metrics import held_out_ranking, rating_metrics
 from mfspark.models.als.estimator import ALS, ALSModel, ALSParams
-from mfspark.models.base import Model
 from mfspark.models.bias import BiasModel, BiasParams
 from mfspark.runtime.provenance import versions
 from mfspark.runtime.storage import check_parquet_table, local_path, output_lock, pause_point, point_link
@@ -149,7 +148,8 @@ def run_evaluate(ctx: StageContext, out: Path) -> dict:
     split, c = ctx.split, ctx.config
     als = ALSModel.load(ctx.spark, str(ctx.stage_dir("train") / "factors"))
     baseline = BiasModel.load(ctx.spark, str(ctx.stage_dir("baseline") / "biases"))
-    metrics = {name: rating_metrics(model.predict(split.test)) | held_out_ranking(model, split, RANKING_K)
+    metrics = {name: rating_metrics(model.predict(split.test))
+               | held_out_ranking(model.recommend_for_users, split, RANKING_K)
                for name, model in (("als", als), ("baseline", baseline))}
     report_view = {
         "model": "als-biased" if c.als.biases else "als", "params": asdict(c.als),
@@ -158,17 +158,6 @@ def run_evaluate(ctx: StageContext, out: Path) -> dict:
     }
     write_json_file(out / "metrics.json", report_view)
     return {"metrics": metrics}
-
-
-def held_out_ranking(model: Model, split: splits.Split, k: int) -> dict:
-    """precision/recall/NDCG/MAP@k and catalog coverage of each test user's top k, training movies excluded."""
-    users = split.test.select("user_id").distinct()
-    seen = split.train.select("user_id", "movie_id")
-    catalog = split.train.select("movie_id").distinct().count()
-    lists = model.recommend_for_users(users, k, exclude=seen).cache()
-    metrics = ranking_metrics(lists, split.test, k, catalog_size=catalog)
-    lists.unpersist()
-    return metrics
 
 
 def run_recommend(ctx: StageContext, out: Path) -> dict:

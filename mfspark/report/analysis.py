@@ -19,11 +19,12 @@ from pyspark.mllib.linalg.distributed import RowMatrix
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from mfspark.evaluation.metrics import rating_metrics
+from mfspark.evaluation.metrics import Recommender, held_out_ranking, rating_metrics
 from mfspark.evaluation.mllib_reference import fit_mllib
 from mfspark.evaluation.split import Split
 from mfspark.models.als.estimator import ALS, ALSModel, ALSParams
 from mfspark.models.bias import BiasModel, BiasParams, clipped, with_bias_columns
+from mfspark.recommend.lists import recommend_for_users
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ OTHER_GENRE = "Other"
 FAMOUS_MOVIES = (("Godfather, The", 1972), ("Godfather: Part II, The", 1974), ("You've Got Mail", 1998),
                  ("Sleepless in Seattle", 1993), ("Pulp Fiction", 1994), ("Notting Hill", 1999),
                  ("Star Wars: Episode IV - A New Hope", 1977), ("Star Wars: Episode V - The Empire Strikes Back", 1980))
+RANKING_K = 10
 RANKING_KEYS = ("precision@10", "recall@10", "ndcg@10", "map@10", "coverage@10")
 
 
@@ -94,7 +96,13 @@ def bias_row(split: Split, model: ALSModel) -> tuple[dict, BiasModel]:
     p = biases.params
     row = _scored_row("biases", f"mu + b_u + b_i, damped (lambda_u = {p.lambda_u:g}, lambda_i = {p.lambda_i:g}, "
                       f"{p.sweeps} sweeps), {origin}", biases.predict(split.test), time.perf_counter() - started)
-    return row, biases
+    return row | ranking_columns(biases.recommend_for_users, split), biases
+
+
+def ranking_columns(recommend: Recommender, split: Split) -> dict:
+    """The accuracy table's ranking columns (RANKING_KEYS) for one model's top-10 lists on the split."""
+    metrics = held_out_ranking(recommend, split, RANKING_K)
+    return {key: metrics[key] for key in RANKING_KEYS}
 
 
 # Up to this many columns, the SVD is one pass: the n x n Gramian (128 MiB at 4096) aggregated on Spark and
@@ -186,14 +194,16 @@ def als_name(biases: bool) -> str:
     return "ALS (biased)" if biases else "ALS (plain)"
 
 
-def trained_row(metrics: dict, params: ALSParams) -> dict:
-    """The trained model's row, exactly as its metrics.json reports it (ranking metrics where present)."""
+def trained_row(metrics: dict, model: ALSModel, split: Split) -> dict:
+    """The trained model's row as its metrics.json reports it; ranking metrics computed here when absent."""
+    params = model.params
     row = {"model": als_name(params.biases), "description": describe_als(params) + ": the trained model",
            "rmse": metrics["rmse"], "mae": metrics["mae"], "scored": metrics.get("test", {}).get("count"),
            "fit_s": metrics.get("timings", {}).get("fit_s")}
-    ranking = metrics.get("ranking") or metrics.get("test", {})
-    row.update({key: ranking[key] for key in RANKING_KEYS if key in ranking})
-    return row
+    ranking = metrics.get("test", {})
+    if all(key in ranking for key in RANKING_KEYS):
+        return row | {key: ranking[key] for key in RANKING_KEYS}
+    return row | ranking_columns(model.recommend_for_users, split)
 
 
 def other_als_row(split: Split, params: ALSParams) -> dict:
@@ -202,7 +212,8 @@ def other_als_row(split: Split, params: ALSParams) -> dict:
     started = time.perf_counter()
     model = ALS(**asdict(variant)).fit(split.train)
     seconds = time.perf_counter() - started
-    return _scored_row(als_name(variant.biases), describe_als(variant), model.predict(split.test), seconds)
+    return (_scored_row(als_name(variant.biases), describe_als(variant), model.predict(split.test), seconds)
+            | ranking_columns(model.recommend_for_users, split))
 
 
 def mllib_row(split: Split, params: ALSParams, biases: BiasModel) -> dict:
@@ -213,8 +224,12 @@ def mllib_row(split: Split, params: ALSParams, biases: BiasModel) -> dict:
         "user_id", "movie_id", clipped(F.col("prediction"), biases.params).alias("_mllib"))
     scored = biases.predict(split.test, prediction_col="_baseline").join(known, ["user_id", "movie_id"], "left")
     scored = scored.withColumn("prediction", F.coalesce("_mllib", "_baseline"))
+    factors = [frame.select(F.col("id").cast("int"), F.col("features").cast("array<float>"))
+               for frame in (model.userFactors, model.itemFactors)]
+    ranked = ranking_columns(lambda users, n, seen: recommend_for_users(*factors, seen, n, users=users), split)
     return _scored_row("MLlib ALS", f"Spark MLlib ALS (rank {params.rank}, regParam {params.reg:g}, "
-                       f"{params.max_iter} iterations), unseen users/movies scored by the biases", scored, seconds)
+                       f"{params.max_iter} iterations), unseen users/movies scored by the biases; top-10 lists "
+                       "from its factors", scored, seconds) | ranked
 
 
 # ---------------------------------------------------------------- convergence

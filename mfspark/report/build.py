@@ -82,7 +82,7 @@ def accuracy_section(split: splits.Split, model: ALSModel, metrics: dict, option
     rows = [analysis.global_mean_row(split)]
     bias_row, biases = analysis.bias_row(split, model)
     rows += [bias_row, analysis.svd_row(split, biases, options.svd_rank)]
-    trained = analysis.trained_row(metrics, model.params)
+    trained = analysis.trained_row(metrics, model, split)
     als_rows = [trained]
     if options.compare:
         als_rows.append(analysis.other_als_row(split, model.params))
@@ -94,10 +94,11 @@ def accuracy_section(split: splits.Split, model: ALSModel, metrics: dict, option
     note = (f"{metrics['split'].get('kind', '?')} split, {metrics['split'].get('test', '?')} test ratings"
             + (f" ({unseen} with a user or movie unseen in training: every model scores those with the biases)"
                if unseen is not None else "")
-            + f". The trained model's row is its metrics.json; the others are fitted here on the same split. "
+            + f". The trained model's RMSE/MAE are its metrics.json; the others are fitted here on the same split. "
+            f"Ranking columns: each test user's top 10 with their training movies excluded (relevant: a test "
+            f"rating >= 4), coverage over the training catalogue; from metrics.json when it has them. "
             f"SVD: rank-{options.svd_rank} truncated SVD of the users x movies matrix of training bias residuals "
-            "(unrated cells 0), added to the biases."
-            + ("" if ranking_keys else " Ranking metrics: not in the trained model's metrics.json."))
+            "(unrated cells 0), added to the biases.")
     return {"rows": rows, "ranking_keys": ranking_keys, "note": note}, biases
 
 
