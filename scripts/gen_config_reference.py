@@ -38,7 +38,7 @@ def option_rows(module_name: str) -> list[str]:
             flags += f" {action.metavar or action.dest.upper()}" if not action.choices else \
                 f" {{{','.join(map(str, action.choices))}}}"
         default = "required" if action.required else ("" if action.default in (None, False) else action.default)
-        rows.append(f"| {cell(flags)} | {cell(default)} | {cell(action.help or '')} |")
+        rows.append(f"| {cell(flags)} | {cell(default)} | {cell((action.help or '') % {'default': action.default})} |")
     return rows
 
 

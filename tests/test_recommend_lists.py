@@ -63,7 +63,8 @@ def test_cli_lists_exclude_every_rated_movie_and_hold_min_n_candidates(spark, wo
     out = root / "out"
     result = run_recommend(spark, ["--model", str(root / "model"), "--input", str(root / "ingest"), "--out", str(out),
                                    "--top-n", "4", "--users", "1,2,3,3,999", "--similar", "2", "--audiences",
-                                   "--genre-rows", "--user-block-size", "2", "--item-block-size", "3"])
+                                   "--genre-rows", "--user-block-size", "2", "--item-block-size", "3",
+                                   "--min-ratings", "1"])
     assert result["users"] == 4 and result["fallback_users"] == 1
     printed = capsys.readouterr().out
     assert "Top 4 for user 1:" in printed and "Movie " in printed and "[" in printed
@@ -115,6 +116,25 @@ def test_fold_in_equals_the_users_last_half_step(spark, workspace, ratings_rows)
     trained = np.array(model.user_factors.where(f"id = {user}").first()["features"])
     np.testing.assert_allclose(folded.factors, trained, atol=1e-5)
     assert folded.bias == pytest.approx(model.baseline.user_biases.where(f"user_id = {user}").first()["bias"])
+
+
+def test_users_with_fewer_than_min_ratings_get_the_popularity_list_and_are_recorded(spark, workspace,
+                                                                                      ratings_rows):
+    root, model = workspace
+    out = root / "light"
+    counts = {u: sum(1 for v, _, _ in ratings_rows if v == u) for u in (1, 2, 3)}
+    run_recommend(spark, ["--model", str(root / "model"), "--input", str(root / "ingest"), "--out", str(out),
+                          "--top-n", "3", "--users", "1,2,3", "--min-ratings", "4"])
+    fallback = {r["user_id"]: (r["reason"], r["ratings"]) for r in spark.read.parquet(str(out / "fallback_users"))
+                .collect()}
+    assert fallback == {u: ("few_ratings", n) for u, n in counts.items() if n < 4}
+    popularity = {m: n for m, n in ((r["movie_id"], r["count"]) for r in model.baseline.movie_biases.collect())}
+    recs = spark.read.parquet(str(out / "recommendations")).collect()
+    for user in fallback:
+        unseen = [m for m in popularity if (user, m) not in {(u, m) for u, m, _ in ratings_rows}]
+        expected = sorted(unseen, key=lambda m: (-popularity[m], m))[:3]
+        assert [r["movie_id"] for r in sorted((r for r in recs if r["user_id"] == user), key=lambda r: r["rank"])] \
+            == expected
 
 
 def test_fallback_is_damped_so_two_five_star_ratings_do_not_top_the_list(spark):

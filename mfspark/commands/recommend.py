@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-list", metavar="FILE", help="recommend only these movie ids (one per line)")
     parser.add_argument("--block-list", metavar="FILE", help="never recommend these movie ids (one per line)")
     parser.add_argument("--min-ratings", type=int, default=recs.DEFAULT_MIN_RATINGS,
-                        help="users with fewer ratings in --input get the damped-popularity list")
+                        help="users with fewer ratings in --input get the popularity list (default: %(default)s)")
     parser.add_argument("--audiences", action="store_true", help="also write the top-N users per movie")
     parser.add_argument("--similar", type=int, metavar="K", help="also write each movie's K most similar movies")
     parser.add_argument("--genre-rows", action="store_true", help="also write top-N per favourite genre (top 3)")

@@ -18,8 +18,9 @@ from pyspark.sql import functions as F
 from mfspark.recommend.topn import BlockSizes, top_n
 
 LIST_COLUMNS = ("user_id", "rank", "movie_id", "score")
-# Users with fewer input ratings than this get the cold-start list (see README: light users).
-DEFAULT_MIN_RATINGS = 1
+# Users with fewer input ratings than this get the cold-start list. Chosen from benchmarks/results/ranking.md:
+# on ml-latest-small the popularity list beat explicit ALS's for users cut to 3, 5, 10 and 20 training ratings.
+DEFAULT_MIN_RATINGS = 20
 
 
 @dataclass(frozen=True)
