@@ -144,3 +144,126 @@ def test_kernels_compile_in_memory_where_numba_cannot_write_its_cache(monkeypatc
     kernel = K.compiled()(lambda x: x + 1.0)
     assert kernel(1.0) == 2.0
     assert type(kernel._cache).__name__ == "NullCache"
+
+
+def biased_objective(mask, dense, mu, x, y, z, reg, bias_reg, weight):
+    """The learned-bias (and implicit) ALS objective, dense: x, y are [factors, bias] rows, z implicit factors."""
+    k = x.shape[1] - 1
+    prediction = mu + x[:, k:] + y[:, k].T[None, :] + x[:, :k] @ y[:, :k].T
+    error = (np.where(mask, dense - prediction, 0.0) ** 2).sum()
+    implicit = weight * ((mask - x[:, :k] @ z.T) ** 2).sum() if z is not None else 0.0
+    penalty = reg * ((mask.sum(1) * (x[:, :k] ** 2).sum(1)).sum() + (mask.sum(0) * (y[:, :k] ** 2).sum(1)).sum())
+    penalty += bias_reg * ((x[:, k] ** 2).sum() + (y[:, k] ** 2).sum())
+    if z is not None:
+        penalty += reg * (mask.sum(0) * (z**2).sum(1)).sum()
+    return error, implicit, penalty
+
+
+def stacked_least_squares(design, targets, penalties):
+    """argmin |design w - targets|^2 + sum penalties_p w_p^2, as one lstsq over stacked rows."""
+    rows = np.vstack([design, np.diag(np.sqrt(penalties))])
+    return np.linalg.lstsq(rows, np.concatenate([targets, np.zeros(len(penalties))]), rcond=None)[0]
+
+
+def test_learned_bias_half_step_solves_factors_and_bias_jointly():
+    indptr, cols, ratings, mask, dense = random_block(n_dst=25, n_src=30, density=0.4)
+    rank, mu, reg, bias_reg = 4, 3.2, 0.1, 2.5
+    src = np.random.default_rng(6).standard_normal((30, rank + 1))  # [y, b_i]
+    solution = K.solve_biased_block(indptr, cols, ratings, src, rank, mu, reg, bias_reg)
+    for e in range(25):
+        rated = mask[e]
+        design = np.hstack([src[rated, :rank], np.ones((rated.sum(), 1))])
+        expected = stacked_least_squares(design, dense[e, rated] - mu - src[rated, rank],
+                                         [reg * rated.sum()] * rank + [bias_reg])
+        np.testing.assert_allclose(solution.factors[e], expected, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(solution.source_sums, mask.astype(float) @ src[:, :rank], atol=1e-12)
+    x = solution.factors
+    prediction = mu + x[:, rank:] + src[:, rank][None, :] + x[:, :rank] @ src[:, :rank].T
+    assert solution.squared_error == pytest.approx(float((np.where(mask, dense - prediction, 0) ** 2).sum()),
+                                                   rel=1e-9)
+    assert solution.penalty == pytest.approx(
+        reg * float((mask.sum(1) * (x[:, :rank] ** 2).sum(1)).sum()) + bias_reg * float((x[:, rank] ** 2).sum()))
+
+
+def test_implicit_user_half_step_also_fits_the_whole_rated_indicator_row():
+    indptr, cols, ratings, mask, dense = random_block(n_dst=20, n_src=15, density=0.4, seed=2)
+    rank, mu, reg, bias_reg, weight = 3, 3.0, 0.05, 4.0, 0.7
+    rng = np.random.default_rng(7)
+    y, z = rng.standard_normal((15, rank + 1)), rng.standard_normal((15, rank))
+    solution = K.solve_biased_block(indptr, cols, ratings, np.hstack([y, z]), rank, mu, reg, bias_reg, weight,
+                                    z.T @ z)
+    for e in range(20):
+        rated = mask[e]
+        # ratings rows [y_i, 1] -> r - mu - b_i; every item's indicator row sqrt(w) [z_j, 0] -> sqrt(w) 1[rated]
+        design = np.vstack([np.hstack([y[rated, :rank], np.ones((rated.sum(), 1))]),
+                            np.sqrt(weight) * np.hstack([z, np.zeros((15, 1))])])
+        targets = np.concatenate([dense[e, rated] - mu - y[rated, rank], np.sqrt(weight) * rated])
+        expected = stacked_least_squares(design, targets, [reg * rated.sum()] * rank + [bias_reg])
+        np.testing.assert_allclose(solution.factors[e], expected, rtol=1e-7, atol=1e-9)
+    error, implicit, _ = biased_objective(mask, dense, mu, solution.factors, y, z, 0.0, 0.0, weight)
+    x = solution.factors
+    penalty = reg * (mask.sum(1) * (x[:, :rank] ** 2).sum(1)).sum() + bias_reg * (x[:, rank] ** 2).sum()
+    assert solution.squared_error == pytest.approx(error, rel=1e-9)
+    assert solution.penalty == pytest.approx(implicit + penalty, rel=1e-9)
+
+
+def test_implicit_item_factors_fit_the_indicator_column_against_every_user():
+    _, _, _, mask, _ = random_block(n_dst=12, n_src=18, density=0.3, seed=3)  # items x users
+    rank, weight, reg = 4, 0.5, 0.2
+    x = np.random.default_rng(8).standard_normal((18, rank))
+    z, penalty = K.solve_implicit_factors(mask.astype(float) @ x, mask.sum(1), x.T @ x, weight, reg)
+    for j in range(12):
+        expected = stacked_least_squares(np.sqrt(weight) * x, np.sqrt(weight) * mask[j], [reg * mask[j].sum()] * rank)
+        np.testing.assert_allclose(z[j], expected, rtol=1e-7, atol=1e-9)
+    assert penalty == pytest.approx(reg * float((mask.sum(1) * (z**2).sum(1)).sum()))
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_alternating_learned_bias_fit_decreases_the_exact_objective_every_half_step(weight):
+    _, _, _, mask, dense = random_block(n_dst=30, n_src=20, density=0.35, seed=4)
+    rank, reg, bias_reg = 3, 0.05, 1.0
+    mu = dense[mask].mean()
+
+    def csr(m):
+        return np.concatenate([[0], np.cumsum(m.sum(1))]), np.nonzero(m)[1].astype(np.int32), \
+            (dense if m is mask else dense.T)[m].astype(np.float32)
+
+    users, items = csr(mask), csr(mask.T)
+    x = np.hstack([K.initial_factors(np.arange(30), rank, 1), np.zeros((30, 1))])
+    y, z = np.zeros((20, rank + 1)), np.zeros((20, rank))
+    history = []
+    for _ in range(6):
+        solved = K.solve_biased_block(*items, x, rank, mu, reg, bias_reg)
+        y = solved.factors
+        if weight:
+            z, _ = K.solve_implicit_factors(solved.source_sums, mask.sum(0), x[:, :rank].T @ x[:, :rank], weight, reg)
+        history.append(sum(biased_objective(mask, dense, mu, x, y, z if weight else None, reg, bias_reg, weight)))
+        solved = K.solve_biased_block(*users, np.hstack([y, z]), rank, mu, reg, bias_reg, weight,
+                                      z.T @ z if weight else None)
+        x = solved.factors
+        error, implicit, penalty = biased_objective(mask, dense, mu, x, y, z if weight else None, reg, bias_reg, weight)
+        history.append(error + implicit + penalty)
+        assert solved.squared_error == pytest.approx(error, rel=1e-9)
+    assert all(later <= earlier * (1 + 1e-12) for earlier, later in zip(history, history[1:]))
+    assert history[-1] < 0.9 * history[1]
+
+
+def test_pairs_without_a_rating_count_only_as_rated_in_the_implicit_term():
+    indptr, cols, ratings, mask, dense = random_block(n_dst=15, n_src=12, density=0.5, seed=5)
+    unrated = np.zeros_like(mask)
+    unrated[mask] = np.random.default_rng(9).random(mask.sum()) < 0.3  # known pairs, rating not known
+    ratings = np.where(unrated[mask], np.nan, ratings).astype(np.float32)
+    rank, mu, reg, bias_reg, weight = 3, 3.0, 0.1, 2.0, 0.5
+    rng = np.random.default_rng(10)
+    y, z = rng.standard_normal((12, rank + 1)), rng.standard_normal((12, rank))
+    solution = K.solve_biased_block(indptr, cols, ratings, np.hstack([y, z]), rank, mu, reg, bias_reg, weight,
+                                    z.T @ z)
+    for e in range(15):
+        rated = mask[e] & ~unrated[e]
+        design = np.vstack([np.hstack([y[rated, :rank], np.ones((rated.sum(), 1))]),
+                            np.sqrt(weight) * np.hstack([z, np.zeros((12, 1))])])
+        targets = np.concatenate([dense[e, rated] - mu - y[rated, rank], np.sqrt(weight) * mask[e]])
+        expected = stacked_least_squares(design, targets, [reg * rated.sum()] * rank + [bias_reg])
+        np.testing.assert_allclose(solution.factors[e], expected, rtol=1e-7, atol=1e-9)
+    np.testing.assert_array_equal(solution.rated_counts, (mask & ~unrated).sum(1))
+    np.testing.assert_allclose(solution.source_sums, mask.astype(float) @ y[:, :rank], atol=1e-12)

@@ -49,10 +49,11 @@ def bias_reference(model: BiasModel) -> Callable[[int, int], float]:
 
 
 def als_reference(model) -> Callable[[int, int], float]:
-    """x_u . y_i (+ mu + b_u + b_i when biased) in float64 numpy, from the model's factor frames."""
+    """x_u . y_i (+ mu + b_u + b_i when biased: the learned biases, else the baseline's) in float64 numpy,
+    from the model's factor frames."""
     x = {row.id: np.array(row.features, dtype=np.float64) for row in model.user_factors.collect()}
     y = {row.id: np.array(row.features, dtype=np.float64) for row in model.item_factors.collect()}
-    mu, b_u, b_i = bias_tables(model.baseline)
+    mu, b_u, b_i = bias_tables(model.learned_biases if model.params.learned_biases else model.baseline)
     if model.params.biases:
         return lambda u, m: clip(mu + b_u[u] + b_i[m] + float(x[u] @ y[m]), model)
     return lambda u, m: clip(float(x[u] @ y[m]), model)
@@ -72,6 +73,12 @@ CASES = [
     Case("als", lambda r: ALS(rank=2, max_iter=4, seed=3).fit(r), als_reference, lambda model: model.baseline),
     Case("als-biased", lambda r: ALS(rank=2, max_iter=4, seed=3, biases=True).fit(r), als_reference,
          lambda model: model.baseline),
+    Case("als-learned-biases", lambda r: ALS(rank=2, max_iter=4, seed=3, biases=True, bias_fit="learned",
+                                              bias_reg_user=1.0, bias_reg_item=2.0).fit(r),
+         als_reference, lambda model: model.baseline),
+    Case("als-implicit", lambda r: ALS(rank=2, max_iter=4, seed=3, biases=True, bias_fit="learned",
+                                        implicit_weight=0.5).fit(r),
+         als_reference, lambda model: model.baseline),
 ]
 
 

@@ -24,7 +24,7 @@ from mfspark.commands.args import read_ratings
 from mfspark.errors import InputError
 from mfspark.models.als.estimator import ALSModel
 from mfspark.recommend import lists as recs
-from mfspark.recommend.foldin import fold_in, folded_frames
+from mfspark.recommend.foldin import folded_frames
 from mfspark.recommend.topn import BlockSizes
 from mfspark.runtime.storage import HadoopPaths, atomic_output
 
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
     model = ALSModel.load(spark, f"{args.model.rstrip('/')}/factors")
     movies = spark.read.parquet(f"{args.input.rstrip('/')}/movies")
     sizes = BlockSizes(args.user_block_size, args.item_block_size)
-    baseline = recs.Baseline.of(model.baseline) if model.params.biases else None
+    baseline = recs.Baseline.of(model.scoring_biases) if model.params.biases else None
     candidates = recs.Candidates(_id_frame(spark, args.allow_list, "--allow-list"),
                                  _id_frame(spark, args.block_list, "--block-list"))
     if args.ratings_file:
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
 def _fold_in_and_print(spark: SparkSession, model: ALSModel, baseline, movies: DataFrame, candidates, sizes,
                        args: argparse.Namespace) -> dict:
     ratings = read_ratings_file(HadoopPaths(spark).read_text(args.ratings_file), args.ratings_file)
-    folded = fold_in(model.item_factors, ratings, model.params.reg, baseline, model.params.nonnegative)
+    folded = model.folded_user(ratings)
     users, seen, user_baseline = folded_frames(spark, FOLDED_USER_ID, folded, ratings, baseline)
     lists = recs.recommend_for_users(users, model.item_factors, seen, args.top_n, user_baseline, None, candidates,
                                      sizes)

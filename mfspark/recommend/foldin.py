@@ -5,6 +5,9 @@ that same half-step for one more user, with the training kernel
 (`models.als.kernels.solve_block`: (Y^T Y + reg * n_u * I) x = Y^T r, ALS-WR). With a bias
 baseline the user's bias comes first, as the baseline's own user update does
 (b_u = sum(r - mu - b_i) / (n_u + lambda_u)), and the factors fit what the baseline leaves.
+With biases learned inside ALS the user's [x_u, b_u] are solved jointly by the learned-bias
+kernel (`solve_biased_block`), and for the implicit model also against the rated movies'
+implicit factors and the model's Z^T Z: exactly one more user of the fit's last half-step.
 Only the rated movies' factor rows reach the driver.
 """
 
@@ -17,7 +20,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from mfspark.errors import InputError
-from mfspark.models.als.kernels import solve_block
+from mfspark.models.als.kernels import solve_biased_block, solve_block
 from mfspark.recommend.lists import Baseline
 
 
@@ -28,30 +31,66 @@ class FoldedUser:
     used: int  # ratings of movies the model knows (the others are ignored)
 
 
+@dataclass(frozen=True)
+class LearnedItems:
+    """What a new user's joint [x_u, b_u] solve needs from a model whose biases were learned inside ALS."""
+
+    bias_reg: float  # the user-bias regularisation of the fit
+    implicit_factors: DataFrame | None = None  # (id, features): the implicit model's z
+    implicit_gram: np.ndarray | None = None  # Z^T Z over every item
+    implicit_weight: float = 0.0
+
+
 def fold_in(item_factors: DataFrame, ratings: list[tuple[int, float]], reg: float, baseline: Baseline | None = None,
-            nonnegative: bool = False) -> FoldedUser:
-    """The user's factors (and bias) from `ratings` [(movie_id, rating)], item factors fixed."""
+            nonnegative: bool = False, learned: LearnedItems | None = None) -> FoldedUser:
+    """The user's factors (and bias) from `ratings` [(movie_id, rating)], item factors fixed.
+
+    `learned` (with `baseline` = the learned biases): solve factors and bias jointly, as the fit did.
+    """
     if not ratings:
         raise InputError("fold-in needs at least one (movie_id, rating)")
     by_movie = dict(ratings)  # a movie rated twice: the last rating counts
     ids = sorted(by_movie)
-    rows = item_factors.where(F.col("id").isin(ids)).select("id", "features").collect()
-    known = {row["id"]: np.asarray(row["features"], np.float32) for row in rows}
+    known = _rows(item_factors, ids)
     movie_ids = [m for m in ids if m in known]
     if not movie_ids:
         raise InputError(f"none of the {len(ids)} rated movies is known to the model (e.g. movie_id {ids[0]})")
     factors = np.vstack([known[m] for m in movie_ids])
     values = np.array([by_movie[m] for m in movie_ids], np.float64)
-    bias = 0.0
+    movie_bias = np.zeros(len(movie_ids))
     if baseline is not None:
         biases = {row["movie_id"]: row["bias"] for row in
                   baseline.movie_biases.where(F.col("movie_id").isin(movie_ids)).select("movie_id", "bias").collect()}
         movie_bias = np.array([biases.get(m, 0.0) for m in movie_ids])
+    entity = np.array([0, len(movie_ids)]), np.arange(len(movie_ids), dtype=np.int32)
+    if learned is not None:
+        return _fold_in_learned(entity, factors, values, movie_ids, movie_bias, reg, baseline.mu, learned)
+    bias = 0.0
+    if baseline is not None:
         bias = float(np.sum(values - baseline.mu - movie_bias) / (len(values) + baseline.lambda_u))
         values = values - baseline.mu - bias - movie_bias
-    solution = solve_block(np.array([0, len(movie_ids)]), np.arange(len(movie_ids)), values.astype(np.float32),
-                           factors, reg, nonnegative)
+    solution = solve_block(*entity, values.astype(np.float32), factors, reg, nonnegative)
     return FoldedUser(solution.factors[0].astype(np.float32), bias, len(movie_ids))
+
+
+def _rows(frame: DataFrame, ids: list[int]) -> dict[int, np.ndarray]:
+    """{id: features} of the rows of an (id, features) frame whose id is in `ids`."""
+    rows = frame.where(F.col("id").isin(ids)).select("id", "features").collect()
+    return {row["id"]: np.asarray(row["features"], np.float32) for row in rows}
+
+
+def _fold_in_learned(entity, factors: np.ndarray, values: np.ndarray, movie_ids: list[int], movie_bias: np.ndarray,
+                     reg: float, mu: float, learned: LearnedItems) -> FoldedUser:
+    """One user of the learned-bias kernel: source rows [y_i, b_i (, z_i)] of the rated movies."""
+    rank = factors.shape[1]
+    sources = np.hstack([factors, movie_bias[:, None]])
+    if learned.implicit_factors is not None:
+        implicit = _rows(learned.implicit_factors, movie_ids)
+        sources = np.hstack([sources, np.vstack([implicit[m] for m in movie_ids])])
+    solution = solve_biased_block(*entity, values.astype(np.float32), sources, rank, mu, reg, learned.bias_reg,
+                                  learned.implicit_weight, learned.implicit_gram)
+    x = solution.factors[0]
+    return FoldedUser(x[:rank].astype(np.float32), float(x[rank]), len(movie_ids))
 
 
 def rating_pairs(ratings) -> list[tuple[int, float]]:

@@ -236,7 +236,7 @@ def write_top_n(model, ratings: DataFrame, out_dir: str, n: int, min_ratings: in
     from mfspark.models.bias import BiasModel, BiasParams
 
     seen = ratings.select("user_id", "movie_id")
-    baseline = Baseline.of(model.baseline) if model.params.biases else None
+    baseline = Baseline.of(model.scoring_biases) if model.params.biases else None
     fallback_model = model.baseline or BiasModel.fit(ratings, BiasParams())
     plan = plan_users(model.user_factors, ratings, users, min_ratings)
     recommend_for_users(model.user_factors, model.item_factors, seen, n, baseline, plan.model_users, candidates,

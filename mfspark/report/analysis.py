@@ -408,10 +408,11 @@ def user_scores(model: ALSModel, ratings: DataFrame, movies: DataFrame, user_id:
     candidates = (model.item_factors.select(F.col("id").alias("movie_id"), "features")
                   .join(seen, "movie_id", "left_anti").crossJoin(F.broadcast(user)))
     score = dot("_u", "features")
-    if model.baseline is not None and model.params.biases:
+    biases = model.scoring_biases
+    if biases is not None and model.params.biases:
         candidates = with_bias_columns(candidates.withColumn("user_id", F.lit(user_id)),
-                                       model.baseline.user_biases, model.baseline.movie_biases)
-        score = clipped(model.baseline.baseline_column() + score, model.baseline.params)
+                                       biases.user_biases, biases.movie_biases)
+        score = clipped(biases.baseline_column() + score, biases.params)
     return candidates.select("movie_id", score.alias("score")).join(
         movies.select("movie_id", "title", "genres"), "movie_id")
 

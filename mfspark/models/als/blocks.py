@@ -32,7 +32,13 @@ from pyspark.serializers import BatchedSerializer, CPickleSerializer
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from mfspark.models.als.kernels import initial_factors, solve_block, splitmix64
+from mfspark.models.als.kernels import (
+    initial_factors,
+    solve_biased_block,
+    solve_block,
+    solve_implicit_factors,
+    splitmix64,
+)
 from mfspark.runtime import spark_internals
 
 log = logging.getLogger(__name__)
@@ -79,6 +85,71 @@ class SolvedBlock:
     ids: np.ndarray
     factors: np.ndarray
     sends: dict[int, np.ndarray]  # peer block -> local indices of the factors it needs
+    counts: np.ndarray | None = None  # ratings per entity (learned biases: the bias tables' count)
+    gram: np.ndarray | None = None  # implicit model: the block's part of X^T X (users) or Z^T Z (items)
+
+
+@dataclass(frozen=True)
+class HalfStep:
+    """What a side solves and the columns its factor rows carry.
+
+    Plain ALS-WR: rows are the rank factors. Learned biases: rows are [factors, bias] and the
+    bias rides to the other side as one more routed column, so the layout and the one stage
+    per half-step stay as they are. Implicit model (`implicit` "rows" for users, "columns"
+    for items): item rows also carry their implicit factors z, and every block sends the
+    other side its part of the Gram the rated-indicator terms need (users X^T X, items Z^T Z;
+    rank x rank per message), which the receiving block sums over all its peers.
+    """
+
+    rank: int
+    reg: float
+    nonnegative: bool = False
+    learned_biases: bool = False
+    mu: float = 0.0
+    bias_reg: float = 0.0
+    implicit_weight: float = 0.0
+    implicit: str | None = None  # None, "rows" (users) or "columns" (items)
+
+    @property
+    def width(self) -> int:
+        """Columns of this side's factor rows."""
+        if not self.learned_biases:
+            return self.rank
+        return self.rank + 1 + (self.rank if self.implicit == "columns" else 0)
+
+    def initial(self, factors: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Starting rows from starting factors (bias and implicit factors 0), and their Gram if sent."""
+        rows = np.hstack([factors, np.zeros((len(factors), self.width - self.rank))])
+        return rows, (factors.T @ factors if self.implicit else None)
+
+    def solve(self, in_block: InBlock, stack: np.ndarray, source_gram: np.ndarray | None):
+        """(new rows, rating counts, Gram to send, squared error, weighted penalty) of a block."""
+        if not self.learned_biases:
+            result = solve_block(in_block.indptr, in_block.cols, in_block.ratings, stack, self.reg, self.nonnegative)
+            return result.factors, None, None, result.squared_error, self.reg * result.penalty
+        rows = self.implicit == "rows"
+        result = solve_biased_block(in_block.indptr, in_block.cols, in_block.ratings, stack, self.rank, self.mu,
+                                    self.reg, self.bias_reg, self.implicit_weight, source_gram if rows else None)
+        factors, penalty, gram = result.factors, result.penalty, None
+        if rows:
+            gram = factors[:, :self.rank].T @ factors[:, :self.rank]
+        elif self.implicit == "columns":
+            implicit, implicit_penalty = solve_implicit_factors(result.source_sums, np.diff(in_block.indptr),
+                                                                source_gram, self.implicit_weight, self.reg)
+            factors, penalty, gram = np.hstack([factors, implicit]), penalty + implicit_penalty, implicit.T @ implicit
+        return factors, result.rated_counts, gram, result.squared_error, penalty
+
+
+def half_steps(rank: int, reg: float, nonnegative: bool, learned_biases: bool = False, mu: float = 0.0,
+               bias_reg_user: float = 0.0, bias_reg_item: float = 0.0,
+               implicit_weight: float = 0.0) -> tuple[HalfStep, HalfStep]:
+    """(user side, item side) half-steps of one model."""
+    implicit = implicit_weight > 0
+    user = HalfStep(rank, reg, nonnegative, learned_biases, mu, bias_reg_user, implicit_weight,
+                    "rows" if implicit else None)
+    item = HalfStep(rank, reg, nonnegative, learned_biases, mu, bias_reg_item, implicit_weight,
+                    "columns" if implicit else None)
+    return user, item
 
 
 @dataclass(frozen=True)
@@ -356,13 +427,13 @@ def empty_in_block(num_src: int) -> InBlock:
                    np.zeros(num_src, np.int64), np.zeros(num_src, np.uint64))
 
 
-def initial_solved_blocks(side: Side, rank: int, seed: int, nonnegative: bool) -> RDD:
+def initial_solved_blocks(side: Side, half_step: HalfStep, seed: int) -> RDD:
     """Starting factors for a side as (block, SolvedBlock); they depend on seed and ids only."""
 
     def initial(records):
         block, in_block, sends = _gather_resident(records)
-        factors = initial_factors(in_block.ids, rank, seed, nonnegative).astype(np.float32)
-        return [(block, SolvedBlock(in_block.ids, factors, sends))]
+        factors, gram = half_step.initial(initial_factors(in_block.ids, half_step.rank, seed, half_step.nonnegative))
+        return [(block, SolvedBlock(in_block.ids, factors.astype(np.float32), sends, np.diff(in_block.indptr), gram))]
 
     return side.blocks.mapPartitions(initial, preservesPartitioning=True)
 
@@ -376,48 +447,49 @@ def route_factors(solved: RDD, num_peers: int) -> RDD:
 
     def messages(kv):
         block, solved_block = kv
-        ids, factors = solved_block.ids, solved_block.factors
-        return [(peer, (block, factors[idx], id_checksum(ids[idx]))) for peer, idx in solved_block.sends.items()]
+        ids, factors, gram = solved_block.ids, solved_block.factors, solved_block.gram
+        return [(peer, (block, factors[idx], id_checksum(ids[idx]), gram)) for peer, idx in solved_block.sends.items()]
 
     return solved.flatMap(messages).partitionBy(num_peers, _block_partition)
 
 
-def solve_half_step(dst: Side, messages: RDD, rank: int, reg: float, nonnegative: bool, terms: Accumulator,
+def solve_half_step(dst: Side, messages: RDD, half_step: HalfStep, source_width: int, terms: Accumulator,
                     step: int) -> RDD:
     """New (block, SolvedBlock) of every destination block from its resident records and the routed factors.
 
     Resident partition b and message partition b both hold one record per peer block, so
     a JVM zip pairs them without reshuffling the in-blocks; the solve, and the routing that
     follows unless the result is persisted, run in the same Python task. The block's
-    objective terms go to `terms` under (step, block).
+    objective terms (squared error, weighted penalty) go to `terms` under (step, block).
     """
     num_peers = dst.num_peers
 
     def solve(pairs):
         records, received = [], {}
-        for record, (dst_block, (src_block, factors, checksum)) in pairs:
+        for record, (dst_block, (src_block, factors, checksum, gram)) in pairs:
             if dst_block != record[0]:
                 raise ValueError(f"block mismatch in half-step {step}: factors for {dst_block} met block {record[0]}")
             records.append(record)
-            received[src_block] = factors, checksum
+            received[src_block] = factors, checksum, gram
         block, in_block, sends = _gather_resident(records)
         if sorted(received) != list(range(num_peers)):
             raise ValueError(f"block {block}, half-step {step}: messages from {sorted(received)}, "
                              f"expected one from each of {num_peers} blocks")
-        for s, (_, checksum) in received.items():
+        for s, (_, checksum, _) in received.items():
             if checksum != in_block.src_checksums[s]:
                 raise ValueError(
                     f"half-step {step}, block {block}: the factors block {s} sent are not the ones this block's "
                     "ratings refer to. The two sides read different rows from the input DataFrame (a "
                     "nondeterministic input, e.g. sample() after a shuffle): cache or checkpoint it before fit.")
-        stack = np.vstack([received[s][0].reshape(-1, rank) for s in range(num_peers)])
+        stack = np.vstack([received[s][0].reshape(-1, source_width) for s in range(num_peers)])
         if stack.shape[0] != int(in_block.src_counts.sum()):
             raise ValueError(f"block {block}: received {stack.shape[0]} factors, "
                              f"expected {int(in_block.src_counts.sum())}")
-        result = solve_block(in_block.indptr, in_block.cols, in_block.ratings, stack, reg, nonnegative)
+        grams = [gram for _, _, gram in received.values() if gram is not None]
+        factors, counts, gram, squared_error, penalty = half_step.solve(in_block, stack, sum(grams) if grams else None)
         _freeze_worker_heap_once()
-        terms.add({(step, block): (result.squared_error, result.penalty, time.time())})
-        return [(block, SolvedBlock(in_block.ids, result.factors.astype(np.float32), sends))]
+        terms.add({(step, block): (squared_error, penalty, time.time())})
+        return [(block, SolvedBlock(in_block.ids, factors.astype(np.float32), sends, counts, gram))]
 
     return _zip_resident(dst.blocks, messages).mapPartitions(solve, preservesPartitioning=True)
 
@@ -467,9 +539,20 @@ def _block_partition(block: int) -> int:
     return block
 
 
-def factor_rows(solved: RDD) -> RDD:
-    """(id, [floats]) rows of a side's solved blocks, for a DataFrame."""
-    return solved.flatMap(lambda kv: zip(kv[1].ids.tolist(), kv[1].factors.tolist()))
+def factor_rows(solved: RDD, start: int = 0, stop: int | None = None) -> RDD:
+    """(id, [floats]) rows of columns start:stop of a side's solved blocks, for a DataFrame."""
+    return solved.flatMap(lambda kv: zip(kv[1].ids.tolist(), kv[1].factors[:, start:stop].tolist()))
+
+
+def bias_rows(solved: RDD, column: int) -> RDD:
+    """(id, bias, count) rows of a side's learned biases (factor column `column`), for a bias table."""
+    return solved.flatMap(lambda kv: zip(kv[1].ids.tolist(), kv[1].factors[:, column].astype(float).tolist(),
+                                         kv[1].counts.tolist()))
+
+
+def summed_gram(solved: RDD) -> np.ndarray:
+    """The sum of a side's per-block Grams (implicit model: Z^T Z of every item), by one small job."""
+    return solved.map(lambda kv: kv[1].gram).reduce(np.add)
 
 
 def _one_record_batches(rdd: RDD) -> RDD:

@@ -4,9 +4,22 @@ Objective (the same as Spark MLlib's, so results compare; ALS-WR weighting):
 
     sum_(u,i) (r_ui - x_u . y_i)^2 + reg * (sum_u n_u |x_u|^2 + sum_i n_i |y_i|^2)
 
-With `biases=True` the factors fit the residuals of the bias baseline and the model
-predicts mu + b_u + b_i + x_u . y_i. The bias baseline is fitted with every model (it is the
-"baseline" cold-start path; see `mfspark.models.base` for the prediction rule).
+With `biases=True` the model predicts mu + b_u + b_i + x_u . y_i. `bias_fit="baseline"`: the
+bias baseline is fitted first and the factors fit its residuals. `bias_fit="learned"`: the
+biases are learned inside ALS, each side solving [x_u, b_u] jointly (mu fixed at the global
+mean), with bias_reg * b^2 (not scaled by the count) added to the objective:
+
+    sum_(u,i) (r_ui - mu - b_u - b_i - x_u . y_i)^2 + reg * (sum_u n_u |x_u|^2 + sum_i n_i |y_i|^2)
+        + bias_reg_user * sum_u b_u^2 + bias_reg_item * sum_i b_i^2
+
+`implicit_weight` w > 0 (learned biases) adds implicit information, who rated what, as a
+collective factorisation of the rated-indicator matrix N (1 where u rated i in the training
+ratings, 0 elsewhere, every cell) with its own item factors z_i:
+
+    + w * sum_(u, every i) (N_ui - x_u . z_i)^2 + reg * sum_i n_i |z_i|^2
+
+The pre-fitted bias baseline is fitted with every model: it is the "baseline" cold-start path
+(see `mfspark.models.base` for the prediction rule), and with learned biases their start.
 """
 
 from __future__ import annotations
@@ -38,8 +51,8 @@ log = logging.getLogger(__name__)
 
 FACTOR_SCHEMA = "id int, features array<float>"
 # What the layout (blocked ratings) and the bias baseline depend on: equal across `fit_each` variants.
-LAYOUT_FIELDS = ("num_user_blocks", "num_item_blocks", "storage_level", "biases", "bias_reg_user",
-                 "bias_reg_item", "bias_sweeps", "min_rating", "max_rating")
+LAYOUT_FIELDS = ("num_user_blocks", "num_item_blocks", "storage_level", "bias_sweeps", "min_rating", "max_rating")
+BIAS_FITS = ("baseline", "learned")
 
 
 @dataclass
@@ -59,6 +72,21 @@ class ALSParams:
     bias_sweeps: int = 2
     min_rating: float | None = 0.5  # rating scale every prediction is clipped to; None: no clipping
     max_rating: float | None = 5.0
+    bias_fit: str = "baseline"  # with biases: "baseline" (fitted first) or "learned" (inside ALS)
+    implicit_weight: float = 0.0  # > 0: fit who rated what too (needs learned biases)
+
+    @property
+    def learned_biases(self) -> bool:
+        return self.biases and self.bias_fit == "learned"
+
+    def layout_key(self) -> tuple:
+        """What the blocked ratings and the pre-fitted baseline depend on (variants sharing it share a layout).
+
+        The layout holds the baseline's residuals for pre-fitted biases, the ratings otherwise,
+        and the baseline (the cold-start path of every model) depends on the bias regs.
+        """
+        return (*(getattr(self, name) for name in LAYOUT_FIELDS), self.biases and not self.learned_biases,
+                self.bias_reg_user, self.bias_reg_item)
 
     @classmethod
     def from_dict(cls, saved: dict) -> ALSParams:
@@ -76,6 +104,13 @@ class ALSParams:
                 raise ConfigError(f"{name} must be between 1 and {blocks.MAX_BLOCKS}, got {count}")
         if not hasattr(StorageLevel, self.storage_level):
             raise ConfigError(f"unknown storage level '{self.storage_level}'")
+        if self.bias_fit not in BIAS_FITS:
+            raise ConfigError(f"bias_fit must be one of {BIAS_FITS}, got '{self.bias_fit}'")
+        if self.implicit_weight < 0 or (self.implicit_weight > 0 and not self.learned_biases):
+            raise ConfigError(f"implicit_weight must be >= 0, and > 0 needs biases=True, bias_fit='learned' "
+                              f"(got {self.implicit_weight})")
+        if self.learned_biases and self.nonnegative:
+            raise ConfigError("nonnegative factors are not available with learned biases")
 
 
 @dataclass
@@ -112,22 +147,23 @@ class ALS:
         """Fit one model per variant on one layout and one bias baseline, yielding each as it is fitted.
 
         A grid search (rank x reg, iteration counts) then blocks and shuffles the ratings once
-        instead of once per point. Variants may differ in rank, reg, max_iter, seed, nonnegative and
-        checkpointing; the fields that shape the layout or the baseline (`LAYOUT_FIELDS`) must equal
-        this estimator's. The layout is released when the iteration ends.
+        instead of once per point. Variants may differ in rank, reg, max_iter, seed, nonnegative,
+        checkpointing and, with learned biases, bias regs and implicit weight; what shapes the
+        layout or the baseline (`ALSParams.layout_key`) must equal this estimator's. The layout is
+        released when the iteration ends.
         """
         p = self.params
         for variant in variants:
             variant.validate()
-            differing = [name for name in LAYOUT_FIELDS if getattr(variant, name) != getattr(p, name)]
-            if differing:
-                raise ConfigError(f"fit_each: variants share one layout and baseline; they differ in {differing}")
+            if variant.layout_key() != p.layout_key():
+                raise ConfigError("fit_each: variants share one layout and baseline; "
+                                  f"{variant.layout_key()} differs from {p.layout_key()}")
         spark = ratings.sparkSession
         started = time.perf_counter()
         ratings = validate_ratings(ratings)
         baseline = fit_biases(ratings, BiasParams(p.bias_reg_user, p.bias_reg_item, p.bias_sweeps, p.min_rating,
                                                   p.max_rating))
-        train = baseline.residual_ratings(ratings) if p.biases else ratings
+        train = baseline.residual_ratings(ratings) if p.biases and not p.learned_biases else ratings
         parallelism = min(spark.sparkContext.defaultParallelism, blocks.MAX_BLOCKS)
         users, items, num_ratings = blocks.build_layout(
             train, p.num_user_blocks or parallelism, p.num_item_blocks or parallelism,
@@ -140,7 +176,7 @@ class ALS:
                 variant_started = time.perf_counter()
                 history = FitHistory(num_ratings=num_ratings, build_seconds=build_seconds)
                 user_factors, item_factors, checkpoint_file = ALS(**asdict(variant))._alternate(
-                    spark, users, items, history)
+                    spark, users, items, baseline, history)
                 if checkpoint_file:  # the model's blocks have their own checkpoint
                     HadoopPaths(spark).delete(checkpoint_file)
                 history.fit_seconds = build_seconds + time.perf_counter() - variant_started
@@ -149,7 +185,8 @@ class ALS:
             for side in (users, items):
                 side.blocks.unpersist()
 
-    def _alternate(self, spark: SparkSession, users: blocks.Side, items: blocks.Side, history: FitHistory):
+    def _alternate(self, spark: SparkSession, users: blocks.Side, items: blocks.Side, baseline: BiasModel,
+                   history: FitHistory):
         """The ALS loop: each iteration solves the items from the users, then the users from the items.
 
         (Items first, as MLlib does.) The iterations between two checkpoints are one Spark
@@ -164,19 +201,21 @@ class ALS:
         sc = spark.sparkContext
         terms = sc.accumulator({}, blocks.TermsAccumulator())
         reporter = _IterationReporter(terms, users.num_blocks, items.num_blocks, history, p)
-        user_solved = blocks.initial_solved_blocks(users, p.rank, p.seed, p.nonnegative)
+        user_step, item_step = blocks.half_steps(p.rank, p.reg, p.nonnegative, p.learned_biases, baseline.mu,
+                                                 p.bias_reg_user, p.bias_reg_item, p.implicit_weight)
+        user_solved = blocks.initial_solved_blocks(users, user_step, p.seed)
         # With no iteration at all the model is the starting point.
-        item_solved = blocks.initial_solved_blocks(items, p.rank, p.seed + 1, p.nonnegative)
+        item_solved = blocks.initial_solved_blocks(items, item_step, p.seed + 1)
         checkpoint_file, done = None, 0
         for end in _segment_ends(p.max_iter, p.checkpoint_interval):
             previous = user_solved
             for iteration in range(done + 1, end + 1):
                 item_solved = blocks.solve_half_step(items, blocks.route_factors(user_solved, items.num_blocks),
-                                                     p.rank, p.reg, p.nonnegative, terms, 2 * iteration - 1)
+                                                     item_step, user_step.width, terms, 2 * iteration - 1)
                 if iteration == p.max_iter:  # the model's item factors: kept, not recomputed
                     _keep_model_factors(item_solved, level)
                 user_solved = blocks.solve_half_step(users, blocks.route_factors(item_solved, users.num_blocks),
-                                                     p.rank, p.reg, p.nonnegative, terms, 2 * iteration)
+                                                     user_step, item_step.width, terms, 2 * iteration)
             if end < p.max_iter:
                 user_solved.persist(level)
                 if p.checkpoint_interval > 0 and end % p.checkpoint_interval == 0:
@@ -277,7 +316,7 @@ class _IterationReporter:
         penalty = sum(t[1] for t in user_terms) + sum(t[1] for t in item_terms)
         end = max(t[2] for t in user_terms)
         entry = IterationLog(iteration, math.sqrt(squared_error / max(self.history.num_ratings, 1)),
-                             squared_error + self.params.reg * penalty, max(end - self.last_end, 0.0))
+                             squared_error + penalty, max(end - self.last_end, 0.0))
         self.last_end = end
         self.history.iterations.append(entry)
         log.info("ALS iteration %d/%d: train RMSE %.4f, objective %.1f (%.2f s)", iteration, self.params.max_iter,
@@ -299,15 +338,26 @@ def _replace_checkpoint(spark: SparkSession, previous: str | None, current: str 
 
 class ALSModel(Model):
     """Trained factors: `user_factors`/`item_factors` DataFrames (id, features array<float>), and the
-    bias baseline `baseline` (None only for plain models saved by an older mfspark)."""
+    bias baseline `baseline` (None only for plain models saved by an older mfspark).
+
+    With learned biases, `learned_biases` holds the biases fitted inside ALS (a BiasModel: mu,
+    user and movie tables), which known pairs are scored with; `baseline` stays the cold-start
+    path. The implicit model also keeps the items' implicit factors `implicit_factors` (id,
+    features) and their Gram Z^T Z `implicit_gram`, which folding in a new user needs.
+    """
 
     def __init__(self, user_factors: DataFrame, item_factors: DataFrame, params: ALSParams,
-                 baseline: BiasModel | None = None, history: FitHistory | None = None):
+                 baseline: BiasModel | None = None, history: FitHistory | None = None,
+                 learned_biases: BiasModel | None = None, implicit_factors: DataFrame | None = None,
+                 implicit_gram: np.ndarray | None = None):
         self.user_factors = user_factors
         self.item_factors = item_factors
         self.params = params
         self.baseline = baseline
         self.history = history or FitHistory()
+        self.learned_biases = learned_biases
+        self.implicit_factors = implicit_factors
+        self.implicit_gram = implicit_gram
 
     @classmethod
     def from_blocks(cls, spark: SparkSession, params: ALSParams, user_factors: RDD, item_factors: RDD,
@@ -316,10 +366,24 @@ class ALSModel(Model):
 
         Not cached: a cached frame stays registered with Spark until unpersisted, and would keep
         every fitted model's blocks alive; the blocks themselves are kept as long as the model is.
+        Learned biases (the column after the factors) become bias tables; the implicit model's
+        Z^T Z is summed by one small job.
         """
-        users, items = (spark.createDataFrame(blocks.factor_rows(solved), FACTOR_SCHEMA)
+        k = params.rank
+        users, items = (spark.createDataFrame(blocks.factor_rows(solved, 0, k), FACTOR_SCHEMA)
                         for solved in (user_factors, item_factors))
-        return cls(users, items, params, baseline, history)
+        learned = implicit_factors = implicit_gram = None
+        if params.learned_biases:
+            user_biases, movie_biases = (
+                spark.createDataFrame(blocks.bias_rows(solved, k), f"{key} int, bias double, count int")
+                for solved, key in ((user_factors, "user_id"), (item_factors, "movie_id")))
+            learned = BiasModel(baseline.mu, user_biases, movie_biases,
+                                BiasParams(params.bias_reg_user, params.bias_reg_item, params.max_iter,
+                                           params.min_rating, params.max_rating))
+        if params.implicit_weight > 0:
+            implicit_factors = spark.createDataFrame(blocks.factor_rows(item_factors, k + 1), FACTOR_SCHEMA)
+            implicit_gram = blocks.summed_gram(item_factors)
+        return cls(users, items, params, baseline, history, learned, implicit_factors, implicit_gram)
 
     @property
     def rank(self) -> int:
@@ -332,20 +396,32 @@ class ALSModel(Model):
         clipped to [min_rating, max_rating]; the others follow `cold_start`: "nan" (NaN, as MLlib),
         "drop" (the row is removed) or "baseline" (mu + b_u + b_i, unknown biases 0, clipped).
         """
-        if self.params.biases and self.baseline is None:
-            raise ConfigError("this biased model has no bias baseline: it was not saved whole")
+        if self.params.biases and self.scoring_biases is None:
+            raise ConfigError("this biased model has no bias tables: it was not saved whole")
         users = self.user_factors.select(F.col("id").alias("user_id"), F.col("features").alias("_uf"))
         items = self.item_factors.select(F.col("id").alias("movie_id"), F.col("features").alias("_if"))
         joined = pairs.join(users, "user_id", "left").join(items, "movie_id", "left")
         dot = F.aggregate(F.zip_with("_uf", "_if", lambda a, b: a * b), F.lit(0.0), lambda acc, v: acc + v)
         known = F.col("_uf").isNotNull() & F.col("_if").isNotNull()
+        score = dot
+        if self.learned_biases is not None:  # known pairs' biases: the learned ones (renamed out of the way)
+            learned = self.learned_biases
+            joined = with_bias_columns(joined, learned.user_biases, learned.movie_biases).withColumnsRenamed(
+                {"_b_u": "_lb_u", "_b_i": "_lb_i"})
+            score = F.lit(learned.mu) + F.col("_lb_u") + F.col("_lb_i") + dot
         fallback = None
         if self.baseline is not None:
             joined = with_bias_columns(joined, self.baseline.user_biases, self.baseline.movie_biases)
             fallback = self._clipped(baseline_value(self.baseline.mu))
-        score = self._clipped(baseline_value(self.baseline.mu) + dot if self.params.biases else dot)
-        predicted = with_cold_start(joined, known, score, fallback, cold_start)
-        return predicted.drop("_uf", "_if", "_b_u", "_b_i")
+            if self.params.biases and self.learned_biases is None:
+                score = baseline_value(self.baseline.mu) + dot
+        predicted = with_cold_start(joined, known, self._clipped(score), fallback, cold_start)
+        return predicted.drop("_uf", "_if", "_b_u", "_b_i", "_lb_u", "_lb_i")
+
+    @property
+    def scoring_biases(self) -> BiasModel | None:
+        """The biases known pairs are scored with: the learned ones, else the pre-fitted baseline."""
+        return self.learned_biases if self.params.learned_biases else self.baseline
 
     def _clipped(self, value):
         return clip_to_scale(value, self.params.min_rating, self.params.max_rating)
@@ -358,6 +434,11 @@ class ALSModel(Model):
         if self.baseline is not None:
             self.baseline.save(f"{path}/baseline")
         meta = {"params": asdict(self.params), "history": asdict(self.history), "format": 1}
+        if self.learned_biases is not None:
+            self.learned_biases.save(f"{path}/learned_biases")
+        if self.implicit_factors is not None:
+            self.implicit_factors.write.mode("overwrite").parquet(f"{path}/implicit")
+            meta["implicit_gram"] = np.asarray(self.implicit_gram).tolist()
         HadoopPaths(spark).write_text(f"{path}/metadata.json", json.dumps(meta, indent=2))
 
     @classmethod
@@ -369,15 +450,19 @@ class ALSModel(Model):
             baseline = BiasModel.load(spark, f"{path}/baseline")
         history = FitHistory(**{**meta["history"],
                                 "iterations": [IterationLog(**it) for it in meta["history"]["iterations"]]})
+        learned = BiasModel.load(spark, f"{path}/learned_biases") if params.learned_biases else None
+        implicit_factors = implicit_gram = None
+        if params.implicit_weight > 0:
+            implicit_factors, implicit_gram = spark.read.parquet(f"{path}/implicit"), np.array(meta["implicit_gram"])
         return cls(spark.read.parquet(f"{path}/users"), spark.read.parquet(f"{path}/items"), params, baseline,
-                   history)
+                   history, learned, implicit_factors, implicit_gram)
 
     # Recommendation slots: thin delegates to mfspark.recommend (imported late: it builds on this package).
     def recommend_for_users(self, users: DataFrame | None, n: int, exclude: DataFrame | None = None) -> DataFrame:
         """Top-N (user_id, rank, movie_id, score) for `users` (user_id; None: all), never an `exclude` pair."""
         from mfspark.recommend.lists import Baseline, recommend_for_users
 
-        baseline = Baseline.of(self.baseline) if self.params.biases else None
+        baseline = Baseline.of(self.scoring_biases) if self.params.biases else None
         return recommend_for_users(self.user_factors, self.item_factors, exclude, n, baseline, users)
 
     def similar_items(self, n: int) -> DataFrame:
@@ -388,9 +473,17 @@ class ALSModel(Model):
 
     def fold_in(self, ratings) -> np.ndarray:
         """A new user's factors from (movie_id, rating) rows (pandas or Spark DataFrame, or pairs), items fixed."""
-        from mfspark.recommend.foldin import fold_in, rating_pairs
+        return self.folded_user(ratings).factors
+
+    def folded_user(self, ratings):
+        """`fold_in` with the new user's bias and how many of the ratings the model could use (a FoldedUser)."""
+        from mfspark.recommend.foldin import LearnedItems, fold_in, rating_pairs
         from mfspark.recommend.lists import Baseline
 
-        baseline = Baseline.of(self.baseline) if self.params.biases else None
-        return fold_in(self.item_factors, rating_pairs(ratings), self.params.reg, baseline,
-                       self.params.nonnegative).factors
+        baseline = Baseline.of(self.scoring_biases) if self.params.biases else None
+        learned = None
+        if self.params.learned_biases:
+            learned = LearnedItems(self.params.bias_reg_user, self.implicit_factors, self.implicit_gram,
+                                   self.params.implicit_weight)
+        return fold_in(self.item_factors, rating_pairs(ratings), self.params.reg, baseline, self.params.nonnegative,
+                       learned)

@@ -105,24 +105,176 @@ def _solve_entities(indptr, cols, ratings, y, reg, nonnegative, factors):  # pra
         x = factors[e]
         if nonnegative:
             nonnegative_solve(lhs, rhs, x)
-        elif not cholesky_solve(lhs, rhs, factor, x):
-            singular_shift = SINGULAR_SHIFT * max(1.0, np.abs(lhs).max())
-            for p in range(k):
-                lhs[p, p] += singular_shift
-            if not cholesky_solve(lhs, rhs, factor, x):
-                x[:] = np.nan  # NaN or infinite input: let it show in the factors and the objective
+        else:
+            spd_solve(lhs, rhs, factor, x)
         # x^T G x = x^T (lhs) x - shift |x|^2, with lhs as solved (any singular shift is ~1e-12 relative).
-        quadratic = x_b = x_x = 0.0
+        quadratic, x_b, x_x = quadratic_form(lhs, x, k), 0.0, 0.0
         for p in range(k):
-            row = 0.0
-            for q in range(k):
-                row += lhs[p, q] * x[q]
-            quadratic += x[p] * row
             x_b += x[p] * rhs[p]
             x_x += x[p] * x[p]
         squared_error += sum_r2 - 2.0 * x_b + quadratic - shift * x_x
         penalty += count * x_x
     return squared_error, penalty
+
+
+@dataclass(frozen=True)
+class BiasedSolution:
+    """New [factors, bias] of a block with biases learned inside ALS, plus objective terms.
+
+    `source_sums` (per entity, the sum of its sources' factors) is what the implicit factors of
+    the same entities are solved from (`solve_implicit_factors`). A pair whose rating is NaN
+    counts only as "u rated i" (the implicit term): e.g. a pair to predict, known to exist.
+    """
+
+    factors: np.ndarray  # (n_entities, rank + 1) float64: factors, then the bias
+    squared_error: float  # sum over the block's ratings of (r - mu - b_u - b_i - x.y)^2
+    penalty: float  # reg * sum n_e |x_e|^2 + bias_reg * sum b_e^2 (+ the implicit loss, when given)
+    source_sums: np.ndarray  # (n_entities, rank) float64
+    rated_counts: np.ndarray  # (n_entities,) int64: pairs with a rating (the others are implicit only)
+
+
+def solve_biased_block(
+    indptr: np.ndarray,
+    cols: np.ndarray,
+    ratings: np.ndarray,
+    src_factors: np.ndarray,
+    rank: int,
+    mu: float,
+    reg: float,
+    bias_reg: float,
+    implicit_weight: float = 0.0,
+    implicit_gram: np.ndarray | None = None,
+    implicit_power: float = 0.0,
+) -> BiasedSolution:
+    """One half-step of ALS with biases learned jointly with the factors.
+
+    Source rows are [y_i (rank), b_i, (z_i (rank))]: each entity solves [x_u, b_u] against
+    [y_i, 1] with target r_ui - mu - b_i, minimising
+
+        sum_i (r_ui - mu - b_i - b_u - x_u.y_i)^2 + reg * n_u |x_u|^2 + bias_reg * b_u^2
+
+    a ridge system of size rank + 1. With `implicit_gram` = Z^T Z over every item (the user
+    side of the implicit model) it also fits the rated-indicator row of the entity,
+    implicit_weight * sum over all items j of (1[u rated j] - x_u.z_j)^2, which adds
+    implicit_weight * Z^T Z to the factor block of the Gram and implicit_weight * sum of the
+    rated items' z to its right-hand side; the z columns follow the bias in the source rows.
+    With `implicit_power` a > 0 the row's target is n_u^-a instead of 1 (a = 1/2: SVD++'s
+    |N(u)|^-1/2 normalisation, so heavy and light raters' rows weigh alike).
+    """
+    y = np.ascontiguousarray(src_factors)
+    n = len(indptr) - 1
+    factors, source_sums, rated = np.empty((n, rank + 1)), np.empty((n, rank)), np.empty(n, dtype=np.int64)
+    implicit = implicit_gram is not None
+    gram = np.ascontiguousarray(implicit_gram, dtype=np.float64) if implicit else np.zeros((rank, rank))
+    squared_error, penalty = _solve_biased_entities(
+        np.asarray(indptr, dtype=np.int64), np.asarray(cols, dtype=np.int32), np.asarray(ratings, dtype=np.float32),
+        y, int(rank), float(mu), float(reg), float(bias_reg), float(implicit_weight) if implicit else 0.0, gram,
+        rank + 1 if implicit else -1, float(implicit_power), factors, source_sums, rated)
+    return BiasedSolution(factors, max(squared_error, 0.0), penalty, source_sums, rated)
+
+
+@compiled()
+def _solve_biased_entities(indptr, cols, ratings, y, k, mu, reg, bias_reg, weight, implicit_gram, implicit_at,
+                           power, factors, source_sums, rated_counts):  # pragma: no cover - compiled
+    """Solve [x_e, b_e] of every entity into `factors`; returns (squared_error, penalty)."""
+    m = k + 1
+    longest = 1
+    for e in range(len(indptr) - 1):
+        longest = max(longest, indptr[e + 1] - indptr[e])
+    gathered, values = np.empty((m, longest)), np.empty(longest)
+    lhs, factor, rhs, implicit_sum = np.empty((m, m)), np.empty((m, m)), np.empty(m), np.zeros(k)
+    squared_error = penalty = 0.0
+    for e in range(len(indptr) - 1):
+        lo, count = indptr[e], indptr[e + 1] - indptr[e]
+        rated = 0
+        for j in range(count):  # sources [y, 1], targets r - mu - b_src; a NaN rating is a pair without one
+            row = y[cols[lo + j]]
+            if np.isnan(ratings[lo + j]):
+                values[j] = 0.0
+                for p in range(m):
+                    gathered[p, j] = 0.0
+            else:
+                rated += 1
+                values[j] = ratings[lo + j] - mu - row[k]
+                for p in range(k):
+                    gathered[p, j] = row[p]
+                gathered[k, j] = 1.0
+        rated_counts[e] = rated
+        sum_t2 = gram_and_rhs(gathered, values, count, lhs, rhs)
+        for p in range(k):
+            total = 0.0
+            for j in range(count):
+                total += y[cols[lo + j], p]
+            source_sums[e, p] = total
+        target = count ** -power if count > 0 else 0.0  # the indicator row's value where rated
+        if implicit_at >= 0:  # rated-indicator row: + weight Z^T Z, + weight * target * sum of the rated items' z
+            for p in range(k):
+                total = 0.0
+                for j in range(count):
+                    total += y[cols[lo + j], implicit_at + p]
+                implicit_sum[p] = target * total
+                rhs[p] += weight * target * total
+                for q in range(k):
+                    lhs[p, q] += weight * implicit_gram[p, q]
+        for p in range(k):
+            lhs[p, p] += reg * rated
+        lhs[k, k] += bias_reg
+        x = factors[e]
+        spd_solve(lhs, rhs, factor, x)
+        # Objective terms from the normal equations: with lhs = G + weight E + D and rhs = b + weight s,
+        # the rating error is sum t^2 - 2 x.b + x^T G x.
+        quadratic, x_rhs, x_x, x_e_x, x_s = quadratic_form(lhs, x, m), 0.0, 0.0, 0.0, 0.0
+        for p in range(m):
+            x_rhs += x[p] * rhs[p]
+        for p in range(k):
+            x_x += x[p] * x[p]
+        if implicit_at >= 0:
+            x_e_x = quadratic_form(implicit_gram, x, k)
+            for p in range(k):
+                x_s += x[p] * implicit_sum[p]
+        regularisation = reg * rated * x_x + bias_reg * x[k] * x[k]
+        gram_term = quadratic - weight * x_e_x - regularisation
+        squared_error += sum_t2 - 2.0 * (x_rhs - weight * x_s) + gram_term
+        penalty += regularisation
+        if implicit_at >= 0:  # sum over every item j of (target 1[rated] - x.z_j)^2
+            penalty += weight * (count * target * target - 2.0 * x_s + x_e_x)
+    return squared_error, penalty
+
+
+@compiled()
+def gram_and_rhs(gathered, values, count, gram, rhs):  # pragma: no cover - compiled
+    """Gram (lower and upper) and right-hand side from sources gathered transposed; returns sum of values^2."""
+    m = gathered.shape[0]
+    sum_v2 = 0.0
+    for j in range(count):
+        sum_v2 += values[j] * values[j]
+    for p in range(m):
+        total = 0.0
+        for j in range(count):
+            total += values[j] * gathered[p, j]
+        rhs[p] = total
+        for q in range(p + 1):
+            total = 0.0
+            for j in range(count):
+                total += gathered[p, j] * gathered[q, j]
+            gram[p, q] = gram[q, p] = total
+    return sum_v2
+
+
+def solve_implicit_factors(
+    source_sums: np.ndarray, counts: np.ndarray, source_gram: np.ndarray, weight: float, reg: float
+) -> tuple[np.ndarray, float]:
+    """Implicit factors z_j of a block's items and their penalty reg * sum n_j |z_j|^2.
+
+    z_j minimises weight * sum over every user u of (1[u rated j] - x_u.z_j)^2 + reg * n_j |z_j|^2:
+    (weight X^T X + reg n_j I) z_j = weight * sum of the raters' x. X^T X is shared by every
+    item, so one eigendecomposition serves the whole block and each item costs O(rank^2).
+    """
+    eigenvalues, vectors = np.linalg.eigh(weight * np.asarray(source_gram, dtype=np.float64))
+    shifts = reg * np.asarray(counts, dtype=np.float64)[:, None]
+    denominators = np.maximum(eigenvalues[None, :] + shifts, SINGULAR_SHIFT * max(1.0, abs(eigenvalues).max()))
+    z = ((weight * source_sums) @ vectors / denominators) @ vectors.T
+    return z, float(reg * (counts * (z * z).sum(axis=1)).sum())
 
 
 @compiled()
@@ -138,20 +290,34 @@ def normal_equations(lo, hi, cols, ratings, y, gathered, values, gram, rhs):  # 
         row = y[cols[lo + j]]
         for p in range(k):
             gathered[p, j] = row[p]
-    sum_r2 = 0.0
-    for j in range(count):
-        sum_r2 += values[j] * values[j]
-    for p in range(k):
-        total = 0.0
-        for j in range(count):
-            total += values[j] * gathered[p, j]
-        rhs[p] = total
-        for q in range(p + 1):
-            total = 0.0
-            for j in range(count):
-                total += gathered[p, j] * gathered[q, j]
-            gram[p, q] = gram[q, p] = total
-    return sum_r2
+    return gram_and_rhs(gathered, values, count, gram, rhs)
+
+
+@compiled()
+def spd_solve(lhs, rhs, factor, x):  # pragma: no cover - compiled
+    """Cholesky solve; a singular system (reg = 0) retried with a tiny relative diagonal shift, kept in `lhs`.
+
+    NaN or infinite input gives NaN, so it shows in the factors and the objective.
+    """
+    if cholesky_solve(lhs, rhs, factor, x):
+        return
+    singular_shift = SINGULAR_SHIFT * max(1.0, np.abs(lhs).max())
+    for p in range(len(rhs)):
+        lhs[p, p] += singular_shift
+    if not cholesky_solve(lhs, rhs, factor, x):
+        x[:] = np.nan
+
+
+@compiled()
+def quadratic_form(a, x, n):  # pragma: no cover - compiled
+    """x[:n]^T a[:n, :n] x[:n]."""
+    total = 0.0
+    for p in range(n):
+        row = 0.0
+        for q in range(n):
+            row += a[p, q] * x[q]
+        total += x[p] * row
+    return total
 
 
 @compiled()
