@@ -4,6 +4,7 @@ the split it evaluates on, and ALS's hyper-parameters."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -12,7 +13,7 @@ from mfspark.data.datasets import resolve_dataset
 from mfspark.data.movielens import RELEASES
 from mfspark.errors import ConfigError
 from mfspark.evaluation import split as splits
-from mfspark.models.als.estimator import ALSParams
+from mfspark.models.als.estimator import BIAS_FITS, PRESETS, ALSParams
 from mfspark.models.base import COLD_START_STRATEGIES, DEFAULT_COLD_START
 from mfspark.runtime.provenance import versions
 from mfspark.runtime.storage import check_parquet_table
@@ -38,11 +39,25 @@ def release_source(args: argparse.Namespace) -> tuple[Path, str | None]:
 
 def add_split_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("input and split")
-    group.add_argument("--input", required=True, metavar="INGEST_OUT",
-                       help="output directory of `mfspark ingest` (reads INGEST_OUT/ratings)")
-    group.add_argument("--split", choices=("random", "temporal"), default="random")
+    group.add_argument("--input", metavar="INGEST_OUT",
+                       help="output directory of `mfspark ingest` (reads INGEST_OUT/ratings); "
+                            "not needed with --split predefined")
+    group.add_argument("--split", choices=("random", "temporal", "predefined"), default="random")
+    group.add_argument("--predefined-dir", metavar="DIR",
+                       help="--split predefined: ml-100k directory holding u1.base, u1.test, ...")
+    group.add_argument("--predefined-name", choices=splits.PREDEFINED_SPLITS, default="u1")
     group.add_argument("--test-fraction", type=float, default=0.2)
     group.add_argument("--seed", type=int, default=42)
+
+
+def comma_list(kind: type):
+    """argparse type: comma-separated values of `kind`, as a tuple."""
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got '{text}'") from None
+    return parse
 
 
 def read_ratings(spark: SparkSession, ingest_out: str) -> DataFrame:
@@ -53,8 +68,11 @@ def read_ratings(spark: SparkSession, ingest_out: str) -> DataFrame:
 
 def load_split(spark: SparkSession, args: argparse.Namespace) -> splits.Split:
     """Read the ratings, split them, and cache both sides (each is read several times)."""
-    [split] = splits.make_splits(read_ratings(spark, args.input), args.split, test_fraction=args.test_fraction,
-                                 seed=args.seed)
+    if args.split != "predefined" and not args.input:
+        raise ConfigError(f"--input (an `mfspark ingest` output) is required with --split {args.split}")
+    ratings = read_ratings(spark, args.input) if args.split != "predefined" else None
+    [split] = splits.make_splits(ratings, args.split, test_fraction=args.test_fraction, seed=args.seed,
+                                 predefined_dir=args.predefined_dir, predefined_name=args.predefined_name, spark=spark)
     return splits.Split(split.name, split.train.cache(), split.test.cache())
 
 
@@ -63,6 +81,7 @@ def run_info(spark: SparkSession, args: argparse.Namespace, split: splits.Split)
     return {
         "input": args.input,
         "split": {"kind": args.split, "test_fraction": args.test_fraction, "seed": args.seed,
+                  "predefined": f"{args.predefined_dir}/{args.predefined_name}" if args.split == "predefined" else None,
                   **splits.cold_start_counts(split)},
         "versions": versions(spark),
     }
@@ -79,9 +98,17 @@ def add_als_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--nonnegative", action="store_true")
     group.add_argument("--checkpoint-interval", type=int, default=defaults.checkpoint_interval)
     group.add_argument("--storage-level", default=defaults.storage_level)
-    group.add_argument("--biases", action="store_true", help="fit factors to the bias baseline's residuals")
+    group.add_argument("--biases", action="store_true", help="user and movie biases (see --bias-fit)")
+    group.add_argument("--bias-fit", choices=BIAS_FITS, default=defaults.bias_fit,
+                       help="with --biases: baseline (fitted first, factors on its residuals; default) or learned "
+                            "(inside ALS, jointly with the factors)")
     group.add_argument("--bias-reg-user", type=float, default=defaults.bias_reg_user)
     group.add_argument("--bias-reg-item", type=float, default=defaults.bias_reg_item)
+    group.add_argument("--implicit-weight", type=float, default=defaults.implicit_weight,
+                       help="> 0 (with --biases --bias-fit learned): also fit who rated what with this weight")
+    group.add_argument("--preset", choices=sorted(PRESETS),
+                       help="accurate: rank, reg, iterations and biases chosen on validation splits (README, ALS); "
+                            "replaces those options, the others apply")
     group.add_argument("--cold-start", choices=COLD_START_STRATEGIES, default=DEFAULT_COLD_START,
                        help="test ratings of users or movies unseen in training (default: %(default)s)")
 
@@ -89,9 +116,11 @@ def add_als_arguments(parser: argparse.ArgumentParser) -> None:
 def als_params(args: argparse.Namespace) -> ALSParams:
     if args.max_iter < 1:  # zero iterations would write the random initial factors as if they were a model
         raise ConfigError(f"--max-iter must be at least 1, got {args.max_iter}")
-    return ALSParams(
+    params = ALSParams(
         rank=args.rank, reg=args.reg, max_iter=args.max_iter, num_user_blocks=args.user_blocks,
         num_item_blocks=args.item_blocks, seed=args.seed, nonnegative=args.nonnegative,
         checkpoint_interval=args.checkpoint_interval, storage_level=args.storage_level, biases=args.biases,
-        bias_reg_user=args.bias_reg_user, bias_reg_item=args.bias_reg_item,
+        bias_reg_user=args.bias_reg_user, bias_reg_item=args.bias_reg_item, bias_fit=args.bias_fit,
+        implicit_weight=args.implicit_weight,
     )
+    return replace(params, **PRESETS[args.preset]) if args.preset else params

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pipeline": ("mfspark.commands.pipeline", "ingest, baseline, train, evaluate, recommend into ROOT/runs/<run>"),
     "recommend": ("mfspark.commands.recommend", "top-N lists, audiences, similar movies, fold-in from a model"),
     "sweep": ("mfspark.commands.sweep", "held-out RMSE of ALS over a rank x lambda grid (Parquet + figure)"),
+    "tune": ("mfspark.commands.tune", "choose ALS hyper-parameters on a validation split, score the best on test"),
     "report": ("mfspark.commands.report", "one self-contained HTML model report with figures"),
 }
 

@@ -16,6 +16,7 @@ from pyspark.sql import SparkSession
 from mfspark.commands.args import add_release_arguments, release_source
 from mfspark.data.ingest import DEFAULT_MAX_REJECT_FRACTION
 from mfspark.errors import ConfigError
+from mfspark.models.als.estimator import PRESETS
 from mfspark.models.bias import BiasParams
 from mfspark.pipeline.run import PipelineConfig, SplitParams, run_pipeline
 from mfspark.runtime.session import profile_text
@@ -25,6 +26,7 @@ DEFAULTS = {
     "split": "random", "test_fraction": 0.2, "seed": 42, "max_reject_fraction": DEFAULT_MAX_REJECT_FRACTION,
     "rank": 10, "reg": 0.1, "max_iter": 10, "biases": True, "checkpoint_interval": 10,
     "lambda_u": BiasParams.lambda_u, "lambda_i": BiasParams.lambda_i, "top_n": 10, "max_input_age_hours": None,
+    "preset": None,
 }
 
 
@@ -47,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     stage.add_argument("--reg", type=float, help="ALS lambda (default 0.1)")
     stage.add_argument("--max-iter", type=int, help="ALS iterations (default 10)")
     stage.add_argument("--biases", action=argparse.BooleanOptionalAction, help="ALS on bias residuals (default on)")
+    stage.add_argument("--preset", choices=sorted(PRESETS),
+                       help="ALS hyper-parameters chosen on validation splits (README, ALS); options given here win")
     stage.add_argument("--checkpoint-interval", type=int, help="ALS iterations between checkpoints (default 10)")
     stage.add_argument("--top-n", type=int, help="recommend: list length (default 10; 0 = no recommend stage)")
 
@@ -62,9 +66,13 @@ def profile_settings(profile: str, conf_dir: str | None) -> dict:
 
 
 def settings(args: argparse.Namespace) -> dict:
-    """Built-in defaults, overridden by the profile, overridden by options given on the command line."""
+    """Built-in defaults, overridden by the profile, by the preset (named in either), by the command line."""
     given = {name: getattr(args, name) for name in DEFAULTS if getattr(args, name) is not None}
-    return DEFAULTS | profile_settings(args.profile, args.conf_dir) | given
+    chosen = DEFAULTS | profile_settings(args.profile, args.conf_dir) | given
+    preset = chosen["preset"]
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"unknown preset '{preset}' (known: {', '.join(PRESETS)})")
+    return chosen | (PRESETS[preset] if preset else {}) | given
 
 
 def pipeline_config(args: argparse.Namespace) -> PipelineConfig:

@@ -13,7 +13,14 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from mfspark.commands.args import add_als_arguments, add_split_arguments, als_params, load_split, run_info
+from mfspark.commands.args import (
+    add_als_arguments,
+    add_split_arguments,
+    als_params,
+    comma_list,
+    load_split,
+    run_info,
+)
 from mfspark.errors import ConfigError
 from mfspark.report import figures
 from mfspark.report import sweep as sweeps
@@ -22,21 +29,12 @@ from mfspark.runtime.storage import atomic_output, write_json
 log = logging.getLogger(__name__)
 
 
-def number_list(kind: type):
-    def parse(text: str) -> list:
-        try:
-            return [kind(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got '{text}'") from None
-    return parse
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_split_arguments(parser)
     add_als_arguments(parser)
     group = parser.add_argument_group("grid")
-    group.add_argument("--ranks", type=number_list(int), default=[2, 5, 10, 20, 50], help="comma-separated")
-    group.add_argument("--regs", type=number_list(float), default=[0.003, 0.01, 0.03, 0.1, 0.3, 1.0],
+    group.add_argument("--ranks", type=comma_list(int), default=[2, 5, 10, 20, 50], help="comma-separated")
+    group.add_argument("--regs", type=comma_list(float), default=[0.003, 0.01, 0.03, 0.1, 0.3, 1.0],
                        help="comma-separated lambdas")
     parser.add_argument("--out", required=True, help="output directory (replaced atomically)")
 

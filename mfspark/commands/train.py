@@ -15,7 +15,7 @@ from pyspark.sql import SparkSession
 
 from mfspark.commands.args import add_als_arguments, add_split_arguments, als_params, load_split, run_info
 from mfspark.evaluation.metrics import rating_metrics
-from mfspark.models.als.estimator import ALS
+from mfspark.models.als.estimator import ALS, model_name
 from mfspark.runtime.storage import atomic_output, write_json
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
     metrics["unscored"] = metrics["excluded"]
     result = {
         **run_info(spark, args, split),
-        "model": "als-biased" if params.biases else "als",
+        "model": model_name(params),
         "params": {**vars(params), "cold_start": args.cold_start},
         "rmse": metrics["rmse"],
         "mae": metrics["mae"],

@@ -53,6 +53,12 @@ FACTOR_SCHEMA = "id int, features array<float>"
 # What the layout (blocked ratings) and the bias baseline depend on: equal across `fit_each` variants.
 LAYOUT_FIELDS = ("num_user_blocks", "num_item_blocks", "storage_level", "bias_sweeps", "min_rating", "max_rating")
 BIAS_FITS = ("baseline", "learned")
+# `train --preset` / `pipeline --preset`: fixed hyper-parameters chosen on validation splits of several
+# releases (README, ALS: "Accuracy"); fields not named keep their values.
+PRESETS = {
+    "accurate": {"rank": 50, "reg": 0.15, "max_iter": 15, "biases": True, "bias_fit": "learned",
+                 "bias_reg_user": 1.0, "bias_reg_item": 1.0, "implicit_weight": 0.0},
+}
 
 
 @dataclass
@@ -111,6 +117,15 @@ class ALSParams:
                               f"(got {self.implicit_weight})")
         if self.learned_biases and self.nonnegative:
             raise ConfigError("nonnegative factors are not available with learned biases")
+
+
+def model_name(params: ALSParams) -> str:
+    """als, als-biased, als-learned-biases or als-implicit."""
+    if not params.biases:
+        return "als"
+    if not params.learned_biases:
+        return "als-biased"
+    return "als-implicit" if params.implicit_weight > 0 else "als-learned-biases"
 
 
 @dataclass

@@ -1,0 +1,133 @@
+"""Validation search for ALS: rank x reg x bias fit x bias reg x implicit weight.
+
+Every point is fitted on a part of the training ratings and scored on the rest (the validation
+split, carved from training with its own seed); only the point with the lowest validation RMSE is
+refitted on the whole training part and scored, once, on the test split. Points that share a
+layout (`ALSParams.layout_key`: the blocked ratings and the cold-start baseline) are fitted by
+one `ALS.fit_each`, so the ratings are blocked and shuffled once per layout, not once per point.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+
+from pyspark.sql import DataFrame, SparkSession
+
+from mfspark.errors import ConfigError
+from mfspark.evaluation.metrics import rating_metrics
+from mfspark.evaluation.split import Split, random_split
+from mfspark.models.als.estimator import ALS, ALSParams, model_name
+
+log = logging.getLogger(__name__)
+
+POINT_COLUMNS = (("model", "string"), ("rank", "int"), ("reg", "double"), ("bias_fit", "string"),
+                 ("bias_reg", "double"), ("implicit_weight", "double"), ("max_iter", "int"),
+                 ("validation_rmse", "double"), ("validation_rmse_seen", "double"), ("fit_s", "double"))
+POINT_SCHEMA = ", ".join(f"{name} {kind}" for name, kind in POINT_COLUMNS)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The values searched; every combination is a point (implicit weights > 0 with learned biases only)."""
+
+    ranks: tuple[int, ...] = (25, 50, 100)
+    regs: tuple[float, ...] = (0.1, 0.15, 0.2)
+    bias_fits: tuple[str, ...] = ("baseline", "learned")
+    bias_regs: tuple[float, ...] = (1.0, 5.0)
+    implicit_weights: tuple[float, ...] = (0.0, 0.3)
+
+    def points(self, base: ALSParams) -> list[ALSParams]:
+        """`base` with each combination (biases on); combinations the model does not have are left out."""
+        points = [replace(base, rank=rank, reg=reg, biases=True, bias_fit=fit, bias_reg_user=bias_reg,
+                          bias_reg_item=bias_reg, implicit_weight=weight)
+                  for rank, reg, fit, bias_reg, weight in itertools.product(
+                      self.ranks, self.regs, self.bias_fits, self.bias_regs, self.implicit_weights)
+                  if weight == 0 or fit == "learned"]
+        if not points:
+            raise ConfigError(f"the tuning grid is empty: {self}")
+        for point in points:
+            point.validate()
+        return points
+
+
+@dataclass
+class TuneResult:
+    points: list[dict]  # one row per grid point (POINT_COLUMNS)
+    best: ALSParams
+    test: dict  # rating_metrics of the best point refitted on all the training ratings, on the test split
+    test_seen_rmse: float
+    test_fit_s: float
+    validation_counts: tuple[int, int]  # (fit part, validation) ratings
+
+
+def by_layout(points: list[ALSParams]) -> list[list[ALSParams]]:
+    """Points grouped by the layout they can share, in grid order."""
+    groups: dict[tuple, list[ALSParams]] = {}
+    for point in points:
+        groups.setdefault(point.layout_key(), []).append(point)
+    return list(groups.values())
+
+
+def point_row(params: ALSParams, validation: DataFrame, fit_s: float, model) -> dict:
+    """A grid point's table row: its parameters, validation RMSE (all ratings; user and movie seen) and fit time."""
+    scored_all = rating_metrics(model.predict(validation))
+    scored_seen = rating_metrics(model.predict(validation, "drop"))
+    return {"model": model_name(params), "rank": params.rank, "reg": params.reg, "bias_fit": params.bias_fit,
+            "bias_reg": params.bias_reg_user, "implicit_weight": params.implicit_weight,
+            "max_iter": params.max_iter, "validation_rmse": scored_all["rmse"],
+            "validation_rmse_seen": scored_seen["rmse"], "fit_s": round(fit_s, 3)}
+
+
+def tune(split: Split, base: ALSParams, grid: Grid, validation_fraction: float = 0.2,
+         validation_seed: int = 7) -> TuneResult:
+    """Search `grid` on a validation split carved from `split.train`; score the best once on `split.test`."""
+    points = grid.points(base)
+    carved = random_split(split.train, validation_fraction, validation_seed)
+    fit_part, validation = carved.train.cache(), carved.test.cache()
+    counts = (fit_part.count(), validation.count())
+    rows, started = [], time.perf_counter()
+    try:
+        for group in by_layout(points):
+            fitted = ALS(**asdict(group[0])).fit_each(fit_part, group)
+            for params, model in zip(group, fitted):
+                rows.append(point_row(params, validation, model.history.fit_seconds, model))
+                log.info("tune %d/%d %s rank %d, reg %g, bias reg %g, implicit %g: validation RMSE %.4f "
+                         "(%.0f s so far)", len(rows), len(points), rows[-1]["model"], params.rank, params.reg,
+                         params.bias_reg_user, params.implicit_weight, rows[-1]["validation_rmse"],
+                         time.perf_counter() - started)
+    finally:
+        fit_part.unpersist()
+        validation.unpersist()
+    best_row = min(rows, key=lambda row: row["validation_rmse"])
+    best = points[rows.index(best_row)]
+    fit_started = time.perf_counter()
+    model = ALS(**asdict(best)).fit(split.train)
+    test_fit_s = time.perf_counter() - fit_started
+    test = rating_metrics(model.predict(split.test))
+    seen = rating_metrics(model.predict(split.test, "drop"))["rmse"]
+    log.info("tune: best on validation %s, test RMSE %.4f", model_name(best), test["rmse"])
+    return TuneResult(rows, best, test, seen, test_fit_s, counts)
+
+
+def points_frame(spark: SparkSession, rows: list[dict]) -> DataFrame:
+    return spark.createDataFrame([tuple(row[name] for name, _ in POINT_COLUMNS) for row in rows], POINT_SCHEMA)
+
+
+def markdown_table(result: TuneResult) -> str:
+    """The grid sorted by validation RMSE (the chosen point first, in bold), then the test line."""
+    header = ["model", "rank", "reg", "bias reg", "implicit w", "iters", "val RMSE", "val RMSE seen", "fit s"]
+    lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
+    for i, row in enumerate(sorted(result.points, key=lambda row: row["validation_rmse"])):
+        name = f"**{row['model']}** (chosen)" if i == 0 else row["model"]
+        lines.append(f"| {name} | {row['rank']} | {row['reg']:g} | {row['bias_reg']:g} | {row['implicit_weight']:g} | "
+                     f"{row['max_iter']} | {row['validation_rmse']:.4f} | {row['validation_rmse_seen']:.4f} | "
+                     f"{row['fit_s']:.1f} |")
+    fit_count, validation_count = result.validation_counts
+    lines += ["", f"Validation: {fit_count:,} ratings fitted, {validation_count:,} scored (carved from training). "
+              f"Chosen point refitted on all the training ratings: test RMSE **{result.test['rmse']:.4f}** "
+              f"(user and movie seen: {result.test_seen_rmse:.4f}; MAE {result.test['mae']:.4f}; "
+              f"fit {result.test_fit_s:.1f} s)."]
+    return "\n".join(lines) + "\n"
