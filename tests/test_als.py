@@ -272,3 +272,99 @@ def test_worker_heap_is_frozen_in_tasks_and_never_on_the_driver(spark):
     in_task = spark.sparkContext.parallelize([0], 1).map(
         lambda _: (blocks._freeze_worker_heap_once(), gc.get_freeze_count())[1]).collect()
     assert in_task[0] > 0
+
+
+def dense_learned_bias_als(mask, dense, user_ids, item_ids, rank, reg, bias_reg_user, bias_reg_item, weight,
+                           iterations, seed):
+    """Reference ALS with learned biases (and the rated-indicator matrix when weight > 0) in plain numpy.
+
+    Each entity's [factors, bias] is one stacked least-squares problem; rows travel as float32, as in the fit.
+    """
+    mu = dense[mask].mean()
+
+    def as_shipped(a):
+        return a.astype(np.float32).astype(np.float64)
+
+    x = np.hstack([as_shipped(initial_factors(user_ids, rank, seed)), np.zeros((len(user_ids), 1))])
+    n_items = len(item_ids)
+    y, z = np.zeros((n_items, rank + 1)), np.zeros((n_items, rank))
+
+    def solve(m, r, src, other_bias, bias_reg, implicit):
+        out = []
+        for e, rated in enumerate(m):
+            design = [np.hstack([src[rated, :rank], np.ones((rated.sum(), 1))])]
+            targets = [r[e, rated] - mu - other_bias[rated]]
+            if implicit is not None:  # every item's indicator cell of this user
+                design.append(np.sqrt(weight) * np.hstack([implicit, np.zeros((n_items, 1))]))
+                targets.append(np.sqrt(weight) * rated)
+            penalties = np.sqrt([reg * rated.sum()] * rank + [bias_reg])
+            a, b = np.vstack([*design, np.diag(penalties)]), np.concatenate([*targets, np.zeros(rank + 1)])
+            out.append(np.linalg.lstsq(a, b, rcond=None)[0])
+        return as_shipped(np.array(out))
+
+    for _ in range(iterations):
+        y = solve(mask.T, dense.T, x, x[:, rank], bias_reg_item, None)
+        if weight:
+            gram = weight * x[:, :rank].T @ x[:, :rank]
+            z = as_shipped(np.array([np.linalg.solve(gram + reg * rated.sum() * np.eye(rank),
+                                                     weight * x[rated, :rank].sum(0)) for rated in mask.T]))
+        x = solve(mask, dense, y, y[:, rank], bias_reg_user, z if weight else None)
+    return mu, x, y, z
+
+
+def bias_by_id(frame, key):
+    return {row[key]: row.bias for row in frame.collect()}
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.4])
+def test_learned_biases_fit_equals_dense_numpy_reference(spark, weight):
+    rows, mask, dense, user_ids, item_ids = small_ratings(seed=8, n_users=11, n_items=8)
+    ratings = spark.createDataFrame(rows, RATINGS_SCHEMA)
+    model = ALS(rank=3, reg=0.05, max_iter=4, num_user_blocks=3, num_item_blocks=2, seed=5, biases=True,
+                bias_fit="learned", bias_reg_user=2.0, bias_reg_item=3.0, implicit_weight=weight).fit(ratings)
+    mu, x, y, z = dense_learned_bias_als(mask, dense, user_ids, item_ids, 3, 0.05, 2.0, 3.0, weight, 4, seed=5)
+    users, items = factors_by_id(model.user_factors), factors_by_id(model.item_factors)
+    learned = model.learned_biases
+    user_bias, item_bias = bias_by_id(learned.user_biases, "user_id"), bias_by_id(learned.movie_biases, "movie_id")
+    assert learned.mu == pytest.approx(mu)
+    np.testing.assert_allclose([np.append(users[u], user_bias[u]) for u in user_ids], x, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose([np.append(items[i], item_bias[i]) for i in item_ids], y, rtol=1e-4, atol=1e-5)
+    if weight:
+        implicit = factors_by_id(model.implicit_factors)
+        np.testing.assert_allclose([implicit[i] for i in item_ids], z, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(model.implicit_gram, z.T @ z, rtol=1e-5, atol=1e-6)
+    prediction = mu + x[:, 3:] + y[:, 3][None, :] + x[:, :3] @ y[:, :3].T
+    error = (np.where(mask, dense - prediction, 0.0) ** 2).sum()
+    objective = error + 0.05 * ((mask.sum(1) * (x[:, :3] ** 2).sum(1)).sum() + (mask.sum(0) * (y[:, :3] ** 2).sum(1)
+                                                                                 + mask.sum(0) * (z**2).sum(1)).sum())
+    objective += 2.0 * (x[:, 3] ** 2).sum() + 3.0 * (y[:, 3] ** 2).sum() + weight * ((mask - x[:, :3] @ z.T) ** 2).sum()
+    last = model.history.iterations[-1]
+    assert last.train_rmse == pytest.approx(math.sqrt(error / mask.sum()), rel=1e-4)
+    assert last.objective == pytest.approx(objective, rel=1e-4)
+    objectives = [it.objective for it in model.history.iterations]
+    assert objectives == sorted(objectives, reverse=True)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.3])
+def test_learned_bias_models_fold_in_a_user_to_the_fitted_row_and_fall_back_to_the_baseline(spark, tmp_path, weight):
+    rows, *_ = small_ratings(seed=9, n_users=10, n_items=8)
+    ratings = spark.createDataFrame(rows, RATINGS_SCHEMA)
+    model = ALS(rank=2, reg=0.05, max_iter=3, biases=True, bias_fit="learned", implicit_weight=weight).fit(ratings)
+    model.save(str(tmp_path / "model"))
+    loaded = ALSModel.load(spark, str(tmp_path / "model"))
+    if weight:
+        np.testing.assert_array_equal(loaded.implicit_gram, model.implicit_gram)
+    pairs = spark.createDataFrame([(3, 13), (999, 13)], "user_id int, movie_id int")
+    got = {r.user_id: r.prediction for r in loaded.predict(pairs).collect()}
+    mu, b_i = model.learned_biases.mu, bias_by_id(model.learned_biases.movie_biases, "movie_id")[13]
+    b_u = bias_by_id(model.learned_biases.user_biases, "user_id")[3]
+    x, y = factors_by_id(model.user_factors)[3], factors_by_id(model.item_factors)[13]
+    assert got[3] == pytest.approx(min(5.0, max(0.5, mu + b_u + b_i + x @ y)), rel=1e-6)
+    # An unknown user gets the pre-fitted baseline (the cold-start path), not the learned biases.
+    assert got[999] == pytest.approx(model.baseline.predict(pairs.where("user_id = 999")).first().prediction)
+    # The last half-step solved the users, so folding user 3's training ratings in gives its fitted row back
+    # (a movie the model does not know is ignored).
+    folded = loaded.folded_user([(r[1], r[2]) for r in rows if r[0] == 3] + [(999_999, 5.0)])
+    assert folded.used == sum(r[0] == 3 for r in rows)
+    np.testing.assert_allclose(folded.factors, x, rtol=1e-5, atol=1e-6)
+    assert folded.bias == pytest.approx(b_u, rel=1e-5, abs=1e-6)

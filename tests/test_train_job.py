@@ -87,3 +87,45 @@ def test_zero_iterations_is_refused(spark, tmp_path):
     with pytest.raises(ConfigError, match="--max-iter must be at least 1, got 0"):
         run_train(spark, ["--input", str(tmp_path / "ingest"), "--out", str(tmp_path / "als"), "--max-iter", "0"])
     assert not (tmp_path / "als").exists()
+
+
+def parsed(argv):
+    parser = argparse.ArgumentParser()
+    train_job.add_arguments(parser)
+    return train_job.als_params(parser.parse_args(["--out", "o", *argv]))
+
+
+def test_bias_options_and_the_accurate_preset():
+    from mfspark.models.als.estimator import PRESETS
+
+    assert (parsed([]).biases, parsed(["--biases"]).biases, parsed(["--biases"]).bias_fit) == (False, True, "baseline")
+    learned = parsed(["--biases", "--bias-fit", "learned", "--implicit-weight", "0.2"])
+    assert (learned.learned_biases, learned.implicit_weight) == (True, 0.2)
+    accurate = parsed(["--preset", "accurate", "--rank", "7", "--user-blocks", "3"])
+    assert {key: getattr(accurate, key) for key in PRESETS["accurate"]} == PRESETS["accurate"]
+    assert accurate.num_user_blocks == 3  # options the preset does not name still apply
+
+
+def test_train_scores_a_predefined_ml100k_fold_with_implicit_information(spark, tmp_path):
+    rows = [(u, m, (u * m) % 5 + 1, 881250949 + u) for u in range(1, 21) for m in range(1, 13) if (u + m) % 3]
+    base, test = rows[::2] + rows[1::4], rows[3::4]
+    for name, part in (("u1.base", base), ("u1.test", test)):
+        (tmp_path / name).write_text("".join("\t".join(map(str, r)) + "\n" for r in part))
+    out = str(tmp_path / "als")
+    summary = run_train(spark, ["--split", "predefined", "--predefined-dir", str(tmp_path), "--predefined-name", "u1",
+                                "--out", out, "--rank", "2", "--max-iter", "3", "--biases", "--bias-fit", "learned",
+                                "--implicit-weight", "0.2"])
+    metrics = read_json(spark, f"{out}/metrics.json")
+    assert summary["model"] == "als-implicit" and metrics["split"]["predefined"] == f"{tmp_path}/u1"
+    assert (metrics["split"]["train"], metrics["split"]["test"]) == (len(base), len(test))
+    assert metrics["objective"] == sorted(metrics["objective"], reverse=True)
+    assert ALSModel.load(spark, f"{out}/factors").implicit_gram.shape == (2, 2)
+
+
+def test_a_predefined_split_needs_its_directory_and_the_others_an_input(spark, tmp_path):
+    from mfspark.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--predefined-dir"):
+        run_train(spark, ["--split", "predefined", "--out", str(tmp_path / "als")])
+    with pytest.raises(ConfigError, match="--input .* is required with --split random"):
+        run_train(spark, ["--out", str(tmp_path / "als")])
