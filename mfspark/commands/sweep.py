@@ -13,14 +13,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from mfspark.commands.args import (
-    add_als_arguments,
-    add_split_arguments,
-    als_params,
-    comma_list,
-    load_split,
-    run_info,
-)
+from mfspark.commands.args import add_als_arguments, add_split_arguments, als_params, comma_list, load_split, run_info
 from mfspark.errors import ConfigError
 from mfspark.report import figures
 from mfspark.report import sweep as sweeps

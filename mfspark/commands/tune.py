@@ -13,14 +13,7 @@ from dataclasses import asdict
 
 from pyspark.sql import SparkSession
 
-from mfspark.commands.args import (
-    add_als_arguments,
-    add_split_arguments,
-    als_params,
-    comma_list,
-    load_split,
-    run_info,
-)
+from mfspark.commands import args as shared
 from mfspark.errors import ConfigError
 from mfspark.models.als import tuning
 from mfspark.runtime.storage import HadoopPaths, atomic_output, write_json
@@ -29,17 +22,17 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_split_arguments(parser)
-    add_als_arguments(parser)
+    shared.add_split_arguments(parser)
+    shared.add_als_arguments(parser)
     defaults = tuning.Grid()
     group = parser.add_argument_group("grid (every combination is fitted; defaults in brackets)")
-    group.add_argument("--ranks", type=comma_list(int), default=defaults.ranks, help=f"{list(defaults.ranks)}")
-    group.add_argument("--regs", type=comma_list(float), default=defaults.regs, help=f"{list(defaults.regs)}")
-    group.add_argument("--bias-fits", type=comma_list(str), default=defaults.bias_fits,
+    group.add_argument("--ranks", type=shared.comma_list(int), default=defaults.ranks, help=f"{list(defaults.ranks)}")
+    group.add_argument("--regs", type=shared.comma_list(float), default=defaults.regs, help=f"{list(defaults.regs)}")
+    group.add_argument("--bias-fits", type=shared.comma_list(str), default=defaults.bias_fits,
                        help=f"baseline and/or learned {list(defaults.bias_fits)}")
-    group.add_argument("--bias-regs", type=comma_list(float), default=defaults.bias_regs,
+    group.add_argument("--bias-regs", type=shared.comma_list(float), default=defaults.bias_regs,
                        help=f"user and movie bias reg (one value for both) {list(defaults.bias_regs)}")
-    group.add_argument("--implicit-weights", type=comma_list(float), default=defaults.implicit_weights,
+    group.add_argument("--implicit-weights", type=shared.comma_list(float), default=defaults.implicit_weights,
                        help=f"0 = off; > 0 with learned biases only {list(defaults.implicit_weights)}")
     group.add_argument("--validation-fraction", type=float, default=0.2, help="of the training ratings [0.2]")
     group.add_argument("--validation-seed", type=int, default=7)
@@ -50,17 +43,18 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
     if not 0 < args.validation_fraction < 1:
         raise ConfigError(f"--validation-fraction must be between 0 and 1, got {args.validation_fraction}")
     grid = tuning.Grid(args.ranks, args.regs, args.bias_fits, args.bias_regs, args.implicit_weights)
-    base = als_params(args)
+    base = shared.als_params(args)
     grid.points(base)  # refuse a bad grid before reading anything
-    split = load_split(spark, args)
+    split = shared.load_split(spark, args)
     result = tuning.tune(split, base, grid, args.validation_fraction, args.validation_seed)
     table = tuning.markdown_table(result)
     with atomic_output(spark, args.out) as staging:
         tuning.points_frame(spark, result.points).coalesce(1).write.parquet(f"{staging}/tune")
         HadoopPaths(spark).write_text(f"{staging}/tune.md", table)
         write_json(spark, f"{staging}/metrics.json", {
-            **run_info(spark, args, split), "grid": asdict(grid), "validation_fraction": args.validation_fraction,
-            "validation_seed": args.validation_seed, "points": result.points, "best": asdict(result.best),
+            **shared.run_info(spark, args, split), "grid": asdict(grid),
+            "validation_fraction": args.validation_fraction, "validation_seed": args.validation_seed,
+            "points": result.points, "best": asdict(result.best),
             "test": result.test, "test_rmse_seen": result.test_seen_rmse, "test_fit_s": result.test_fit_s})
     print(table, end="")
     best = result.best
