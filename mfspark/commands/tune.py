@@ -13,7 +13,7 @@ from dataclasses import asdict
 
 from pyspark.sql import SparkSession
 
-from mfspark.commands import args as shared
+import mfspark.commands.args as shared
 from mfspark.errors import ConfigError
 from mfspark.models.als import tuning
 from mfspark.runtime.storage import HadoopPaths, atomic_output, write_json
