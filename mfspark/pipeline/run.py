@@ -37,7 +37,7 @@ from mfspark.data.movielens import detect_release, release_named
 from mfspark.errors import ConfigError, InputError, MfsparkError, PipelineStageError
 from mfspark.evaluation import split as splits
 from mfspark.evaluation.metrics import held_out_ranking, rating_metrics
-from mfspark.models.als.estimator import ALS, ALSModel, ALSParams
+from mfspark.models.als.estimator import ALS, ALSModel, ALSParams, model_name
 from mfspark.models.bias import BiasModel, BiasParams
 from mfspark.runtime.provenance import versions
 from mfspark.runtime.storage import check_parquet_table, local_path, output_lock, pause_point, point_link
@@ -152,7 +152,7 @@ def run_evaluate(ctx: StageContext, out: Path) -> dict:
                | held_out_ranking(model.recommend_for_users, split, RANKING_K)
                for name, model in (("als", als), ("baseline", baseline))}
     report_view = {
-        "model": "als-biased" if c.als.biases else "als", "params": asdict(c.als),
+        "model": model_name(c.als), "params": asdict(c.als),
         "rmse": metrics["als"]["rmse"], "mae": metrics["als"]["mae"], "test": metrics["als"],
         "split": asdict(c.split) | splits.cold_start_counts(split), "baseline": metrics["baseline"],
     }
