@@ -56,7 +56,7 @@ BIAS_FITS = ("baseline", "learned")
 # `train --preset` / `pipeline --preset`: fixed hyper-parameters chosen on validation splits of several
 # releases (README, ALS: "Accuracy"); fields not named keep their values.
 PRESETS = {
-    "accurate": {"rank": 50, "reg": 0.15, "max_iter": 15, "biases": True, "bias_fit": "learned",
+    "accurate": {"rank": 50, "reg": 0.12, "max_iter": 15, "biases": True, "bias_fit": "learned",
                  "bias_reg_user": 1.0, "bias_reg_item": 1.0, "implicit_weight": 0.3},
 }
 
