@@ -57,7 +57,7 @@ BIAS_FITS = ("baseline", "learned")
 # releases (README, ALS: "Accuracy"); fields not named keep their values.
 PRESETS = {
     "accurate": {"rank": 50, "reg": 0.12, "max_iter": 15, "biases": True, "bias_fit": "learned",
-                 "bias_reg_user": 1.0, "bias_reg_item": 1.0, "implicit_weight": 0.3},
+                 "bias_reg_user": 5.0, "bias_reg_item": 5.0, "implicit_weight": 0.3},
 }
 
 
