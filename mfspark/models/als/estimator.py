@@ -19,7 +19,7 @@ ratings, 0 elsewhere, every cell) with its own item factors z_i:
     + w * sum_(u, every i) (N_ui - x_u . z_i)^2 + reg * sum_i n_i |z_i|^2
 
 The pre-fitted bias baseline is fitted with every model: it is the "baseline" cold-start path
-(see `mfspark.models.base` for the prediction rule), and with learned biases their start.
+(see `mfspark.models.base` for the prediction rule), and gives learned biases their mu.
 """
 
 from __future__ import annotations
@@ -163,9 +163,9 @@ class ALS:
 
         A grid search (rank x reg, iteration counts) then blocks and shuffles the ratings once
         instead of once per point. Variants may differ in rank, reg, max_iter, seed, nonnegative,
-        checkpointing and, with learned biases, bias regs and implicit weight; what shapes the
-        layout or the baseline (`ALSParams.layout_key`) must equal this estimator's. The layout is
-        released when the iteration ends.
+        checkpointing and implicit weight, and be plain or learned-bias models (both block the
+        ratings themselves); what shapes the layout or the baseline (`ALSParams.layout_key`) must
+        equal this estimator's. The layout is released when the iteration ends.
         """
         p = self.params
         for variant in variants:
