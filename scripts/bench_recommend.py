@@ -173,7 +173,8 @@ def run_implicit(users_path, items_path, ratings_path, n: int, timings: dict):
     everyone = np.arange(len(user_ids))
     ids, scores = timed("implicit recommend", timings,
                         lambda: model.recommend(everyone, liked, N=n, filter_already_liked_items=True))
-    valid = (ids >= 0) & np.isfinite(scores)  # implicit pads a user with no unseen movie with -inf scores
+    # A user who rated every movie has no list (ours writes none; implicit returns one anyway): leave them out.
+    valid = (ids >= 0) & np.isfinite(scores) & (np.diff(liked.indptr) < len(item_ids))[:, None]
     return lists_by_user(np.repeat(user_ids, n).reshape(-1, n)[valid], item_ids[ids[valid]], scores[valid])
 
 
