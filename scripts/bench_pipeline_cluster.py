@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -102,6 +103,8 @@ def table(local: dict, cluster: dict, walls: tuple[float, float]) -> list[str]:
 
 
 def main() -> None:
+    # SIGTERM (e.g. `timeout`) unwinds: the running command is killed and the cluster stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args = parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     load_start = os.getloadavg()[0]
