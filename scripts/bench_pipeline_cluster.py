@@ -97,7 +97,7 @@ def table(local: dict, cluster: dict, walls: tuple[float, float]) -> list[str]:
         rows.append(f"| {stage} | {a:.1f} | {b:.1f} | {b / a:.2f} |")
     a, b = (sum(m["seconds"].values()) for m in (local, cluster))
     rows.append(f"| **stages total** | **{a:.1f}** | **{b:.1f}** | **{b / a:.2f}** |")
-    rows.append(f"| command wall (JVM start, plan, commit) | {walls[0]:.1f} | {walls[1]:.1f} | "
+    rows.append(f"| whole command, wall (with JVM start, planning, commit) | {walls[0]:.1f} | {walls[1]:.1f} | "
                 f"{walls[1] / walls[0]:.2f} |")
     return rows
 
