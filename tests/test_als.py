@@ -122,9 +122,10 @@ def test_long_runs_keep_one_checkpoint_and_finish(spark):
     before = set(checkpoint_root.glob("rdd-*"))
     model = ALS(rank=2, max_iter=12, checkpoint_interval=3, seed=1).fit(ratings)
     assert len(model.history.iterations) == 12
-    # The checkpoints of iterations 3, 6 and 9 are deleted; what remains are the model's final user and
-    # item factor blocks, checkpointed so that a lost executor cannot make the model unreadable.
-    assert len(set(checkpoint_root.glob("rdd-*")) - before) == 2
+    # The checkpoints of iterations 3, 6 and 9 are deleted (and the bias sweeps' before the last, once
+    # unreferenced); what remains are the model's final user and item factor blocks and its baseline's final
+    # user and movie biases, checkpointed so that a lost executor cannot make the model unreadable.
+    assert len(set(checkpoint_root.glob("rdd-*")) - before) == 4
     # The model's frames read the kept final factor blocks, not the deleted checkpoints or the released layout.
     assert model.user_factors.count() == 9 and model.item_factors.count() == 7
 

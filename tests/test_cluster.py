@@ -2,7 +2,9 @@
 
 - the same answer as local mode, same seed: factors equal to float tolerance, top-N lists equal;
 - a worker killed (SIGKILL of its pid) while ALS trains, and separately after the fit while the
-  model's factors are read: the job completes and its factors equal the clean run's.
+  model's factors are read: the job completes and its factors equal the clean run's;
+- the driver killed (SIGKILL of spark-submit's process group) while the pipeline trains: the same
+  command again resumes the run (ingest and baseline skipped) and ends with the clean run's outputs.
 
 Marked `cluster`: left out of a plain `pytest` run (see conftest.py); `pytest -m cluster` runs them
 (CI's separate step). The master listens on $MFSPARK_TEST_MASTER_PORT (default 7177, UI 18180),
@@ -11,6 +13,7 @@ away from a cluster someone may run on 7077.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -80,21 +83,41 @@ def work(tmp_path_factory) -> Path:
                       "rating": pa.array(rating, pa.float32())})
     (root / "ratings").mkdir()
     pq.write_table(table, root / "ratings" / "part-0.parquet")
+    write_release(root / "release", table)
     return root
 
 
-def submit(master: str, work: Path, out: Path, *extra: str) -> subprocess.Popen:
-    """spark-submit tests/cluster_fit.py with the package as --py-files; output to OUT.log."""
+def write_release(directory: Path, table: pa.Table) -> None:
+    """The same ratings as an ml-latest-small-shaped release (half-star ratings), for the pipeline."""
+    directory.mkdir()
+    stars = np.clip(np.round(table["rating"].to_numpy() * 2) / 2, 0.5, 5.0)
+    lines = [f"{u},{m},{r:.1f},{1_500_000_000 + i}" for i, (u, m, r) in
+             enumerate(zip(table["user_id"].to_pylist(), table["movie_id"].to_pylist(), stars, strict=True))]
+    (directory / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "\n".join(lines) + "\n")
+    movies = sorted(set(table["movie_id"].to_pylist()))
+    (directory / "movies.csv").write_text("movieId,title,genres\n" + "\n".join(
+        f"{m},Movie {m} (2000),Drama" for m in movies) + "\n")
+
+
+def spark_submit(master: str, work: Path, log_path: Path, application: Path, *args: str) -> subprocess.Popen:
+    """spark-submit APPLICATION with the package as --py-files, in its own process group; output to LOG_PATH."""
     spark_home = Path(pyspark.__file__).parent
     # Only the zip provides mfspark to the job: no PYTHONPATH pointing at a checkout.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYSPARK_PYTHON": sys.executable}
     command = [str(spark_home / "bin" / "spark-submit"), "--master", master, "--py-files", str(work / "mfspark.zip"),
                "--conf", f"spark.pyspark.python={sys.executable}", "--conf", "spark.executor.memory=1g",
-               str(REPO / "tests" / "cluster_fit.py"), str(work / "ratings"), str(out), *extra]
-    log = open(f"{out}.log", "w")  # noqa: SIM115 (closed by finish())
-    job = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+               str(application), *args]
+    log = open(log_path, "w")  # noqa: SIM115 (closed by finish())
+    job = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True)
     job.log = log
     return job
+
+
+def submit(master: str, work: Path, out: Path, *extra: str) -> subprocess.Popen:
+    """tests/cluster_fit.py: fit ALS on the planted ratings, write the factors to OUT; output to OUT.log."""
+    return spark_submit(master, work, Path(f"{out}.log"), REPO / "tests" / "cluster_fit.py", str(work / "ratings"),
+                        str(out), *extra)
 
 
 def finish(job: subprocess.Popen, out: Path) -> None:
@@ -183,3 +206,56 @@ def test_worker_killed_after_the_fit(cluster, clean_run, work):
         raise ModelBlocksLost("the fitted model could not be read after its executor was lost")
     finish(job, out)
     assert_same_model(out, clean_run)
+
+
+# ---------------------------------------------------------------- the driver killed mid-train
+
+RUN_ID = "20260102"
+
+
+def pipeline(cluster: Cluster, work: Path, root: Path) -> subprocess.Popen:
+    """The nightly command: jobs/pipeline.py on the cluster into ROOT, run id RUN_ID; output to ROOT.log."""
+    return spark_submit(cluster.master, work, Path(f"{root}.log"), REPO / "jobs" / "pipeline.py",
+                        "--profile", "cluster", "--input", str(work / "release"), "--out", str(root),
+                        "--run-id", RUN_ID, "--log-level", "INFO", "--rank", "4", "--max-iter", "6",
+                        "--checkpoint-interval", "2", "--seed", "7", "--top-n", str(TOP_N))
+
+
+def assert_same_pipeline_outputs(run: Path, reference: Path) -> None:
+    """The same factors (float tolerance), test metrics and top-N lists as the reference run."""
+    assert_same_model(run / "train" / "factors", reference / "train" / "factors")
+    metrics = [json.loads((r / "manifest.json").read_text())["metrics"] for r in (run, reference)]
+    assert metrics[0].keys() == metrics[1].keys() == {"baseline", "als"}
+    for model in metrics[0]:  # the evaluate stage's rating and ranking metrics of ALS and the bias baseline
+        assert metrics[0][model] == pytest.approx(metrics[1][model], rel=1e-5), model
+
+    def lists(r: Path) -> list:
+        return pq.read_table(r / "recommend" / "recommendations", columns=["user_id", "rank", "movie_id"]) \
+            .sort_by([("user_id", "ascending"), ("rank", "ascending")]).to_pylist()
+
+    assert lists(run) == lists(reference) and len(lists(run)) == 150 * TOP_N
+
+
+def test_driver_killed_while_the_pipeline_trains_is_resumed_by_the_same_command(cluster, work):
+    clean = work / "pipeline-clean"
+    job = pipeline(cluster, work, clean)
+    finish(job, clean)
+
+    killed = work / "pipeline-killed"
+    job = pipeline(cluster, work, killed)
+    wait_for_line(killed, "ALS iteration 2/6", job)
+    os.killpg(job.pid, signal.SIGKILL)  # spark-submit's JVM and the Python driver under it
+    job.wait(timeout=60)
+    job.log.close()
+    run = killed / "runs" / RUN_ID
+    assert (run / "baseline" / "_SUCCESS").is_file() and not (run / "train" / "_SUCCESS").exists()
+    assert not (killed / "latest").exists()
+
+    first_log = Path(f"{killed}.log").read_text()
+    job = pipeline(cluster, work, killed)  # the same command again
+    finish(job, killed)
+    log = Path(f"{killed}.log").read_text()
+    assert "stage 1/5 ingest: skipped" in log and "stage 2/5 baseline: skipped" in log, log[-3000:]
+    assert "stage 3/5 train: running" in log and "ALS iteration 2/6" in first_log
+    assert os.readlink(killed / "latest") == f"runs/{RUN_ID}" and (run / "_SUCCESS").is_file()
+    assert_same_pipeline_outputs(run, clean / "runs" / RUN_ID)

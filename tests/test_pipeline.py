@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mfspark.commands import report as report_job
-from mfspark.errors import InputError, PipelineStageError
+from mfspark.errors import ConfigError, InputError, PipelineStageError
 from mfspark.models.als.estimator import ALSParams
 from mfspark.models.bias import BiasParams
 from mfspark.pipeline import run as pipeline
@@ -117,6 +117,60 @@ def test_failing_stage_is_named_in_one_line_and_latest_is_not_moved(spark, tmp_p
     assert not (root / "latest").exists()
     [run_dir] = (root / "runs").iterdir()
     assert (run_dir / "ingest" / "_SUCCESS").is_file() and not (run_dir / "_SUCCESS").exists()
+
+
+def test_run_id_names_the_run_directory_and_a_rerun_with_it_resumes_that_run(spark, tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    stages = pipeline.build_stages
+
+    def failing_evaluate(ctx, out):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(pipeline, "build_stages", lambda cfg: [replace(s, run=failing_evaluate)
+                                                               if s.name == "evaluate" else s for s in stages(cfg)])
+    with pytest.raises(PipelineStageError, match="stage evaluate failed"):
+        run_pipeline(spark, config(tmp_path, run_id="20260102"))
+    monkeypatch.setattr(pipeline, "build_stages", stages)
+    night = root / "runs" / "20260102"
+    assert (night / "train" / "_SUCCESS").is_file() and not (night / "_SUCCESS").exists()
+
+    # The scheduler's retry: the same id resumes that run, whatever else is in ROOT/runs.
+    (root / "runs" / "20260101T000000Z-00000000").mkdir()
+    resumed = run_pipeline(spark, config(tmp_path, run_id="20260102"))
+    assert resumed["run_id"] == "20260102"
+    assert stage_actions(resumed) == {"ingest": "skip", "baseline": "skip", "train": "skip", "evaluate": "run"}
+    assert os.readlink(root / "latest") == "runs/20260102" and (night / "_SUCCESS").is_file()
+    assert sorted(p.name for p in (root / "runs").iterdir()) == ["20260102"]  # the abandoned run is removed
+
+    again = run_pipeline(spark, config(tmp_path, run_id="20260102"))
+    assert again["up_to_date"] and again["run_id"] == "20260102"
+
+    # The next night, same data: a run of that name, its stages linked from the night before.
+    next_night = run_pipeline(spark, config(tmp_path, run_id="20260103"))
+    assert set(stage_actions(next_night).values()) == {"reuse"}
+    assert os.readlink(root / "latest") == "runs/20260103"
+    assert (root / "runs" / "20260103" / "train").resolve() == (night / "train").resolve()
+
+    with pytest.raises(ConfigError, match=r"^run 20260102 in .* is complete with other inputs and parameters; a "
+                                          r"complete run is never rewritten: give another run id$"):
+        run_pipeline(spark, config(tmp_path, run_id="20260102", als=ALSParams(rank=3, max_iter=2, biases=True)))
+
+
+@pytest.mark.parametrize(("option", "env", "named"), [
+    (["--run-id", "../elsewhere"], {}, "--run-id '../elsewhere'"),
+    (["--run-id=-x"], {}, "--run-id '-x'"),
+    ([], {"MFSPARK_RUN_ID": "2026/01/02"}, "MFSPARK_RUN_ID '2026/01/02'"),
+])
+def test_unsafe_run_id_is_one_error_line_naming_it(cli_with_test_session, tmp_path, capsys, monkeypatch, option,
+                                                   env, named):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    status = cli_with_test_session(["pipeline", "--input", str(tiny_release(tmp_path / "release")),
+                                    "--out", str(tmp_path / "root"), *option])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"mfspark pipeline: error: {named} is not a usable run id: it names ROOT/runs/<run id>/")
+    assert not (tmp_path / "root").exists()
 
 
 def test_stale_input_is_refused_when_the_check_is_on(spark, tmp_path):

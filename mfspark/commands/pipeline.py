@@ -8,6 +8,7 @@ Settings come from the built-in defaults, then the profile's `[pipeline]` table
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import asdict, fields, replace
 
 import tomllib
@@ -18,7 +19,7 @@ from mfspark.data.ingest import DEFAULT_MAX_REJECT_FRACTION
 from mfspark.errors import ConfigError
 from mfspark.models.als.estimator import PRESETS
 from mfspark.models.bias import BiasParams
-from mfspark.pipeline.run import PipelineConfig, SplitParams, run_pipeline
+from mfspark.pipeline.run import PipelineConfig, SplitParams, check_run_id, run_pipeline
 from mfspark.runtime.session import profile_text
 
 # Options a profile's [pipeline] table may set, with their built-in defaults.
@@ -34,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_release_arguments(parser)
     parser.add_argument("--out", required=True, metavar="ROOT",
                         help="output root: runs go to ROOT/runs/<run_id>/, ROOT/latest names the last complete one")
+    parser.add_argument("--run-id", metavar="ID",
+                        help="name the run ROOT/runs/ID/ (default: env MFSPARK_RUN_ID, else the start time); "
+                             "rerunning with the same ID resumes that run, e.g. a scheduler's retry of one night")
     parser.add_argument("--force", action="store_true", help="rerun every stage even when its outputs exist")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (each stage: run, skip or reuse, why)")
     parser.add_argument("--max-input-age-hours", type=float,
@@ -75,6 +79,15 @@ def settings(args: argparse.Namespace) -> dict:
     return chosen | (PRESETS[preset] if preset else {}) | given
 
 
+def run_id(args: argparse.Namespace) -> str | None:
+    """--run-id, else a non-empty MFSPARK_RUN_ID (how a scheduler such as Airflow passes it), checked."""
+    given, origin = (args.run_id, "--run-id") if args.run_id is not None else \
+        (os.environ.get("MFSPARK_RUN_ID") or None, "MFSPARK_RUN_ID")
+    if given is not None:
+        check_run_id(given, origin)
+    return given
+
+
 def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
     s = settings(args)
     if s["max_iter"] < 1:
@@ -89,7 +102,7 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
         split=SplitParams(s["split"], s["test_fraction"], s["seed"]),
         bias=BiasParams(**asdict(defaults.bias) | {"lambda_u": s["lambda_u"], "lambda_i": s["lambda_i"]}),
         als=replace(defaults.als, **als), top_n=s["top_n"], force=args.force,
-        max_input_age_hours=s["max_input_age_hours"],
+        max_input_age_hours=s["max_input_age_hours"], run_id=run_id(args),
     )
 
 

@@ -69,8 +69,10 @@ def _update(centered: DataFrame, keys: list[str], id_col: str, lambda_col: str,
         F.sum(residual).alias("_sum"), F.count(F.lit(1)).alias("count"), F.max(lambda_col).alias("_lambda"))
     biases = sums.select(*keys, id_col, (F.col("_sum") / (F.col("count") + F.col("_lambda"))).alias("bias"),
                          F.col("count").cast("int").alias("count"))
-    # Each sweep's biases feed the next: cut the lineage so the plan does not grow with sweeps.
-    return biases.localCheckpoint(eager=True)
+    # Each sweep's biases feed the next: cut the lineage so the plan does not grow with sweeps. A reliable
+    # checkpoint (files in the checkpoint directory), as the ALS factor blocks: `localCheckpoint` keeps the
+    # only copy on the executors, so a lost executor would leave a sweep, or the fitted model, unreadable.
+    return biases.checkpoint(eager=True)
 
 
 def _small(biases: DataFrame, keys: list[str]) -> DataFrame:

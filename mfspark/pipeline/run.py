@@ -8,6 +8,10 @@ Layout of an output root:
     ROOT/runs/<run_id>/_SUCCESS           the run is complete
     ROOT/latest -> runs/<run_id>          the last complete run (a link swapped in one rename)
 
+`<run_id>` is the scheduler's when one is given (`PipelineConfig.run_id`, e.g. the night's date): a
+rerun with the same id resumes that directory, whatever other runs exist; without one it is the
+start time and a key prefix.
+
 A stage's key hashes its parameters and its upstream stages' keys (the ingest stage's
 parameters include the input files' md5), so equal keys mean equal outputs. A stage is
 skipped when the run being resumed already holds it, or linked from an earlier complete run
@@ -23,6 +27,7 @@ import functools
 import hashlib
 import json
 import logging
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -50,6 +55,8 @@ log = logging.getLogger(__name__)
 SUCCESS = "_SUCCESS"
 RATING_COLUMNS = ("user_id", "movie_id", "rating", "rated_at")
 RANKING_K = 10  # the evaluate stage's list length, as the report's ranking columns (precision@10, ...)
+# A run id names one directory under ROOT/runs: no separators, no "." or "..", no leading "-" or ".".
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,7 @@ class PipelineConfig:
     top_n: int = 10  # 0: no recommend stage
     force: bool = False
     max_input_age_hours: float | None = None  # stale-input check, off when None
+    run_id: str | None = None  # the scheduler's name for the run directory; None: a new timestamped one
 
 
 @dataclass(frozen=True)
@@ -236,20 +244,49 @@ def complete_runs(root: Path) -> list[Path]:
 def resumable_run(root: Path, keys: dict[str, str]) -> Path | None:
     """The newest incomplete run started with the same stage keys (a killed run to finish)."""
     for run_dir in sorted(runs_dir(root).glob("*"), reverse=True):
-        if run_dir.is_dir() and not is_complete(run_dir):
-            try:
-                if json.loads((run_dir / "plan.json").read_text()).get("keys") == keys:
-                    return run_dir
-            except (OSError, ValueError):
-                continue
+        if run_dir.is_dir() and not is_complete(run_dir) and read_plan_keys(run_dir) == keys:
+            return run_dir
     return None
+
+
+def check_run_id(run_id: str, origin: str = "run id") -> None:
+    """Refuse a run id that is not one safe directory name (`origin` says where it came from)."""
+    if not RUN_ID.fullmatch(run_id):
+        raise ConfigError(f"{origin} {run_id!r} is not a usable run id: it names ROOT/runs/<run id>/, so it must "
+                          "be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit")
+
+
+def named_run(root: Path, run_id: str, keys: dict[str, str], force: bool) -> Path | None:
+    """The existing directory of the run the scheduler names, to resume (None: it is new).
+
+    A complete run is never rewritten (`latest` may name it): rerunning it is a no-op when its
+    stage keys are these, and an error otherwise.
+    """
+    run_dir = runs_dir(root) / run_id
+    if not run_dir.is_dir():
+        return None
+    if is_complete(run_dir) and (force or read_plan_keys(run_dir) != keys):
+        raise ConfigError(f"run {run_id} in {root} is complete with {'' if force else 'other '}inputs and "
+                          f"parameters{' (--force)' if force else ''}; a complete run is never rewritten: "
+                          "give another run id")
+    return run_dir
+
+
+def read_plan_keys(run_dir: Path) -> dict[str, str] | None:
+    try:
+        return json.loads((run_dir / "plan.json").read_text()).get("keys")
+    except (OSError, ValueError):
+        return None
 
 
 def plan_run(config: PipelineConfig, stages: list[Stage]) -> tuple[Path | None, list[PlannedStage]]:
     """The run directory to resume (or None for a new one) and what happens to each stage, and why."""
     root = Path(config.root)
     keys = stage_keys(stages)
-    resumed = None if config.force else resumable_run(root, keys)
+    if config.run_id is not None:
+        resumed = named_run(root, config.run_id, keys, config.force)
+    else:
+        resumed = None if config.force else resumable_run(root, keys)
     earlier = complete_runs(root)
     planned = []
     for stage in stages:
@@ -270,15 +307,24 @@ def plan_run(config: PipelineConfig, stages: list[Stage]) -> tuple[Path | None, 
     return resumed, planned
 
 
-def identical_run(planned: list[PlannedStage]) -> Path | None:
-    """The complete run whose own outputs are every stage's (a new run would be a copy of it), if any."""
-    sources = {p.source.parent if p.action == "reuse" else None for p in planned}
-    return sources.pop() if len(sources) == 1 else None
+def identical_run(planned: list[PlannedStage], resumed: Path | None, run_id: str | None) -> Path | None:
+    """The complete run whose own outputs are every stage's (a new run would be a copy of it), if any.
+
+    With a run id only that run counts: the scheduler gets the directory it names.
+    """
+    sources = {p.source.parent if p.action == "reuse" else resumed if p.action == "skip" else None
+               for p in planned}
+    same = sources.pop() if len(sources) == 1 else None
+    if same is None or not is_complete(same) or (run_id is not None and same.name != run_id):
+        return None
+    return same
 
 
-def new_run_dir(root: Path, keys: dict[str, str]) -> Path:
-    run_dir = runs_dir(root) / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{keys[list(keys)[-1]][:8]}"
-    run_dir.mkdir(parents=True)
+def start_run_dir(root: Path, resumed: Path | None, run_id: str | None, keys: dict[str, str]) -> Path:
+    """The run's directory (the resumed one, or a new one named by `run_id` or the time), with this plan."""
+    run_dir = resumed or runs_dir(root) / (run_id or f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-"
+                                                     f"{keys[list(keys)[-1]][:8]}")
+    run_dir.mkdir(parents=True, exist_ok=resumed is not None)
     write_json_file(run_dir / "plan.json", {"keys": keys})
     return run_dir
 
@@ -326,21 +372,24 @@ def run_pipeline(spark: SparkSession | None, config: PipelineConfig, dry_run: bo
     root = local_path(config.root)
     if root is None:
         raise ConfigError(f"--out {config.root}: the pipeline needs a local output root (it commits by link swap)")
+    if config.run_id is not None:
+        check_run_id(config.run_id)
     stages = build_stages(config)
     check_input_age(config, stages)
     resumed, planned = plan_run(config, stages)
     for p in planned:
         log.info("plan: %-9s %-6s %s", p.stage.name, p.action, p.why)
     if dry_run:
-        return {"dry_run": True, "root": str(root), "plan": describe_plan(planned)}
+        return {"dry_run": True, "root": str(root), "run_id": resumed.name if resumed else config.run_id,
+                "plan": describe_plan(planned)}
     with output_lock(root, "mfspark pipeline"):
-        same = identical_run(planned)
+        same = identical_run(planned, resumed, config.run_id)
         if same is not None:  # e.g. a run killed after it completed, before `latest` moved
             if latest_run(root) != same:
                 point_link(root / "latest", same)
             log.info("up to date: run %s has the same inputs and parameters (--force reruns)", same.name)
             return {"run_id": same.name, "run_dir": str(same), "up_to_date": True, "plan": describe_plan(planned)}
-        run_dir = resumed or new_run_dir(root, {p.stage.name: p.key for p in planned})
+        run_dir = start_run_dir(root, resumed, config.run_id, {p.stage.name: p.key for p in planned})
         remove_abandoned_runs(root, run_dir)
         log.info("run %s in %s (%s)", run_dir.name, root, "resumed" if resumed else "new")
         ctx = StageContext(spark, config, run_dir)
