@@ -7,6 +7,10 @@ RMSE and the peak resident memory of the whole process tree (driver JVM + Python
 plus the ours/MLlib ratios, as a markdown table.
 
     python scripts/bench_als.py --shapes ml-1m ml-10m ml-25m ml-32m --out benchmarks/results/als.md
+
+`--implicit --alpha A` benchmarks implicit-feedback ALS against MLlib's `implicitPrefs=True`; both
+are then scored by the implicit objective of their factors on the training ratings
+(`mllib_reference.implicit_objective`, the same function for both) instead of test RMSE.
 """
 
 from __future__ import annotations
@@ -90,7 +94,7 @@ def fit_once(args: argparse.Namespace) -> None:
     """Worker mode: one fit of one implementation in this fresh process; prints a JSON line."""
 
     from mfspark.evaluation.metrics import rating_metrics
-    from mfspark.evaluation.mllib_reference import fit_mllib
+    from mfspark.evaluation.mllib_reference import fit_mllib, implicit_objective
     from mfspark.evaluation.split import random_split
     from mfspark.models.als.estimator import ALS, ALSParams
     from mfspark.runtime.session import build_session, load_profile
@@ -101,27 +105,33 @@ def fit_once(args: argparse.Namespace) -> None:
     train, test = split.train.cache(), split.test.cache()
     num_train = train.count()
     test.count()
-    params = ALSParams(rank=args.rank, reg=args.reg, max_iter=args.iterations, seed=args.seed)
+    params = ALSParams(rank=args.rank, reg=args.reg, max_iter=args.iterations, seed=args.seed,
+                       implicit=args.implicit, alpha=args.alpha)
 
     def fit(data, fit_params):
+        """(model, its (user, item) factor tables, fit seconds)."""
         started = time.perf_counter()
         if args.impl == "ours":
             model = ALS(**vars(fit_params)).fit(data)
-            return (lambda df: model.predict(df, "drop")), time.perf_counter() - started
+            return model, (model.user_factors, model.item_factors), time.perf_counter() - started
         model, seconds = fit_mllib(data, fit_params, spark.sparkContext.defaultParallelism)
-        return model.transform, seconds
+        return model, (model.userFactors, model.itemFactors), seconds
 
     # Warm-up on a 1% sample: JVM JIT and Python worker start-up are paid here, not in the timed fit.
-    _, warmup_s = fit(train.sample(fraction=0.01, seed=1), ALSParams(**{**vars(params), "max_iter": 1}))
-    predict, fit_s = fit(train, params)
-    metrics = rating_metrics(predict(test))  # NaN predictions (MLlib cold start) are excluded
-    print(json.dumps({"fit_s": fit_s, "warmup_s": warmup_s, "rmse": metrics["rmse"], "train": num_train}))
+    *_, warmup_s = fit(train.sample(fraction=0.01, seed=1), ALSParams(**{**vars(params), "max_iter": 1}))
+    model, factors, fit_s = fit(train, params)
+    if args.implicit:
+        quality = implicit_objective(train, *factors, args.reg, args.alpha)
+    else:  # NaN predictions (MLlib cold start) are excluded
+        quality = rating_metrics(model.predict(test, "drop") if args.impl == "ours" else model.transform(test))["rmse"]
+    print(json.dumps({"fit_s": fit_s, "warmup_s": warmup_s, "rmse": quality, "train": num_train}))
     spark.stop()
 
 
-def markdown(rows: list[dict], command: str, blas: str) -> str:
+def markdown(rows: list[dict], command: str, blas: str, implicit: bool = False) -> str:
+    quality = "objective" if implicit else "RMSE"
     lines = [
-        "# ALS benchmark: ours vs Spark MLlib ALS",
+        f"# {'Implicit-feedback ' if implicit else ''}ALS benchmark: ours vs Spark MLlib ALS",
         "",
         f"Command: `{command}`",
         "",
@@ -129,18 +139,21 @@ def markdown(rows: list[dict], command: str, blas: str) -> str:
         f"{rows[0]['iterations']} iterations, reg {rows[0]['reg']}, seeded random 80/20 split, each fit in a fresh "
         f"process. MLlib BLAS: {blas}. Peak memory = resident memory of the whole process tree "
         "(driver JVM + Python workers). Ratios are ours / MLlib. Each process first fits a 1% sample for one "
-        "iteration (warm-up: JVM JIT, Python worker start-up); its time is the `warm-up s` column.",
+        "iteration (warm-up: JVM JIT, Python worker start-up); its time is the `warm-up s` column."
+        + (" Implicit feedback (implicitPrefs): the quality column is the implicit objective of each fit's "
+           "factors on the training ratings, computed by the same function for both." if implicit else ""),
         "",
         "| shape | train ratings | ours fit s | MLlib fit s | fit ratio | ours s/iter | MLlib s/iter "
-        "| ours RMSE | MLlib RMSE | RMSE diff | ours peak GiB | MLlib peak GiB | ours / MLlib warm-up s |",
+        f"| ours {quality} | MLlib {quality} | {quality} diff | ours peak GiB | MLlib peak GiB "
+        "| ours / MLlib warm-up s |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         o, m = r["ours"], r["mllib"]
         lines.append(
             f"| {r['shape']} | {o['train']:,} | {o['fit_s']:.1f} | {m['fit_s']:.1f} | {o['fit_s'] / m['fit_s']:.2f} "
-            f"| {o['fit_s'] / r['iterations']:.2f} | {m['fit_s'] / r['iterations']:.2f} | {o['rmse']:.4f} "
-            f"| {m['rmse']:.4f} | {100 * (o['rmse'] - m['rmse']) / m['rmse']:+.2f}% "
+            f"| {o['fit_s'] / r['iterations']:.2f} | {m['fit_s'] / r['iterations']:.2f} | {o['rmse']:.6g} "
+            f"| {m['rmse']:.6g} | {100 * (o['rmse'] - m['rmse']) / m['rmse']:+.2f}% "
             f"| {o['peak'] / 2**30:.2f} | {m['peak'] / 2**30:.2f} | {o['warmup_s']:.1f} / {m['warmup_s']:.1f} |")
     return "\n".join(lines) + "\n"
 
@@ -158,6 +171,8 @@ def main() -> None:
     parser.add_argument("--reg", type=float, default=0.05)
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--implicit", action="store_true", help="implicit feedback against MLlib's implicitPrefs")
+    parser.add_argument("--alpha", type=float, default=1.0)
     parser.add_argument("--out", help="write the markdown table here")
     parser.add_argument("--impl", choices=("ours", "mllib"), help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
@@ -175,14 +190,14 @@ def main() -> None:
         for impl in order:
             cmd = [sys.executable, __file__, "--impl", impl, "--input", str(ingested), "--work", str(work),
                    "--rank", str(args.rank), "--reg", str(args.reg), "--iterations", str(args.iterations),
-                   "--seed", str(args.seed)]
+                   "--seed", str(args.seed), "--alpha", str(args.alpha)] + (["--implicit"] if args.implicit else [])
             result, peak = run_measured(cmd)
             row[impl] = {**result, "peak": peak}
-            print(f"{shape} {impl}: fit {result['fit_s']:.1f} s, RMSE {result['rmse']:.4f}, "
+            print(f"{shape} {impl}: fit {result['fit_s']:.1f} s, quality {result['rmse']:.6g}, "
                   f"peak {peak / 2**30:.2f} GiB", flush=True)
         rows.append(row)
     command = "python scripts/bench_als.py " + " ".join(sys.argv[1:])
-    table = markdown(rows, command, mllib_blas())
+    table = markdown(rows, command, mllib_blas(), args.implicit)
     print(table)
     if args.out:
         Path(args.out).write_text(table)

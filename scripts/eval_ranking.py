@@ -14,11 +14,17 @@ b_i) and plain popularity, which picks `recommend --min-ratings`.
 
     python scripts/eval_ranking.py --input out/ml-latest-small --out benchmarks/results/ranking.md
     python scripts/eval_ranking.py --input out/ml-latest-small --sections light --light-keep 3,5,10,20
+
+Implicit feedback: `--sections full --splits temporal --models popularity "plain ALS" "biased ALS"
+"implicit ALS" --alpha 1 10 40` adds implicit-feedback ALS (`ALS(implicit=True)`) fitted on the
+training ratings >= 4 only (the positives, their rating as the strength, confidence
+1 + alpha * rating), once per alpha; lists and metrics as for the others.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -27,9 +33,11 @@ from pyspark.sql import functions as F
 
 REPO = Path(__file__).resolve().parents[1]
 LIGHT_SHARE = 0.2
+POSITIVE = 4.0  # implicit ALS: training ratings at least this are the observed positives
+MODELS = ["popularity", "bias baseline", "plain ALS", "biased ALS"]
 
 
-def lists_for(model_name: str, train, n: int, rank: int, reg: float):
+def lists_for(model_name: str, train, n: int, rank: int, reg: float, alpha: float | None = None):
     """One model's lists for the users of `train`, their training movies excluded."""
     from mfspark.models.als.estimator import ALS
     from mfspark.models.bias import BiasModel
@@ -43,6 +51,10 @@ def lists_for(model_name: str, train, n: int, rank: int, reg: float):
     if model_name == "bias baseline":
         bias = BiasModel.fit(train)
         return fallback_lists(users, bias.movie_biases, bias.mu, seen, n, bias.user_biases, order="bias")
+    if model_name == "implicit ALS":
+        positives = train.where(F.col("rating") >= POSITIVE)
+        model = ALS(rank=rank, reg=reg, max_iter=10, implicit=True, alpha=alpha, seed=1).fit(positives)
+        return model.recommend_for_users(users, n, seen)
     biased = model_name == "biased ALS"
     model = ALS(rank=rank, reg=reg, max_iter=10, biases=biased, seed=1).fit(train)
     return recommend_for_users(model.user_factors, model.item_factors, seen, n,
@@ -79,6 +91,11 @@ def main() -> None:
     parser.add_argument("--sections", default="full,light", help="full (both splits, all users), light, or both")
     parser.add_argument("--light-keep", default="3", help="training ratings kept per light user, comma-separated")
     parser.add_argument("--out", type=Path, help="write the markdown table here")
+    parser.add_argument("--models", nargs="+", default=MODELS, choices=[*MODELS, "implicit ALS"],
+                        help="models of the full section")
+    parser.add_argument("--splits", nargs="+", default=["temporal", "random"], choices=["temporal", "random"],
+                        help="splits of the full section")
+    parser.add_argument("--alpha", type=float, nargs="+", default=[1.0], help="implicit ALS: confidence weights")
     args = parser.parse_args()
     from mfspark.evaluation import split as splits
     from mfspark.runtime.session import build_session, load_profile
@@ -86,17 +103,21 @@ def main() -> None:
     spark = build_session(load_profile("local", Path("/tmp"), conf_dir=REPO / "conf"), "eval-ranking")
     ratings = spark.read.parquet(f"{args.input}/ratings").cache()
     catalog = ratings.select("movie_id").distinct().count()
-    models = ["popularity", "bias baseline", "plain ALS", "biased ALS"]
+    runs = [(name, alpha) for name in args.models for alpha in (args.alpha if name == "implicit ALS" else [None])]
+    chosen = {"temporal": lambda: splits.temporal_split(ratings, 0.2),
+              "random": lambda: splits.random_split(ratings, 0.2, 42)}
     rows, started = [], time.perf_counter()
     sections = args.sections.split(",")
-    for split in (splits.temporal_split(ratings, 0.2), splits.random_split(ratings, 0.2, 42)):
+    for split in (chosen[name]() for name in args.splits):
         if "full" not in sections:
             break
         train, test = split.train.cache(), split.test.cache()
-        for name in models:
-            metrics = evaluate(lists_for(name, train, args.top_n, args.rank, args.reg), test, args.top_n, catalog)
-            rows.append((split.name, name, metrics))
-            print(split.name, name, metrics, flush=True)
+        for name, alpha in runs:
+            lists = lists_for(name, train, args.top_n, args.rank, args.reg, alpha)
+            label = name if alpha is None else f"{name} (ratings >= {POSITIVE:g}, alpha {alpha:g})"
+            metrics = evaluate(lists, test, args.top_n, catalog)
+            rows.append((split.name, label, metrics))
+            print(split.name, label, metrics, flush=True)
     temporal = splits.temporal_split(ratings, 0.2)
     test = temporal.test.cache()
     for keep in [int(k) for k in args.light_keep.split(",")] if "light" in sections else []:
@@ -108,7 +129,7 @@ def main() -> None:
             print("light", keep, name, metrics, flush=True)
     spark.stop()
     k = args.top_n
-    lines = [f"Command: `python scripts/eval_ranking.py --input {args.input} --rank {args.rank} --reg {args.reg}` "
+    lines = [f"Command: `python scripts/eval_ranking.py {' '.join(sys.argv[1:])}` "
              f"({time.perf_counter() - started:.0f} s)", "",
              f"| split | model | precision@{k} | recall@{k} | NDCG@{k} | MAP@{k} | coverage@{k} | users |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]

@@ -31,7 +31,7 @@ def fitted_models(monkeypatch) -> list:
     """Collects the models `ALS.fit` returns while a job runs: the in-memory models it saved."""
     models = []
     fit = ALS.fit
-    monkeypatch.setattr(ALS, "fit", lambda self, ratings: models.append(fit(self, ratings)) or models[-1])
+    monkeypatch.setattr(ALS, "fit", lambda self, ratings, **kw: models.append(fit(self, ratings, **kw)) or models[-1])
     return models
 
 
@@ -129,3 +129,21 @@ def test_a_predefined_split_needs_its_directory_and_the_others_an_input(spark, t
         run_train(spark, ["--split", "predefined", "--out", str(tmp_path / "als")])
     with pytest.raises(ConfigError, match="--input .* is required with --split random"):
         run_train(spark, ["--out", str(tmp_path / "als")])
+
+
+def test_train_implicit_scores_lists_and_warm_start_begins_at_the_given_model(spark, tmp_path, monkeypatch):
+    ingest_like(spark, tmp_path / "ingest")
+    first, second = str(tmp_path / "first"), str(tmp_path / "second")
+    base = ["--input", str(tmp_path / "ingest"), "--rank", "3", "--implicit", "--alpha", "2", "--split", "temporal"]
+    summary = run_train(spark, [*base, "--out", first, "--max-iter", "3"])
+    metrics = read_json(spark, f"{first}/metrics.json")
+    assert metrics["model"] == "als-implicit-feedback" and metrics["rmse"] is None
+    assert metrics["test"]["users"] > 0 and summary["ndcg@10"] == pytest.approx(metrics["test"]["ndcg@10"])
+    starts = []
+    fit = ALS.fit
+    monkeypatch.setattr(ALS, "fit", lambda self, ratings, initial_model=None: starts.append(initial_model)
+                        or fit(self, ratings, initial_model=initial_model))
+    run_train(spark, [*base, "--out", second, "--max-iter", "1", "--warm-start", first])
+    assert_df_equality(starts[0].user_factors, spark.read.parquet(f"{first}/factors/users"), ignore_row_order=True,
+                       ignore_nullable=True)
+    assert read_json(spark, f"{second}/metrics.json")["params"]["warm_start"] == first

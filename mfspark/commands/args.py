@@ -109,6 +109,9 @@ def add_als_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--preset", choices=sorted(PRESETS),
                        help="accurate: rank, reg, iterations and biases chosen on validation splits (README, ALS); "
                             "replaces those options, the others apply")
+    group.add_argument("--implicit", action="store_true",
+                       help="implicit feedback (Hu/Koren/Volinsky, MLlib's implicitPrefs): ratings are confidences")
+    group.add_argument("--alpha", type=float, default=defaults.alpha, help="implicit: confidence 1 + alpha * |rating|")
     group.add_argument("--cold-start", choices=COLD_START_STRATEGIES, default=DEFAULT_COLD_START,
                        help="test ratings of users or movies unseen in training (default: %(default)s)")
 
@@ -121,6 +124,6 @@ def als_params(args: argparse.Namespace) -> ALSParams:
         num_item_blocks=args.item_blocks, seed=args.seed, nonnegative=args.nonnegative,
         checkpoint_interval=args.checkpoint_interval, storage_level=args.storage_level, biases=args.biases,
         bias_reg_user=args.bias_reg_user, bias_reg_item=args.bias_reg_item, bias_fit=args.bias_fit,
-        implicit_weight=args.implicit_weight,
+        implicit_weight=args.implicit_weight, implicit=args.implicit, alpha=args.alpha,
     )
     return replace(params, **PRESETS[args.preset]) if args.preset else params

@@ -28,6 +28,7 @@ DEFAULTS = {
     "rank": 10, "reg": 0.1, "max_iter": 10, "biases": True, "checkpoint_interval": 10,
     "lambda_u": BiasParams.lambda_u, "lambda_i": BiasParams.lambda_i, "top_n": 10, "max_input_age_hours": None,
     "preset": None,
+    "warm_start": None,
 }
 
 
@@ -56,6 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     stage.add_argument("--preset", choices=sorted(PRESETS),
                        help="ALS hyper-parameters chosen on validation splits (README, ALS); options given here win")
     stage.add_argument("--checkpoint-interval", type=int, help="ALS iterations between checkpoints (default 10)")
+    stage.add_argument("--warm-start", metavar="MODEL_DIR",
+                       help="train: start from this model's factors (e.g. ROOT/latest/train/factors)")
     stage.add_argument("--top-n", type=int, help="recommend: list length (default 10; 0 = no recommend stage)")
 
 
@@ -102,7 +105,7 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
         split=SplitParams(s["split"], s["test_fraction"], s["seed"]),
         bias=BiasParams(**asdict(defaults.bias) | {"lambda_u": s["lambda_u"], "lambda_i": s["lambda_i"]}),
         als=replace(defaults.als, **als), top_n=s["top_n"], force=args.force,
-        max_input_age_hours=s["max_input_age_hours"], run_id=run_id(args),
+        max_input_age_hours=s["max_input_age_hours"], run_id=run_id(args), warm_start=s["warm_start"],
     )
 
 

@@ -2,7 +2,9 @@
 
 Outputs (committed atomically): `OUT/factors/users`, `OUT/factors/items` (id int,
 features array<float>), `OUT/factors/metadata.json`, `OUT/factors/baseline/` for biased
-models, and `OUT/metrics.json`.
+models, and `OUT/metrics.json`. `--implicit` models are scored by ranking metrics of their
+top-10 lists (training movies excluded; relevant: test rating >= 4) instead of RMSE;
+`--warm-start DIR` starts from a previous model (a `train --out` directory or its `factors/`).
 """
 
 from __future__ import annotations
@@ -14,31 +16,45 @@ import time
 from pyspark.sql import SparkSession
 
 from mfspark.commands.args import add_als_arguments, add_split_arguments, als_params, load_split, run_info
-from mfspark.evaluation.metrics import rating_metrics
-from mfspark.models.als.estimator import ALS, model_name
-from mfspark.runtime.storage import atomic_output, write_json
+from mfspark.evaluation.metrics import ranking_metrics, rating_metrics
+from mfspark.models.als.estimator import ALS, ALSModel, model_name
+from mfspark.runtime.storage import HadoopPaths, atomic_output, write_json
 
 log = logging.getLogger(__name__)
+IMPLICIT_TOP_N = 10
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_split_arguments(parser)
     add_als_arguments(parser)
+    parser.add_argument("--warm-start", metavar="MODEL_DIR",
+                        help="start from this model's factors (a train --out directory or its factors/)")
     parser.add_argument("--out", required=True, help="output directory (replaced atomically)")
+
+
+def load_initial_model(spark: SparkSession, path: str) -> ALSModel:
+    """The model under `path`: a train output (model in factors/) or a model directory itself."""
+    model_dir = f"{path}/factors" if HadoopPaths(spark).exists(f"{path}/factors/metadata.json") else path
+    return ALSModel.load(spark, model_dir)
 
 
 def run(args: argparse.Namespace, spark: SparkSession) -> dict:
     split = load_split(spark, args)
     params = als_params(args)
     started = time.perf_counter()
-    model = ALS(**vars(params)).fit(split.train)
+    initial = load_initial_model(spark, args.warm_start) if args.warm_start else None
+    model = ALS(**vars(params)).fit(split.train, initial_model=initial)
     fit_seconds = time.perf_counter() - started
-    metrics = rating_metrics(model.predict(split.test, args.cold_start))
-    metrics["unscored"] = metrics["excluded"]
+    if params.implicit:  # preference scores: judged by the lists they make, not by RMSE
+        lists = model.recommend_for_users(None, IMPLICIT_TOP_N, split.train.select("user_id", "movie_id"))
+        metrics = {**ranking_metrics(lists, split.test, IMPLICIT_TOP_N), "rmse": None, "mae": None}
+    else:
+        metrics = rating_metrics(model.predict(split.test, args.cold_start))
+        metrics["unscored"] = metrics["excluded"]
     result = {
         **run_info(spark, args, split),
         "model": model_name(params),
-        "params": {**vars(params), "cold_start": args.cold_start},
+        "params": {**vars(params), "cold_start": args.cold_start, "warm_start": args.warm_start},
         "rmse": metrics["rmse"],
         "mae": metrics["mae"],
         "test": metrics,
@@ -50,6 +66,7 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
     with atomic_output(spark, args.out) as staging:
         model.save(f"{staging}/factors")
         write_json(spark, f"{staging}/metrics.json", result)
-    log.info("ALS rank %d: test RMSE %.4f, MAE %.4f, fit %.1f s", params.rank, metrics["rmse"], metrics["mae"],
-             fit_seconds)
-    return {k: result[k] for k in ("model", "rmse", "mae")} | {"fit_s": round(fit_seconds, 2)}
+    log.info("ALS rank %d: test %s, fit %.1f s", params.rank, {k: v for k, v in metrics.items() if "@" in k or
+                                                                 k in ("rmse", "mae")}, fit_seconds)
+    summary = {k: metrics[k] for k in metrics if "@" in k} if params.implicit else {}
+    return {k: result[k] for k in ("model", "rmse", "mae")} | summary | {"fit_s": round(fit_seconds, 2)}

@@ -5,6 +5,9 @@ turns every ALS factor into NaN); ids that are not whole numbers in 1..2^31-1 wh
 numeric type (1.5 would be truncated into user 1; 2^31 overflows an int, or wraps when ANSI
 mode is off); non-numeric ids or ratings. All counts and one example of each kind come from a
 single aggregation, so the check costs one pass and collects nothing but that one row.
+
+`check_ratings(df, any_ids=True)` (the ALS estimator) also accepts string ids and integral ids
+beyond that range, and says which columns need a dense index (`mfspark.models.als.ids`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
-from pyspark.sql.types import DecimalType, DoubleType, FloatType, NumericType
+from pyspark.sql.types import DecimalType, DoubleType, FloatType, IntegralType, NumericType, StringType
 
 from mfspark.errors import InputError
 
@@ -28,12 +31,23 @@ def _is_float(df: DataFrame, column: str) -> bool:
     return isinstance(df.schema[column].dataType, (FloatType, DoubleType))
 
 
-def _problems(df: DataFrame) -> list[tuple[str, str, Column]]:
-    """(column, what is wrong, condition) for every kind of bad value in a numeric column."""
+def _outside(column: str) -> Column:
+    value = F.col(column)
+    return (value < 1) | (value > MAX_ID)
+
+
+def _problems(df: DataFrame, any_ids: bool = False) -> list[tuple[str, str, Column]]:
+    """(column, what is wrong, condition) for every kind of bad value in a numeric column.
+
+    With `any_ids`, integral ids outside 1..2^31-1 are not a problem (they get an index).
+    """
     found = []
     for column in ID_COLUMNS:
         value = F.col(column)
-        outside = (value < 1) | (value > MAX_ID)
+        if any_ids and isinstance(df.schema[column].dataType, IntegralType):
+            found.append((column, "a null id", value.isNull()))
+            continue
+        outside = _outside(column)
         if isinstance(df.schema[column].dataType, DecimalType):
             outside = outside | (value != F.floor(value))
         if _is_float(df, column):
@@ -54,19 +68,34 @@ def _row_text() -> Column:
 
 def validate_ratings(df: DataFrame) -> DataFrame:
     """df with user_id and movie_id as int, or an InputError naming the column and an offending row."""
+    checked, _ = check_ratings(df)
+    return checked
+
+
+def check_ratings(df: DataFrame, any_ids: bool = False) -> tuple[DataFrame, tuple[str, ...]]:
+    """(df, id columns needing an index) after the checks of `validate_ratings`.
+
+    Without `any_ids` no column needs an index and both id columns come back as int. With it,
+    string id columns and integral ones holding an id outside 1..2^31-1 are left as they are
+    (only nulls refused) and named in the result; the other id columns come back as int.
+    """
     missing = [c for c in RATING_COLUMNS if c not in df.columns]
     if missing:
         raise InputError(f"ratings need columns {', '.join(RATING_COLUMNS)}; missing: {', '.join(missing)}")
-    non_numeric = [c for c in RATING_COLUMNS if not isinstance(df.schema[c].dataType, NumericType)]
+    strings = [c for c in ID_COLUMNS if any_ids and isinstance(df.schema[c].dataType, StringType)]
+    integral = [c for c in ID_COLUMNS if any_ids and isinstance(df.schema[c].dataType, IntegralType)]
+    non_numeric = [c for c in RATING_COLUMNS if not isinstance(df.schema[c].dataType, NumericType) and c not in strings]
     # Comparing a string column with numbers would fail (ANSI) or cast silently: such a column gets
     # only an example value, and the problems of the numeric ones are counted beside it.
-    problems = [p for p in _problems(df) if p[0] not in non_numeric]
+    problems = [p for p in _problems(df, any_ids) if p[0] not in non_numeric and p[0] not in strings]
+    problems += [(c, "a null id", F.col(c).isNull()) for c in strings]
     row = df.agg(
         F.count(F.lit(1)).alias("rows"),
         *[F.first(F.col(c), ignorenulls=True).cast("string").alias(f"first_{c}") for c in non_numeric],
         *[F.count_if(cond).alias(f"bad_{i}") for i, (_, _, cond) in enumerate(problems)],
         *[F.first(F.when(cond, _row_text()), ignorenulls=True).alias(f"example_{i}")
           for i, (_, _, cond) in enumerate(problems)],
+        *[F.count_if(_outside(c)).alias(f"beyond_{c}") for c in integral],
     ).first()
     if row["rows"] == 0:
         raise InputError("the ratings are empty: there is nothing to fit")
@@ -78,4 +107,5 @@ def validate_ratings(df: DataFrame) -> DataFrame:
         if count := row[f"bad_{i}"]:
             raise InputError(f"column '{column}': {count} row{'s' if count > 1 else ''} with {what}, "
                              f"e.g. ({row[f'example_{i}']})")
-    return df.withColumns({c: F.col(c).cast("int") for c in ID_COLUMNS})
+    indexed = tuple(c for c in ID_COLUMNS if c in strings or (c in integral and row[f"beyond_{c}"]))
+    return df.withColumns({c: F.col(c).cast("int") for c in ID_COLUMNS if c not in indexed}), indexed

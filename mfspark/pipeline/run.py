@@ -81,6 +81,7 @@ class PipelineConfig:
     force: bool = False
     max_input_age_hours: float | None = None  # stale-input check, off when None
     run_id: str | None = None  # the scheduler's name for the run directory; None: a new timestamped one
+    warm_start: str | None = None  # train: a model directory to start from (e.g. the last run's)
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,9 @@ def run_baseline(ctx: StageContext, out: Path) -> dict:
 
 
 def run_train(ctx: StageContext, out: Path) -> dict:
-    model = ALS(**asdict(ctx.config.als)).fit(ctx.split.train)
+    warm_start = ctx.config.warm_start
+    initial = ALSModel.load(ctx.spark, warm_start) if warm_start else None
+    model = ALS(**asdict(ctx.config.als)).fit(ctx.split.train, initial_model=initial)
     model.save(str(out / "factors"))
     history = model.history.iterations
     return {"iterations": len(history), "objective": history[-1].objective if history else None,
@@ -195,7 +198,8 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
                                                              for name, i in inputs.items()},
                          "max_reject_fraction": c.max_reject_fraction}, (), run_ingest),
         Stage("baseline", {"split": split, "bias": asdict(c.bias)}, ("ingest",), run_baseline),
-        Stage("train", {"split": split, "als": asdict(c.als)}, ("ingest",), run_train),
+        Stage("train", {"split": split, "als": asdict(c.als), **({"warm_start": c.warm_start} if c.warm_start else {})},
+              ("ingest",), run_train),
         Stage("evaluate", {"split": split, "ranking_k": RANKING_K}, ("baseline", "train"), run_evaluate),
     ]
     if c.top_n > 0:

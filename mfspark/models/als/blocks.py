@@ -32,6 +32,7 @@ from pyspark.serializers import BatchedSerializer, CPickleSerializer
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from mfspark.models.als.implicit_kernels import gram_matrix, solve_implicit_block
 from mfspark.models.als.kernels import (
     initial_factors,
     solve_biased_block,
@@ -98,7 +99,9 @@ class HalfStep:
     per half-step stay as they are. Implicit model (`implicit` "rows" for users, "columns"
     for items): item rows also carry their implicit factors z, and every block sends the
     other side its part of the Gram the rated-indicator terms need (users X^T X, items Z^T Z;
-    rank x rank per message), which the receiving block sums over all its peers.
+    rank x rank per message), which the receiving block sums over all its peers. Implicit
+    feedback (`alpha`, MLlib's implicitPrefs): rows are the rank factors, and every block sends
+    its part of X^T X (users) or Y^T Y (items) the same way.
     """
 
     rank: int
@@ -109,6 +112,7 @@ class HalfStep:
     bias_reg: float = 0.0
     implicit_weight: float = 0.0
     implicit: str | None = None  # None, "rows" (users) or "columns" (items)
+    alpha: float | None = None  # implicit feedback: confidence 1 + alpha |r| (`implicit_kernels`)
 
     @property
     def width(self) -> int:
@@ -120,10 +124,15 @@ class HalfStep:
     def initial(self, factors: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Starting rows from starting factors (bias and implicit factors 0), and their Gram if sent."""
         rows = np.hstack([factors, np.zeros((len(factors), self.width - self.rank))])
-        return rows, (factors.T @ factors if self.implicit else None)
+        return rows, (gram_matrix(factors.astype(np.float32)) if self.implicit or self.alpha is not None else None)
 
     def solve(self, in_block: InBlock, stack: np.ndarray, source_gram: np.ndarray | None):
         """(new rows, rating counts, Gram to send, squared error, weighted penalty) of a block."""
+        if self.alpha is not None:
+            result = solve_implicit_block(in_block.indptr, in_block.cols, in_block.ratings, stack, source_gram,
+                                          self.reg, self.alpha, self.nonnegative)
+            factors = result.factors.astype(np.float32)  # the Gram of the factors as shipped
+            return factors, None, gram_matrix(factors), result.squared_error, self.reg * result.penalty
         if not self.learned_biases:
             result = solve_block(in_block.indptr, in_block.cols, in_block.ratings, stack, self.reg, self.nonnegative)
             return result.factors, None, None, result.squared_error, self.reg * result.penalty
@@ -142,13 +151,13 @@ class HalfStep:
 
 def half_steps(rank: int, reg: float, nonnegative: bool, learned_biases: bool = False, mu: float = 0.0,
                bias_reg_user: float = 0.0, bias_reg_item: float = 0.0,
-               implicit_weight: float = 0.0) -> tuple[HalfStep, HalfStep]:
-    """(user side, item side) half-steps of one model."""
+               implicit_weight: float = 0.0, alpha: float | None = None) -> tuple[HalfStep, HalfStep]:
+    """(user side, item side) half-steps of one model (`alpha`: implicit feedback)."""
     implicit = implicit_weight > 0
     user = HalfStep(rank, reg, nonnegative, learned_biases, mu, bias_reg_user, implicit_weight,
-                    "rows" if implicit else None)
+                    "rows" if implicit else None, alpha)
     item = HalfStep(rank, reg, nonnegative, learned_biases, mu, bias_reg_item, implicit_weight,
-                    "columns" if implicit else None)
+                    "columns" if implicit else None, alpha)
     return user, item
 
 
@@ -436,6 +445,45 @@ def initial_solved_blocks(side: Side, half_step: HalfStep, seed: int) -> RDD:
         return [(block, SolvedBlock(in_block.ids, factors.astype(np.float32), sends, np.diff(in_block.indptr), gram))]
 
     return side.blocks.mapPartitions(initial, preservesPartitioning=True)
+
+
+def warm_solved_blocks(seeded: RDD, previous: RDD, num_blocks: int, half_step: HalfStep) -> RDD:
+    """`seeded` (block, SolvedBlock) with the factors of the ids in `previous` (id, features) replaced by those.
+
+    A warm start: entities of the previous model start from its factors, new ones keep their
+    seeded vectors, and ids the previous model has but this layout lacks are dropped (other
+    columns of the rows, e.g. learned biases, keep their start). One shuffle of the previous
+    factors and of the (small) seeded blocks, once per fit.
+    """
+    rank = half_step.rank
+
+    def by_block(rows):
+        rows = list(rows)
+        if not rows:
+            return
+        ids = np.array([row[0] for row in rows], dtype=np.int64)
+        factors = np.array([row[1] for row in rows], dtype=np.float32).reshape(len(rows), rank)
+        owner = block_of(ids, num_blocks)
+        for b in np.unique(owner):
+            yield int(b), (ids[owner == b], factors[owner == b])
+
+    def merge(block: int, records):
+        solved, chunks = None, []
+        for _, value in records:
+            if isinstance(value, SolvedBlock):
+                solved = value
+            else:
+                chunks.append(value)
+        factors = solved.factors.copy()
+        for ids, rows in chunks:  # solved.ids ascending: each previous id's row, if this layout has it
+            position = np.minimum(np.searchsorted(solved.ids, ids), max(len(solved.ids) - 1, 0))
+            found = solved.ids[position] == ids if len(solved.ids) else np.zeros(len(ids), dtype=bool)
+            factors[position[found], :rank] = rows[found]
+        _, block_gram = half_step.initial(factors[:, :rank])
+        return [(block, SolvedBlock(solved.ids, factors, solved.sends, solved.counts, block_gram))]
+
+    return seeded.union(previous.mapPartitions(by_block)).partitionBy(num_blocks, _block_partition) \
+        .mapPartitionsWithIndex(merge, preservesPartitioning=True)
 
 
 def route_factors(solved: RDD, num_peers: int) -> RDD:

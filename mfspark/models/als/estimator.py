@@ -18,6 +18,10 @@ ratings, 0 elsewhere, every cell) with its own item factors z_i:
 
     + w * sum_(u, every i) (N_ui - x_u . z_i)^2 + reg * sum_i n_i |z_i|^2
 
+With `implicit=True` the ratings are observations of strength |r| and the model fits
+preferences (implicit feedback: Hu, Koren, Volinsky; MLlib's `implicitPrefs`, see
+`implicit_kernels`); it predicts the unclipped preference score x_u . y_i.
+
 The pre-fitted bias baseline is fitted with every model: it is the "baseline" cold-start path
 (see `mfspark.models.base` for the prediction rule), and gives learned biases their mu.
 """
@@ -32,7 +36,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 from pyspark import RDD, Accumulator, StorageLevel
@@ -41,9 +45,10 @@ from pyspark.sql import functions as F
 
 from mfspark.errors import ConfigError
 from mfspark.models.als import blocks
+from mfspark.models.als.ids import IdIndexes
 from mfspark.models.base import DEFAULT_COLD_START, Model, clip_to_scale, with_cold_start
 from mfspark.models.bias import BiasModel, BiasParams, baseline_value, fit_biases, with_bias_columns
-from mfspark.models.inputs import validate_ratings
+from mfspark.models.inputs import check_ratings
 from mfspark.runtime.spark_internals import jvm_gc
 from mfspark.runtime.storage import HadoopPaths
 
@@ -80,6 +85,8 @@ class ALSParams:
     max_rating: float | None = 5.0
     bias_fit: str = "baseline"  # with biases: "baseline" (fitted first) or "learned" (inside ALS)
     implicit_weight: float = 0.0  # > 0: fit who rated what too (needs learned biases)
+    implicit: bool = False  # implicit feedback: confidence 1 + alpha |r|, preference r > 0
+    alpha: float = 1.0
 
     @property
     def learned_biases(self) -> bool:
@@ -102,6 +109,8 @@ class ALSParams:
     def validate(self) -> None:
         if self.rank < 1 or self.max_iter < 0 or self.reg < 0:
             raise ConfigError(f"need rank >= 1, max_iter >= 0, reg >= 0 (got {self.rank}, {self.max_iter}, {self.reg})")
+        if self.implicit and (self.biases or self.alpha < 0):
+            raise ConfigError(f"implicit feedback needs alpha >= 0 (got {self.alpha}) and no biases")
         if None not in (self.min_rating, self.max_rating) and self.min_rating > self.max_rating:
             raise ConfigError(f"min_rating {self.min_rating} is above max_rating {self.max_rating}")
         for name in ("num_user_blocks", "num_item_blocks"):
@@ -120,7 +129,9 @@ class ALSParams:
 
 
 def model_name(params: ALSParams) -> str:
-    """als, als-biased, als-learned-biases or als-implicit."""
+    """als, als-biased, als-learned-biases, als-implicit (implicit information) or als-implicit-feedback."""
+    if params.implicit:
+        return "als-implicit-feedback"
     if not params.biases:
         return "als"
     if not params.learned_biases:
@@ -153,12 +164,18 @@ class ALS:
         self.params = ALSParams(**params)
         self.params.validate()
 
-    def fit(self, ratings: DataFrame) -> ALSModel:
-        """Fit on (user_id, movie_id, rating) rows, checked by `validate_ratings`."""
-        (model,) = self.fit_each(ratings, [self.params])
+    def fit(self, ratings: DataFrame, initial_model: ALSModel | None = None) -> ALSModel:
+        """Fit on (user_id, movie_id, rating) rows, checked by `check_ratings` (ids: ints, longs or strings).
+
+        With `initial_model` (a warm start, e.g. last night's model) the users and movies it has
+        start from its factors, new ones from the seeded vectors; ones it has that `ratings` lack
+        are dropped. Its rank must equal this estimator's.
+        """
+        (model,) = self.fit_each(ratings, [self.params], initial_model)
         return model
 
-    def fit_each(self, ratings: DataFrame, variants: Sequence[ALSParams]) -> Iterator[ALSModel]:
+    def fit_each(self, ratings: DataFrame, variants: Sequence[ALSParams],
+                 initial_model: ALSModel | None = None) -> Iterator[ALSModel]:
         """Fit one model per variant on one layout and one bias baseline, yielding each as it is fitted.
 
         A grid search (rank x reg, iteration counts) then blocks and shuffles the ratings once
@@ -173,15 +190,22 @@ class ALS:
             if variant.layout_key() != p.layout_key():
                 raise ConfigError("fit_each: variants share one layout and baseline; "
                                   f"{variant.layout_key()} differs from {p.layout_key()}")
+            if initial_model is not None and initial_model.rank != variant.rank:
+                raise ConfigError(f"warm start: the initial model has rank {initial_model.rank}, "
+                                  f"this fit rank {variant.rank}")
         spark = ratings.sparkSession
         started = time.perf_counter()
-        ratings = validate_ratings(ratings)
+        ratings, indexed = check_ratings(ratings, any_ids=True)
         baseline = fit_biases(ratings, BiasParams(p.bias_reg_user, p.bias_reg_item, p.bias_sweeps, p.min_rating,
                                                   p.max_rating))
         train = baseline.residual_ratings(ratings) if p.biases and not p.learned_biases else ratings
+        # Ids that are not ints (strings, longs beyond 2^31-1) are numbered once; int ids need nothing.
+        indexes = IdIndexes.build(train, indexed)
+        if initial_model is not None:
+            initial_model = initial_model.encoded(indexes)
         parallelism = min(spark.sparkContext.defaultParallelism, blocks.MAX_BLOCKS)
         users, items, num_ratings = blocks.build_layout(
-            train, p.num_user_blocks or parallelism, p.num_item_blocks or parallelism,
+            indexes.encode(train), p.num_user_blocks or parallelism, p.num_item_blocks or parallelism,
             getattr(StorageLevel, p.storage_level))
         build_seconds = time.perf_counter() - started
         log.info("ALS layout: %d ratings in %d user x %d item blocks (%.1f s)", num_ratings,
@@ -191,17 +215,17 @@ class ALS:
                 variant_started = time.perf_counter()
                 history = FitHistory(num_ratings=num_ratings, build_seconds=build_seconds)
                 user_factors, item_factors, checkpoint_file = ALS(**asdict(variant))._alternate(
-                    spark, users, items, baseline, history)
+                    spark, users, items, baseline, history, initial_model)
                 if checkpoint_file:  # the model's blocks have their own checkpoint
                     HadoopPaths(spark).delete(checkpoint_file)
                 history.fit_seconds = build_seconds + time.perf_counter() - variant_started
-                yield ALSModel.from_blocks(spark, variant, user_factors, item_factors, baseline, history)
+                yield ALSModel.from_blocks(spark, variant, user_factors, item_factors, baseline, history, indexes)
         finally:
             for side in (users, items):
                 side.blocks.unpersist()
 
     def _alternate(self, spark: SparkSession, users: blocks.Side, items: blocks.Side, baseline: BiasModel,
-                   history: FitHistory):
+                   history: FitHistory, initial_model: ALSModel | None = None):
         """The ALS loop: each iteration solves the items from the users, then the users from the items.
 
         (Items first, as MLlib does.) The iterations between two checkpoints are one Spark
@@ -217,10 +241,16 @@ class ALS:
         terms = sc.accumulator({}, blocks.TermsAccumulator())
         reporter = _IterationReporter(terms, users.num_blocks, items.num_blocks, history, p)
         user_step, item_step = blocks.half_steps(p.rank, p.reg, p.nonnegative, p.learned_biases, baseline.mu,
-                                                 p.bias_reg_user, p.bias_reg_item, p.implicit_weight)
+                                                 p.bias_reg_user, p.bias_reg_item, p.implicit_weight,
+                                                 p.alpha if p.implicit else None)
         user_solved = blocks.initial_solved_blocks(users, user_step, p.seed)
         # With no iteration at all the model is the starting point.
         item_solved = blocks.initial_solved_blocks(items, item_step, p.seed + 1)
+        if initial_model is not None:
+            user_solved, item_solved = (
+                blocks.warm_solved_blocks(seeded, _factor_pairs(previous), side.num_blocks, step)
+                for seeded, previous, side, step in ((user_solved, initial_model.user_factors, users, user_step),
+                                                     (item_solved, initial_model.item_factors, items, item_step)))
         checkpoint_file, done = None, 0
         for end in _segment_ends(p.max_iter, p.checkpoint_interval):
             previous = user_solved
@@ -251,6 +281,11 @@ class ALS:
                 _keep_model_factors(solved, level)
             blocks.materialise(user_solved, item_solved)
         return user_solved, item_solved, checkpoint_file
+
+
+def _factor_pairs(factors: DataFrame) -> RDD:
+    """(id, features) pairs of a model's factor table, for a warm start."""
+    return factors.select("id", "features").rdd.map(tuple)
 
 
 def _keep_model_factors(solved: RDD, level: StorageLevel) -> None:
@@ -359,12 +394,16 @@ class ALSModel(Model):
     user and movie tables), which known pairs are scored with; `baseline` stays the cold-start
     path. The implicit model also keeps the items' implicit factors `implicit_factors` (id,
     features) and their Gram Z^T Z `implicit_gram`, which folding in a new user needs.
+
+    The factor (and bias) tables carry the ids as given to `fit` (int, long or string). `indexes`
+    holds the dense index of each id column that is not int (see `mfspark.models.als.ids`); the
+    recommendation slots work on the indexed ints and map their lists back.
     """
 
     def __init__(self, user_factors: DataFrame, item_factors: DataFrame, params: ALSParams,
                  baseline: BiasModel | None = None, history: FitHistory | None = None,
                  learned_biases: BiasModel | None = None, implicit_factors: DataFrame | None = None,
-                 implicit_gram: np.ndarray | None = None):
+                 implicit_gram: np.ndarray | None = None, indexes: IdIndexes | None = None):
         self.user_factors = user_factors
         self.item_factors = item_factors
         self.params = params
@@ -373,17 +412,19 @@ class ALSModel(Model):
         self.learned_biases = learned_biases
         self.implicit_factors = implicit_factors
         self.implicit_gram = implicit_gram
+        self.indexes = indexes or IdIndexes()
 
     @classmethod
     def from_blocks(cls, spark: SparkSession, params: ALSParams, user_factors: RDD, item_factors: RDD,
-                    baseline: BiasModel, history: FitHistory) -> ALSModel:
+                    baseline: BiasModel, history: FitHistory, indexes: IdIndexes | None = None) -> ALSModel:
         """Factor DataFrames over the kept factor blocks (no job here: as MLlib's `toDF` of its factor RDDs).
 
         Not cached: a cached frame stays registered with Spark until unpersisted, and would keep
         every fitted model's blocks alive; the blocks themselves are kept as long as the model is.
         Learned biases (the column after the factors) become bias tables; the implicit model's
-        Z^T Z is summed by one small job.
+        Z^T Z is summed by one small job. Indexed ids are mapped back to the ids given to `fit`.
         """
+        indexes = indexes or IdIndexes()
         k = params.rank
         users, items = (spark.createDataFrame(blocks.factor_rows(solved, 0, k), FACTOR_SCHEMA)
                         for solved in (user_factors, item_factors))
@@ -392,13 +433,25 @@ class ALSModel(Model):
             user_biases, movie_biases = (
                 spark.createDataFrame(blocks.bias_rows(solved, k), f"{key} int, bias double, count int")
                 for solved, key in ((user_factors, "user_id"), (item_factors, "movie_id")))
+            user_biases, movie_biases = (indexes.decode(user_biases, "user_id", None),
+                                         indexes.decode(movie_biases, None, "movie_id"))
             learned = BiasModel(baseline.mu, user_biases, movie_biases,
                                 BiasParams(params.bias_reg_user, params.bias_reg_item, params.max_iter,
                                            params.min_rating, params.max_rating))
         if params.implicit_weight > 0:
-            implicit_factors = spark.createDataFrame(blocks.factor_rows(item_factors, k + 1), FACTOR_SCHEMA)
+            implicit_factors = indexes.decode(
+                spark.createDataFrame(blocks.factor_rows(item_factors, k + 1), FACTOR_SCHEMA), None, "id")
             implicit_gram = blocks.summed_gram(item_factors)
-        return cls(users, items, params, baseline, history, learned, implicit_factors, implicit_gram)
+        users, items = indexes.decode(users, "id", None), indexes.decode(items, None, "id")
+        return cls(users, items, params, baseline, history, learned, implicit_factors, implicit_gram, indexes)
+
+    def encoded(self, indexes: IdIndexes) -> ALSModel:
+        """This model with the factor ids numbered by `indexes` (ids the indexes lack dropped), e.g. for
+        a warm start or for the int-only recommendation kernels."""
+        users, items = indexes.encode(self.user_factors, "id", None), indexes.encode(self.item_factors, None, "id")
+        implicit = None if self.implicit_factors is None else indexes.encode(self.implicit_factors, None, "id")
+        return ALSModel(users, items, self.params, self.baseline, self.history, self.learned_biases, implicit,
+                        self.implicit_gram)
 
     @property
     def rank(self) -> int:
@@ -410,6 +463,8 @@ class ALSModel(Model):
         A pair whose user and movie both have factors gets x_u . y_i (plus mu + b_u + b_i when biased),
         clipped to [min_rating, max_rating]; the others follow `cold_start`: "nan" (NaN, as MLlib),
         "drop" (the row is removed) or "baseline" (mu + b_u + b_i, unknown biases 0, clipped).
+        An implicit-feedback model predicts preference scores, not ratings: x_u . y_i unclipped,
+        and 0 (no preference seen) for unknown pairs under "baseline".
         """
         if self.params.biases and self.scoring_biases is None:
             raise ConfigError("this biased model has no bias tables: it was not saved whole")
@@ -430,7 +485,10 @@ class ALSModel(Model):
             fallback = self._clipped(baseline_value(self.baseline.mu))
             if self.params.biases and self.learned_biases is None:
                 score = baseline_value(self.baseline.mu) + dot
-        predicted = with_cold_start(joined, known, self._clipped(score), fallback, cold_start)
+        score = self._clipped(score)
+        if self.params.implicit:
+            score, fallback = dot, F.lit(0.0)
+        predicted = with_cold_start(joined, known, score, fallback, cold_start)
         return predicted.drop("_uf", "_if", "_b_u", "_b_i", "_lb_u", "_lb_i")
 
     @property
@@ -448,6 +506,7 @@ class ALSModel(Model):
         self.item_factors.write.mode("overwrite").parquet(f"{path}/items")
         if self.baseline is not None:
             self.baseline.save(f"{path}/baseline")
+        self.indexes.save(f"{path}/index")
         meta = {"params": asdict(self.params), "history": asdict(self.history), "format": 1}
         if self.learned_biases is not None:
             self.learned_biases.save(f"{path}/learned_biases")
@@ -469,8 +528,9 @@ class ALSModel(Model):
         implicit_factors = implicit_gram = None
         if params.implicit_weight > 0:
             implicit_factors, implicit_gram = spark.read.parquet(f"{path}/implicit"), np.array(meta["implicit_gram"])
+        indexes = IdIndexes.load(spark, f"{path}/index", HadoopPaths(spark).exists)
         return cls(spark.read.parquet(f"{path}/users"), spark.read.parquet(f"{path}/items"), params, baseline,
-                   history, learned, implicit_factors, implicit_gram)
+                   history, learned, implicit_factors, implicit_gram, indexes)
 
     # Recommendation slots: thin delegates to mfspark.recommend (imported late: it builds on this package).
     def recommend_for_users(self, users: DataFrame | None, n: int, exclude: DataFrame | None = None) -> DataFrame:
@@ -478,13 +538,23 @@ class ALSModel(Model):
         from mfspark.recommend.lists import Baseline, recommend_for_users
 
         baseline = Baseline.of(self.scoring_biases) if self.params.biases else None
-        return recommend_for_users(self.user_factors, self.item_factors, exclude, n, baseline, users)
+        if not self.indexes.any:
+            return recommend_for_users(self.user_factors, self.item_factors, exclude, n, baseline, users)
+        ints = self.encoded(self.indexes)
+        if baseline is not None:
+            baseline = replace(baseline, user_biases=self.indexes.encode(baseline.user_biases, "user_id", None),
+                               movie_biases=self.indexes.encode(baseline.movie_biases, None, "movie_id"))
+        lists = recommend_for_users(ints.user_factors, ints.item_factors,
+                                    None if exclude is None else self.indexes.encode(exclude), n, baseline,
+                                    None if users is None else self.indexes.encode(users, "user_id", None))
+        return self.indexes.decode(lists)
 
     def similar_items(self, n: int) -> DataFrame:
         """(movie_id, rank, similar_movie_id, similarity): top-n by cosine of the item factors."""
         from mfspark.recommend.lists import similar_movies
 
-        return similar_movies(self.item_factors, n)
+        similar = similar_movies(self.encoded(self.indexes).item_factors, n)
+        return self.indexes.decode(self.indexes.decode(similar, None, "movie_id"), None, "similar_movie_id")
 
     def fold_in(self, ratings) -> np.ndarray:
         """A new user's factors from (movie_id, rating) rows (pandas or Spark DataFrame, or pairs), items fixed."""
@@ -495,6 +565,8 @@ class ALSModel(Model):
         from mfspark.recommend.foldin import LearnedItems, fold_in, rating_pairs
         from mfspark.recommend.lists import Baseline
 
+        if self.params.implicit:
+            raise NotImplementedError("fold_in of an implicit-feedback model (it needs Y^T Y of the items)")
         baseline = Baseline.of(self.scoring_biases) if self.params.biases else None
         learned = None
         if self.params.learned_biases:
