@@ -20,7 +20,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from mfspark.models.als.kernels import BlockSolution, compiled, nonnegative_solve, quadratic_form, spd_solve
+from mfspark.models.als.kernels import (
+    BlockSolution,
+    compiled,
+    entity_buffers,
+    quadratic_form,
+    solve_regularised,
+)
 
 
 def solve_implicit_block(
@@ -53,11 +59,7 @@ def _solve_implicit_entities(indptr, cols, ratings, y, gram, reg, alpha, nonnega
                              factors):  # pragma: no cover - compiled
     """Solve every entity into `factors`; returns (weighted loss, penalty)."""
     k = y.shape[1]
-    longest = 1
-    for e in range(len(indptr) - 1):
-        longest = max(longest, indptr[e + 1] - indptr[e])
-    gathered, weights = np.empty((k, longest)), np.empty(longest)
-    lhs, factor, rhs = np.empty((k, k)), np.empty((k, k)), np.empty(k)
+    gathered, weights, lhs, factor, rhs = entity_buffers(indptr, k)
     loss = penalty = 0.0
     for e in range(len(indptr) - 1):
         lo, count = indptr[e], indptr[e + 1] - indptr[e]
@@ -82,13 +84,8 @@ def _solve_implicit_entities(indptr, cols, ratings, y, gram, reg, alpha, nonnega
                     total += weights[j] * gathered[p, j] * gathered[q, j]
                 lhs[p, q] = lhs[q, p] = gram[p, q] + total
         shift = reg * positives
-        for p in range(k):
-            lhs[p, p] += shift
         x = factors[e]
-        if nonnegative:
-            nonnegative_solve(lhs, rhs, x)
-        else:
-            spd_solve(lhs, rhs, factor, x)
+        solve_regularised(lhs, rhs, shift, nonnegative, factor, x)
         x_b = x_x = 0.0
         for p in range(k):
             x_b += x[p] * rhs[p]

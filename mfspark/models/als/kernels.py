@@ -87,26 +87,38 @@ def solve_block(
 
 
 @compiled()
-def _solve_entities(indptr, cols, ratings, y, reg, nonnegative, factors):  # pragma: no cover - compiled
-    """Solve every entity of the block into `factors`; returns (squared_error, penalty)."""
-    k = y.shape[1]
+def entity_buffers(indptr, k):  # pragma: no cover - compiled
+    """Scratch arrays reused entity by entity, sized by the block's most-rated entity: gathered
+    factors (k x longest), one value per rating, the k x k system, its factor and right-hand side."""
     longest = 1
     for e in range(len(indptr) - 1):
         longest = max(longest, indptr[e + 1] - indptr[e])
-    gathered, values = np.empty((k, longest)), np.empty(longest)
-    lhs, factor, rhs = np.empty((k, k)), np.empty((k, k)), np.empty(k)
+    return np.empty((k, longest)), np.empty(longest), np.empty((k, k)), np.empty((k, k)), np.empty(k)
+
+
+@compiled()
+def solve_regularised(lhs, rhs, shift, nonnegative, factor, x):  # pragma: no cover - compiled
+    """x = argmin of the normal equations (lhs + shift I) x = rhs, x >= 0 when `nonnegative`; lhs keeps the shift."""
+    for p in range(len(rhs)):
+        lhs[p, p] += shift
+    if nonnegative:
+        nonnegative_solve(lhs, rhs, x)
+    else:
+        spd_solve(lhs, rhs, factor, x)
+
+
+@compiled()
+def _solve_entities(indptr, cols, ratings, y, reg, nonnegative, factors):  # pragma: no cover - compiled
+    """Solve every entity of the block into `factors`; returns (squared_error, penalty)."""
+    k = y.shape[1]
+    gathered, values, lhs, factor, rhs = entity_buffers(indptr, k)
     squared_error = penalty = 0.0
     for e in range(len(indptr) - 1):
         count = indptr[e + 1] - indptr[e]
         sum_r2 = normal_equations(indptr[e], indptr[e + 1], cols, ratings, y, gathered, values, lhs, rhs)
         shift = reg * count
-        for p in range(k):
-            lhs[p, p] += shift
         x = factors[e]
-        if nonnegative:
-            nonnegative_solve(lhs, rhs, x)
-        else:
-            spd_solve(lhs, rhs, factor, x)
+        solve_regularised(lhs, rhs, shift, nonnegative, factor, x)
         # x^T G x = x^T (lhs) x - shift |x|^2, with lhs as solved (any singular shift is ~1e-12 relative).
         quadratic, x_b, x_x = quadratic_form(lhs, x, k), 0.0, 0.0
         for p in range(k):
@@ -178,11 +190,8 @@ def _solve_biased_entities(indptr, cols, ratings, y, k, mu, reg, bias_reg, weigh
                            power, factors, source_sums, rated_counts):  # pragma: no cover - compiled
     """Solve [x_e, b_e] of every entity into `factors`; returns (squared_error, penalty)."""
     m = k + 1
-    longest = 1
-    for e in range(len(indptr) - 1):
-        longest = max(longest, indptr[e + 1] - indptr[e])
-    gathered, values = np.empty((m, longest)), np.empty(longest)
-    lhs, factor, rhs, implicit_sum = np.empty((m, m)), np.empty((m, m)), np.empty(m), np.zeros(k)
+    gathered, values, lhs, factor, rhs = entity_buffers(indptr, m)
+    implicit_sum = np.zeros(k)
     squared_error = penalty = 0.0
     for e in range(len(indptr) - 1):
         lo, count = indptr[e], indptr[e + 1] - indptr[e]
