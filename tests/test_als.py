@@ -12,6 +12,7 @@ from mfspark.models.als import blocks
 from mfspark.models.als.blocks import assemble_in_block, block_of, out_block, unique_inverse
 from mfspark.models.als.estimator import ALS, ALSModel
 from mfspark.models.als.kernels import initial_factors
+from mfspark.models.bias import fit_biases as _fit_biases
 
 RATINGS_SCHEMA = "user_id int, movie_id int, rating float"
 
@@ -122,10 +123,10 @@ def test_long_runs_keep_one_checkpoint_and_finish(spark):
     before = set(checkpoint_root.glob("rdd-*"))
     model = ALS(rank=2, max_iter=12, checkpoint_interval=3, seed=1).fit(ratings)
     assert len(model.history.iterations) == 12
-    # The checkpoints of iterations 3, 6 and 9 are deleted (and the bias sweeps' before the last, once
-    # unreferenced); what remains are the model's final user and item factor blocks and its baseline's final
-    # user and movie biases, checkpointed so that a lost executor cannot make the model unreadable.
-    assert len(set(checkpoint_root.glob("rdd-*")) - before) == 4
+    # The checkpoints of iterations 3, 6 and 9 are deleted; what remains are the model's final user and item
+    # factor blocks, checkpointed so that a lost executor cannot make the model unreadable. (Its bias
+    # baseline, with checkpoints of its own, is fitted on first use.)
+    assert len(set(checkpoint_root.glob("rdd-*")) - before) == 2
     # The model's frames read the kept final factor blocks, not the deleted checkpoints or the released layout.
     assert model.user_factors.count() == 9 and model.item_factors.count() == 7
 
@@ -152,6 +153,27 @@ def test_cold_start_strategies(spark):
     expected = model.baseline.predict(pairs.where("user_id = 999"))
     assert base[(999, 2)] == pytest.approx(expected.first().prediction)
     assert base[(3, 2)] == pytest.approx(nan[(3, 2)], rel=1e-6)
+
+
+def test_a_plain_fit_defers_the_bias_baseline_until_a_model_uses_it(spark, monkeypatch):
+    from mfspark.models.als import estimator
+    from mfspark.models.bias import BiasModel, BiasParams
+
+    fitted = []
+    monkeypatch.setattr(estimator, "fit_biases", lambda *args: fitted.append(args) or _fit_biases(*args))
+    rows, *_ = small_ratings(seed=4)
+    ratings = spark.createDataFrame(rows, RATINGS_SCHEMA)
+    plain = ALS(rank=2, max_iter=2).fit(ratings)
+    assert fitted == []  # a plain fit trains without it
+    assert plain.baseline.mu == pytest.approx(np.mean([r[2] for r in rows]))
+    assert plain.baseline is plain.baseline and len(fitted) == 1  # fitted once, on first use
+    p = plain.params  # the same baseline as a biased fit's: the model's bias regs and sweeps
+    expected = BiasModel.fit(ratings, BiasParams(p.bias_reg_user, p.bias_reg_item, p.bias_sweeps, p.min_rating,
+                                                 p.max_rating))
+    assert plain.baseline.user_biases.orderBy("user_id").collect() == \
+        expected.user_biases.orderBy("user_id").collect()
+    ALS(rank=2, max_iter=2, biases=True).fit(ratings)
+    assert len(fitted) == 2  # a biased fit trains on its residuals
 
 
 def test_biased_model_predicts_baseline_plus_dot_product(spark):
@@ -242,8 +264,6 @@ def test_block_counts_are_validated():
 
 
 def test_zero_iterations_give_the_seeded_starting_factors(spark):
-    from mfspark.models.als.kernels import initial_factors
-
     ratings = spark.createDataFrame([(1, 10, 4.0), (2, 10, 3.0), (2, 20, 5.0)], RATINGS_SCHEMA)
     model = ALS(rank=3, max_iter=0, seed=7).fit(ratings)
     users = factors_by_id(model.user_factors)

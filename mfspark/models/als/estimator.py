@@ -22,8 +22,9 @@ With `implicit=True` the ratings are observations of strength |r| and the model 
 preferences (implicit feedback: Hu, Koren, Volinsky; MLlib's `implicitPrefs`, see
 `implicit_kernels`); it predicts the unclipped preference score x_u . y_i.
 
-The pre-fitted bias baseline is fitted with every model: it is the "baseline" cold-start path
-(see `mfspark.models.base` for the prediction rule), and gives learned biases their mu.
+Every model has the pre-fitted bias baseline: it is the "baseline" cold-start path (see
+`mfspark.models.base` for the prediction rule) and gives learned biases their mu. A model that
+does not train on it (plain, implicit) fits it on first use, so `fit` pays only for what it trains.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from functools import cache
 
 import numpy as np
 from pyspark import RDD, Accumulator, StorageLevel
@@ -196,9 +198,10 @@ class ALS:
         spark = ratings.sparkSession
         started = time.perf_counter()
         ratings, indexed = check_ratings(ratings, any_ids=True)
-        baseline = fit_biases(ratings, BiasParams(p.bias_reg_user, p.bias_reg_item, p.bias_sweeps, p.min_rating,
-                                                  p.max_rating))
-        train = baseline.residual_ratings(ratings) if p.biases and not p.learned_biases else ratings
+        # Deferred: fitted here only when the factors train on it, else when a model first needs it.
+        baseline = cache(lambda: fit_biases(ratings, BiasParams(p.bias_reg_user, p.bias_reg_item, p.bias_sweeps,
+                                                                 p.min_rating, p.max_rating)))
+        train = baseline().residual_ratings(ratings) if p.biases and not p.learned_biases else ratings
         # Ids that are not ints (strings, longs beyond 2^31-1) are numbered once; int ids need nothing.
         indexes = IdIndexes.build(train, indexed)
         if initial_model is not None:
@@ -224,8 +227,8 @@ class ALS:
             for side in (users, items):
                 side.blocks.unpersist()
 
-    def _alternate(self, spark: SparkSession, users: blocks.Side, items: blocks.Side, baseline: BiasModel,
-                   history: FitHistory, initial_model: ALSModel | None = None):
+    def _alternate(self, spark: SparkSession, users: blocks.Side, items: blocks.Side,
+                   baseline: Callable[[], BiasModel], history: FitHistory, initial_model: ALSModel | None = None):
         """The ALS loop: each iteration solves the items from the users, then the users from the items.
 
         (Items first, as MLlib does.) The iterations between two checkpoints are one Spark
@@ -240,7 +243,8 @@ class ALS:
         sc = spark.sparkContext
         terms = sc.accumulator({}, blocks.TermsAccumulator())
         reporter = _IterationReporter(terms, users.num_blocks, items.num_blocks, history, p)
-        user_step, item_step = blocks.half_steps(p.rank, p.reg, p.nonnegative, p.learned_biases, baseline.mu,
+        mu = baseline().mu if p.learned_biases else 0.0
+        user_step, item_step = blocks.half_steps(p.rank, p.reg, p.nonnegative, p.learned_biases, mu,
                                                  p.bias_reg_user, p.bias_reg_item, p.implicit_weight,
                                                  p.alpha if p.implicit else None)
         user_solved = blocks.initial_solved_blocks(users, user_step, p.seed)
@@ -388,7 +392,8 @@ def _replace_checkpoint(spark: SparkSession, previous: str | None, current: str 
 
 class ALSModel(Model):
     """Trained factors: `user_factors`/`item_factors` DataFrames (id, features array<float>), and the
-    bias baseline `baseline` (None only for plain models saved by an older mfspark).
+    bias baseline `baseline` (None only for plain models saved by an older mfspark; given as a
+    zero-argument function, it is fitted on first use).
 
     With learned biases, `learned_biases` holds the biases fitted inside ALS (a BiasModel: mu,
     user and movie tables), which known pairs are scored with; `baseline` stays the cold-start
@@ -401,13 +406,13 @@ class ALSModel(Model):
     """
 
     def __init__(self, user_factors: DataFrame, item_factors: DataFrame, params: ALSParams,
-                 baseline: BiasModel | None = None, history: FitHistory | None = None,
+                 baseline: BiasModel | Callable[[], BiasModel] | None = None, history: FitHistory | None = None,
                  learned_biases: BiasModel | None = None, implicit_factors: DataFrame | None = None,
                  implicit_gram: np.ndarray | None = None, indexes: IdIndexes | None = None):
         self.user_factors = user_factors
         self.item_factors = item_factors
         self.params = params
-        self.baseline = baseline
+        self._baseline = baseline
         self.history = history or FitHistory()
         self.learned_biases = learned_biases
         self.implicit_factors = implicit_factors
@@ -416,7 +421,8 @@ class ALSModel(Model):
 
     @classmethod
     def from_blocks(cls, spark: SparkSession, params: ALSParams, user_factors: RDD, item_factors: RDD,
-                    baseline: BiasModel, history: FitHistory, indexes: IdIndexes | None = None) -> ALSModel:
+                    baseline: Callable[[], BiasModel], history: FitHistory, indexes: IdIndexes | None = None
+                    ) -> ALSModel:
         """Factor DataFrames over the kept factor blocks (no job here: as MLlib's `toDF` of its factor RDDs).
 
         Not cached: a cached frame stays registered with Spark until unpersisted, and would keep
@@ -435,7 +441,7 @@ class ALSModel(Model):
                 for solved, key in ((user_factors, "user_id"), (item_factors, "movie_id")))
             user_biases, movie_biases = (indexes.decode(user_biases, "user_id", None),
                                          indexes.decode(movie_biases, None, "movie_id"))
-            learned = BiasModel(baseline.mu, user_biases, movie_biases,
+            learned = BiasModel(baseline().mu, user_biases, movie_biases,
                                 BiasParams(params.bias_reg_user, params.bias_reg_item, params.max_iter,
                                            params.min_rating, params.max_rating))
         if params.implicit_weight > 0:
@@ -450,8 +456,14 @@ class ALSModel(Model):
         a warm start or for the int-only recommendation kernels."""
         users, items = indexes.encode(self.user_factors, "id", None), indexes.encode(self.item_factors, None, "id")
         implicit = None if self.implicit_factors is None else indexes.encode(self.implicit_factors, None, "id")
-        return ALSModel(users, items, self.params, self.baseline, self.history, self.learned_biases, implicit,
+        return ALSModel(users, items, self.params, self._baseline, self.history, self.learned_biases, implicit,
                         self.implicit_gram)
+
+    @property
+    def baseline(self) -> BiasModel | None:
+        if callable(self._baseline):
+            self._baseline = self._baseline()
+        return self._baseline
 
     @property
     def rank(self) -> int:
