@@ -12,6 +12,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -40,7 +41,8 @@ def tiny_release(directory: Path, users: int = 30, movies: int = 20, extra: int 
 def config(tmp_path: Path, **changes) -> PipelineConfig:
     base = PipelineConfig(root=str(tmp_path / "root"), source_dir=tiny_release(tmp_path / "release"), top_n=0,
                           bias=BiasParams(sweeps=2),
-                          als=ALSParams(rank=2, max_iter=2, biases=True, seed=1))
+                          als=ALSParams(rank=2, max_iter=2, biases=True, seed=1),
+                          lists_als=replace(pipeline.LISTS_ALS, rank=2, max_iter=3, seed=1))
     return replace(base, **changes)
 
 
@@ -99,6 +101,30 @@ def test_evaluate_writes_ranking_metrics_and_the_report_reads_the_pipeline_root(
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     trained = next(row for row in report["accuracy"]["rows"] if row["description"].endswith("the trained model"))
     assert trained["rmse"] == evaluated["rmse"] and trained["ndcg@10"] == evaluated["test"]["ndcg@10"]
+
+
+def test_lists_come_from_implicit_als_on_the_liked_ratings_with_every_rated_movie_excluded(spark, tmp_path):
+    # 40 movies: every user has more than the 20 ratings below which a user gets the popularity list.
+    result = run_pipeline(spark, config(tmp_path, top_n=3, source_dir=tiny_release(tmp_path / "release40", movies=40)))
+    assert [step["stage"] for step in result["plan"]] == [
+        "ingest", "baseline", "train", "train_lists", "evaluate", "recommend"]
+    run = tmp_path / "root" / "latest"
+    lists_model = run / "train_lists" / "factors"
+    assert json.loads((lists_model / "metadata.json").read_text())["params"]["implicit"] is True
+    users, items = ({row["id"]: np.array(row["features"]) for row in pq.read_table(lists_model / side).to_pylist()}
+                    for side in ("users", "items"))
+    ratings = pq.read_table(run / "ingest" / "ratings").to_pandas()
+    assert set(users) <= set(ratings.loc[ratings.rating >= 4, "user_id"])  # fitted on the liked ratings only
+    recommended = pq.read_table(run / "recommend" / "recommendations").to_pandas()
+    fallback = set(pq.read_table(run / "recommend" / "fallback_users").column("user_id").to_pylist())
+    assert set(recommended.user_id) == set(ratings.user_id) and fallback == set(ratings.user_id) - set(users)
+    for user, rows in recommended[~recommended.user_id.isin(fallback)].groupby("user_id"):
+        unseen = sorted(set(items) - set(ratings.loc[ratings.user_id == user, "movie_id"]))
+        scores = np.array([users[user] @ items[m] for m in unseen], np.float32)
+        best = [unseen[i] for i in np.lexsort((unseen, -scores))[:3]]
+        assert rows.sort_values("rank").movie_id.tolist() == best
+    evaluated = json.loads((run / "evaluate" / "metrics.json").read_text())
+    assert evaluated["lists"] == result["metrics"]["lists"] and 0 <= evaluated["lists"]["precision@10"] <= 1
 
 
 def test_failing_stage_is_named_in_one_line_and_latest_is_not_moved(spark, tmp_path, monkeypatch):

@@ -1,5 +1,5 @@
-"""`mfspark pipeline`: ingest -> baseline -> train -> evaluate -> recommend into ROOT/runs/<run_id>/ (see
-`mfspark.pipeline.run`).
+"""`mfspark pipeline`: ingest -> baseline -> train -> train_lists -> evaluate -> recommend into
+ROOT/runs/<run_id>/ (see `mfspark.pipeline.run`).
 
 Settings come from the built-in defaults, then the profile's `[pipeline]` table
 (`conf/<profile>.toml`), then the command line.
@@ -19,7 +19,7 @@ from mfspark.data.ingest import DEFAULT_MAX_REJECT_FRACTION
 from mfspark.errors import ConfigError
 from mfspark.models.als.estimator import PRESETS
 from mfspark.models.bias import BiasParams
-from mfspark.pipeline.run import PipelineConfig, SplitParams, check_run_id, run_pipeline
+from mfspark.pipeline.run import LIST_MODELS, LISTS_ALS, PipelineConfig, SplitParams, check_run_id, run_pipeline
 from mfspark.runtime.session import profile_text
 
 # Options a profile's [pipeline] table may set, with their built-in defaults.
@@ -28,7 +28,7 @@ DEFAULTS = {
     "rank": 10, "reg": 0.1, "max_iter": 10, "biases": True, "checkpoint_interval": 10,
     "lambda_u": BiasParams.lambda_u, "lambda_i": BiasParams.lambda_i, "top_n": 10, "max_input_age_hours": None,
     "preset": None,
-    "warm_start": None,
+    "warm_start": None, "lists": "implicit", "lists_alpha": LISTS_ALS.alpha,
 }
 
 
@@ -60,6 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     stage.add_argument("--warm-start", metavar="MODEL_DIR",
                        help="train: start from this model's factors (e.g. ROOT/latest/train/factors)")
     stage.add_argument("--top-n", type=int, help="recommend: list length (default 10; 0 = no recommend stage)")
+    stage.add_argument("--lists", choices=LIST_MODELS,
+                       help="recommend: lists from implicit-feedback ALS on the ratings >= 4 (default; it ranks "
+                            "best, README: Ranking quality) or from the train stage's model of rating values")
+    stage.add_argument("--lists-alpha", type=float, help="implicit lists' model: confidence 1 + alpha * rating")
 
 
 def profile_settings(profile: str, conf_dir: str | None) -> dict:
@@ -95,6 +99,8 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
     s = settings(args)
     if s["max_iter"] < 1:
         raise ConfigError(f"--max-iter must be at least 1, got {s['max_iter']}")
+    if s["lists"] not in LIST_MODELS:
+        raise ConfigError(f"lists must be one of {', '.join(LIST_MODELS)}, got '{s['lists']}'")
     if s["top_n"] < 0:
         raise ConfigError(f"--top-n must be 0 (no recommend stage) or more, got {s['top_n']}")
     source, release = release_source(args)
@@ -106,6 +112,7 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
         bias=BiasParams(**asdict(defaults.bias) | {"lambda_u": s["lambda_u"], "lambda_i": s["lambda_i"]}),
         als=replace(defaults.als, **als), top_n=s["top_n"], force=args.force,
         max_input_age_hours=s["max_input_age_hours"], run_id=run_id(args), warm_start=s["warm_start"],
+        lists=s["lists"], lists_als=replace(LISTS_ALS, seed=s["seed"], alpha=s["lists_alpha"]),
     )
 
 

@@ -1,1 +1,1 @@
-"""The nightly pipeline: ingest -> baseline -> train -> evaluate -> recommend into run directories."""
+"""The nightly pipeline: ingest -> baseline -> train -> train_lists -> evaluate -> recommend into run directories."""
