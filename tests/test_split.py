@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
@@ -17,6 +18,8 @@ from mfspark.evaluation.split import (
     predefined_split,
     random_split,
     temporal_split,
+    uniform_draw,
+    uniform_draws,
 )
 
 SCHEMA = "user_id int, movie_id int, rating float, rated_at timestamp"
@@ -62,6 +65,15 @@ def test_random_split_ignores_partitioning_and_depends_on_seed(ratings):
     again = random_split(ratings.repartition(5, "rating").orderBy(F.rand(3)), 0.25, seed=7).test
     assert_df_equality(once, again, ignore_row_order=True)
     assert keys(random_split(ratings, 0.25, seed=8).test) != keys(once)
+
+
+def test_numpy_draws_equal_sparks_including_negative_and_large_ids(spark):
+    pairs = [(1, 1), (7, 318), (610, 193609), (-5, 2**31 - 1), (0, -(2**31))]
+    frame = spark.createDataFrame(pairs, "user_id int, movie_id int")
+    for seed in (42, 7):
+        expected = [r["u"] for r in frame.select(uniform_draw(seed).alias("u")).collect()]
+        users, movies = (np.array(column) for column in zip(*pairs))
+        assert uniform_draws(seed, users, movies).tolist() == expected
 
 
 def test_bad_fraction_is_a_config_error(ratings):
