@@ -10,6 +10,7 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from mfspark.errors import ConfigError, InputError
+from mfspark.evaluation.draws import uniform_draws
 from mfspark.evaluation.split import (
     Split,
     cold_start_counts,
@@ -19,7 +20,6 @@ from mfspark.evaluation.split import (
     random_split,
     temporal_split,
     uniform_draw,
-    uniform_draws,
 )
 
 SCHEMA = "user_id int, movie_id int, rating float, rated_at timestamp"

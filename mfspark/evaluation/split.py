@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
@@ -43,32 +42,6 @@ def uniform_draw(seed: int) -> Column:
     """A value in [0, 1) fixed by (seed, user_id, movie_id) alone."""
     hashed = F.xxhash64(F.lit(seed), F.col("user_id"), F.col("movie_id"))
     return F.shiftrightunsigned(hashed, 11).cast("double") / float(2**53)
-
-
-# xxHash64's primes, as in Spark's XXH64 (`uniform_draws` reproduces `uniform_draw` without Spark).
-_PRIME1, _PRIME2, _PRIME3, _PRIME5 = (np.uint64(p) for p in (
-    0x9E3779B185EBCA87, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5))
-
-
-def _xxhash64_int(values: np.ndarray, seed: np.ndarray) -> np.ndarray:
-    """Spark's `XXH64.hashInt(value, seed)` (4-byte input) on arrays; uint64 arithmetic wraps as Java's long."""
-    with np.errstate(over="ignore"):
-        h = seed + _PRIME5 + np.uint64(4)
-        h ^= (values.astype(np.int64).astype(np.uint64) & np.uint64(0xFFFFFFFF)) * _PRIME1
-        h = ((h << np.uint64(23)) | (h >> np.uint64(41))) * _PRIME2 + _PRIME3
-        h ^= h >> np.uint64(33)
-        h *= _PRIME2
-        h ^= h >> np.uint64(29)
-        h *= _PRIME3
-        return h ^ (h >> np.uint64(32))
-
-
-def uniform_draws(seed: int, user_ids: np.ndarray, movie_ids: np.ndarray) -> np.ndarray:
-    """`uniform_draw(seed)` of int ids computed in numpy: single-node studies split exactly as Spark does."""
-    # xxhash64(a, b, c) hashes each column with the previous hash as seed, starting from Spark's 42.
-    h = _xxhash64_int(np.full(len(user_ids), seed), np.full(len(user_ids), 42, dtype=np.uint64))
-    h = _xxhash64_int(np.asarray(movie_ids), _xxhash64_int(np.asarray(user_ids), h))
-    return (h >> np.uint64(11)).astype(np.float64) / float(2**53)
 
 
 def _check_fraction(test_fraction: float) -> None:
