@@ -4,7 +4,8 @@
         --grid '[{"bias_fit": "baseline", "bias_reg": 5}, {"bias_reg": 1, "implicit_weight": 0.3}]'
 
 The ratings (ratings.csv with a header, ratings.dat `::`, or ml-100k's tab-separated u.data) are split
-at random (--test-fraction, --seed); a validation part is carved from training (--validation-seed).
+as `mfspark.evaluation.split.random_split` does (--test-fraction, --seed; the same ratings as the Spark jobs)
+and a validation part is carved from training as `mfspark tune` does (--validation-seed).
 Every grid point is fitted on the rest of training and scored on validation; the best is refitted on
 all of training and scored once on test. Each half-step is `mfspark.models.als.kernels` on the whole
 side (one block), so a point costs seconds: it is for checking objective variants (bias fit, bias
@@ -26,6 +27,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from mfspark.evaluation.draws import uniform_draws
 from mfspark.models.als import kernels as K
 
 
@@ -38,6 +40,8 @@ class Point:
     bias_reg: float = 1.0
     implicit_weight: float = 0.0
     implicit_power: float = 0.0
+    implicit_sides: str = "user"  # or "both": items also fit the rated-indicator column with implicit user factors
+    scale_reg: bool = True  # False: constant reg on the factors (learned biases), as cmfrec's default
     seed: int = 0
 
 
@@ -96,16 +100,25 @@ def fit(problem: Problem, p: Point):
     x = np.hstack([x, np.zeros((n_users, 1))])
     rated = (problem.by_movie != 0).astype(np.float64)
     scale = np.where(problem.user_counts > 0, np.maximum(problem.user_counts, 1) ** -p.implicit_power, 0.0)
+    user_implicit = np.zeros((n_users, p.rank))  # implicit user factors (implicit_sides "both"), 0 before the first
+    both = p.implicit_weight > 0 and p.implicit_sides == "both"
     for _ in range(p.max_iter):
-        y = K.solve_biased_block(*Problem.csr(problem.by_movie), x, p.rank, mu, p.reg, p.bias_reg).factors
+        y = K.solve_biased_block(*Problem.csr(problem.by_movie), np.hstack([x, user_implicit]) if both else x, p.rank,
+                                 mu, p.reg, p.bias_reg, p.implicit_weight, user_implicit.T @ user_implicit if both else
+                                 None, scale_reg=p.scale_reg).factors
         sources, gram = y, None
         if p.implicit_weight > 0:
             factors = x[:, :p.rank]
             z, _ = K.solve_implicit_factors(rated @ (scale[:, None] * factors), problem.movie_counts,
-                                            factors.T @ factors, p.implicit_weight, p.reg)
+                                            factors.T @ factors, p.implicit_weight, p.reg, p.scale_reg)
             sources, gram = np.hstack([y, z]), z.T @ z
+        if both:
+            item_factors = y[:, :p.rank]
+            user_implicit, _ = K.solve_implicit_factors(rated.T @ item_factors, problem.user_counts,
+                                                        item_factors.T @ item_factors, p.implicit_weight, p.reg,
+                                                        p.scale_reg)
         x = K.solve_biased_block(*Problem.csr(problem.by_user), sources, p.rank, mu, p.reg, p.bias_reg,
-                                 p.implicit_weight, gram, p.implicit_power).factors
+                                 p.implicit_weight, gram, p.implicit_power, p.scale_reg).factors
     return mu, x[:, p.rank], y[:, p.rank], x[:, :p.rank], y[:, :p.rank]
 
 
@@ -133,19 +146,20 @@ def main(argv: list[str] | None = None) -> int:
     frame = read_ratings(args.ratings)
     users, movies = (frame[c].astype("category").cat.codes.to_numpy() for c in ("user", "movie"))
     ratings, shape = frame["rating"].to_numpy(np.float64), (users.max() + 1, movies.max() + 1)
-    test = np.random.default_rng(args.seed).random(len(frame)) < args.test_fraction
-    validation = ~test & (np.random.default_rng(args.validation_seed).random(len(frame)) < args.test_fraction)
+    raw_users, raw_movies = frame["user"].to_numpy(), frame["movie"].to_numpy()
+    test = uniform_draws(args.seed, raw_users, raw_movies) < args.test_fraction
+    validation = ~test & (uniform_draws(args.validation_seed, raw_users, raw_movies) < args.test_fraction)
     fit_part = Problem(users[~test & ~validation], movies[~test & ~validation], ratings[~test & ~validation], shape)
-    lines = ["| rank | reg | iters | bias fit | bias reg | implicit w | implicit power | val RMSE | fit s |",
-             "| ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| rank | reg | scaled | iters | bias fit | bias reg | implicit w | power | sides | val RMSE | fit s |",
+             "| ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | --- | ---: | ---: |"]
     scores = []
     for point in points:
         started = time.perf_counter()
         model = fit(fit_part, point)
         scores.append(rmse(fit_part, model, users[validation], movies[validation], ratings[validation]))
-        lines.append(f"| {point.rank} | {point.reg:g} | {point.max_iter} | {point.bias_fit} | {point.bias_reg:g} | "
-                     f"{point.implicit_weight:g} | {point.implicit_power:g} | {scores[-1]:.4f} | "
-                     f"{time.perf_counter() - started:.1f} |")
+        lines.append(f"| {point.rank} | {point.reg:g} | {point.scale_reg} | {point.max_iter} | {point.bias_fit} | "
+                     f"{point.bias_reg:g} | {point.implicit_weight:g} | {point.implicit_power:g} | "
+                     f"{point.implicit_sides} | {scores[-1]:.4f} | {time.perf_counter() - started:.1f} |")
         print(lines[-1], flush=True)
     best = points[int(np.argmin(scores))]
     train = Problem(users[~test], movies[~test], ratings[~test], shape)

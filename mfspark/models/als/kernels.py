@@ -157,6 +157,7 @@ def solve_biased_block(
     implicit_weight: float = 0.0,
     implicit_gram: np.ndarray | None = None,
     implicit_power: float = 0.0,
+    scale_reg: bool = True,
 ) -> BiasedSolution:
     """One half-step of ALS with biases learned jointly with the factors.
 
@@ -172,6 +173,8 @@ def solve_biased_block(
     rated items' z to its right-hand side; the z columns follow the bias in the source rows.
     With `implicit_power` a > 0 the row's target is n_u^-a instead of 1 (a = 1/2: SVD++'s
     |N(u)|^-1/2 normalisation, so heavy and light raters' rows weigh alike).
+    `scale_reg` False regularises the factors by a constant reg * |x_u|^2 instead of ALS-WR's
+    reg * n_u |x_u|^2 (cmfrec's default; a rarely rated entity is shrunk much harder).
     """
     y = np.ascontiguousarray(src_factors)
     n = len(indptr) - 1
@@ -181,13 +184,13 @@ def solve_biased_block(
     squared_error, penalty = _solve_biased_entities(
         np.asarray(indptr, dtype=np.int64), np.asarray(cols, dtype=np.int32), np.asarray(ratings, dtype=np.float32),
         y, int(rank), float(mu), float(reg), float(bias_reg), float(implicit_weight) if implicit else 0.0, gram,
-        rank + 1 if implicit else -1, float(implicit_power), factors, source_sums, rated)
+        rank + 1 if implicit else -1, float(implicit_power), bool(scale_reg), factors, source_sums, rated)
     return BiasedSolution(factors, max(squared_error, 0.0), penalty, source_sums, rated)
 
 
 @compiled()
 def _solve_biased_entities(indptr, cols, ratings, y, k, mu, reg, bias_reg, weight, implicit_gram, implicit_at,
-                           power, factors, source_sums, rated_counts):  # pragma: no cover - compiled
+                           power, scale_reg, factors, source_sums, rated_counts):  # pragma: no cover - compiled
     """Solve [x_e, b_e] of every entity into `factors`; returns (squared_error, penalty)."""
     m = k + 1
     gathered, values, lhs, factor, rhs = entity_buffers(indptr, m)
@@ -225,8 +228,9 @@ def _solve_biased_entities(indptr, cols, ratings, y, k, mu, reg, bias_reg, weigh
                 rhs[p] += weight * target * total
                 for q in range(k):
                     lhs[p, q] += weight * implicit_gram[p, q]
+        shift = reg * rated if scale_reg else reg
         for p in range(k):
-            lhs[p, p] += reg * rated
+            lhs[p, p] += shift
         lhs[k, k] += bias_reg
         x = factors[e]
         spd_solve(lhs, rhs, factor, x)
@@ -241,7 +245,7 @@ def _solve_biased_entities(indptr, cols, ratings, y, k, mu, reg, bias_reg, weigh
             x_e_x = quadratic_form(implicit_gram, x, k)
             for p in range(k):
                 x_s += x[p] * implicit_sum[p]
-        regularisation = reg * rated * x_x + bias_reg * x[k] * x[k]
+        regularisation = shift * x_x + bias_reg * x[k] * x[k]
         gram_term = quadratic - weight * x_e_x - regularisation
         squared_error += sum_t2 - 2.0 * (x_rhs - weight * x_s) + gram_term
         penalty += regularisation
@@ -271,19 +275,21 @@ def gram_and_rhs(gathered, values, count, gram, rhs):  # pragma: no cover - comp
 
 
 def solve_implicit_factors(
-    source_sums: np.ndarray, counts: np.ndarray, source_gram: np.ndarray, weight: float, reg: float
+    source_sums: np.ndarray, counts: np.ndarray, source_gram: np.ndarray, weight: float, reg: float,
+    scale_reg: bool = True,
 ) -> tuple[np.ndarray, float]:
-    """Implicit factors z_j of a block's items and their penalty reg * sum n_j |z_j|^2.
+    """Implicit factors z_j of a block's items and their penalty reg * sum n_j |z_j|^2 (reg * sum |z_j|^2 if not
+    `scale_reg`).
 
     z_j minimises weight * sum over every user u of (1[u rated j] - x_u.z_j)^2 + reg * n_j |z_j|^2:
     (weight X^T X + reg n_j I) z_j = weight * sum of the raters' x. X^T X is shared by every
     item, so one eigendecomposition serves the whole block and each item costs O(rank^2).
     """
     eigenvalues, vectors = np.linalg.eigh(weight * np.asarray(source_gram, dtype=np.float64))
-    shifts = reg * np.asarray(counts, dtype=np.float64)[:, None]
+    shifts = reg * (np.asarray(counts, dtype=np.float64)[:, None] if scale_reg else np.ones((len(counts), 1)))
     denominators = np.maximum(eigenvalues[None, :] + shifts, SINGULAR_SHIFT * max(1.0, abs(eigenvalues).max()))
     z = ((weight * source_sums) @ vectors / denominators) @ vectors.T
-    return z, float(reg * (counts * (z * z).sum(axis=1)).sum())
+    return z, float((shifts[:, 0] * (z * z).sum(axis=1)).sum())
 
 
 @compiled()
