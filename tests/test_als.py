@@ -296,10 +296,12 @@ def test_worker_heap_is_frozen_in_tasks_and_never_on_the_driver(spark):
 
 
 def dense_learned_bias_als(mask, dense, user_ids, item_ids, rank, reg, bias_reg_user, bias_reg_item, weight,
-                           iterations, seed):
+                           iterations, seed, both=False, scale_reg=True):
     """Reference ALS with learned biases (and the rated-indicator matrix when weight > 0) in plain numpy.
 
     Each entity's [factors, bias] is one stacked least-squares problem; rows travel as float32, as in the fit.
+    `both`: the items also fit their indicator columns against implicit user factors v (0 at the start);
+    `scale_reg` False: every factor penalty is reg, not reg * count. Returns mu, x, y, z, v.
     """
     mu = dense[mask].mean()
 
@@ -308,29 +310,37 @@ def dense_learned_bias_als(mask, dense, user_ids, item_ids, rank, reg, bias_reg_
 
     x = np.hstack([as_shipped(initial_factors(user_ids, rank, seed)), np.zeros((len(user_ids), 1))])
     n_items = len(item_ids)
-    y, z = np.zeros((n_items, rank + 1)), np.zeros((n_items, rank))
+    y, z, v = np.zeros((n_items, rank + 1)), np.zeros((n_items, rank)), np.zeros((len(user_ids), rank))
+
+    def shift(count):
+        return reg * count if scale_reg else reg
 
     def solve(m, r, src, other_bias, bias_reg, implicit):
         out = []
         for e, rated in enumerate(m):
             design = [np.hstack([src[rated, :rank], np.ones((rated.sum(), 1))])]
             targets = [r[e, rated] - mu - other_bias[rated]]
-            if implicit is not None:  # every item's indicator cell of this user
-                design.append(np.sqrt(weight) * np.hstack([implicit, np.zeros((n_items, 1))]))
+            if implicit is not None:  # every other entity's indicator cell of this one
+                design.append(np.sqrt(weight) * np.hstack([implicit, np.zeros((len(implicit), 1))]))
                 targets.append(np.sqrt(weight) * rated)
-            penalties = np.sqrt([reg * rated.sum()] * rank + [bias_reg])
+            penalties = np.sqrt([shift(rated.sum())] * rank + [bias_reg])
             a, b = np.vstack([*design, np.diag(penalties)]), np.concatenate([*targets, np.zeros(rank + 1)])
             out.append(np.linalg.lstsq(a, b, rcond=None)[0])
         return as_shipped(np.array(out))
 
+    def implicit_factors(m, src):
+        gram = weight * src[:, :rank].T @ src[:, :rank]
+        return as_shipped(np.array([np.linalg.solve(gram + shift(rated.sum()) * np.eye(rank),
+                                                    weight * src[rated, :rank].sum(0)) for rated in m]))
+
     for _ in range(iterations):
-        y = solve(mask.T, dense.T, x, x[:, rank], bias_reg_item, None)
+        y = solve(mask.T, dense.T, x, x[:, rank], bias_reg_item, v if weight and both else None)
         if weight:
-            gram = weight * x[:, :rank].T @ x[:, :rank]
-            z = as_shipped(np.array([np.linalg.solve(gram + reg * rated.sum() * np.eye(rank),
-                                                     weight * x[rated, :rank].sum(0)) for rated in mask.T]))
+            z = implicit_factors(mask.T, x)
         x = solve(mask, dense, y, y[:, rank], bias_reg_user, z if weight else None)
-    return mu, x, y, z
+        if weight and both:
+            v = implicit_factors(mask, y)
+    return mu, x, y, z, v
 
 
 def bias_by_id(frame, key):
@@ -343,7 +353,7 @@ def test_learned_biases_fit_equals_dense_numpy_reference(spark, weight):
     ratings = spark.createDataFrame(rows, RATINGS_SCHEMA)
     model = ALS(rank=3, reg=0.05, max_iter=4, num_user_blocks=3, num_item_blocks=2, seed=5, biases=True,
                 bias_fit="learned", bias_reg_user=2.0, bias_reg_item=3.0, implicit_weight=weight).fit(ratings)
-    mu, x, y, z = dense_learned_bias_als(mask, dense, user_ids, item_ids, 3, 0.05, 2.0, 3.0, weight, 4, seed=5)
+    mu, x, y, z, _ = dense_learned_bias_als(mask, dense, user_ids, item_ids, 3, 0.05, 2.0, 3.0, weight, 4, seed=5)
     users, items = factors_by_id(model.user_factors), factors_by_id(model.item_factors)
     learned = model.learned_biases
     user_bias, item_bias = bias_by_id(learned.user_biases, "user_id"), bias_by_id(learned.movie_biases, "movie_id")
@@ -364,6 +374,38 @@ def test_learned_biases_fit_equals_dense_numpy_reference(spark, weight):
     assert last.objective == pytest.approx(objective, rel=1e-4)
     objectives = [it.objective for it in model.history.iterations]
     assert objectives == sorted(objectives, reverse=True)
+
+
+@pytest.mark.parametrize("scale_reg", [True, False])
+def test_implicit_information_on_both_sides_fit_equals_dense_numpy_reference(spark, scale_reg):
+    rows, mask, dense, user_ids, item_ids = small_ratings(seed=8, n_users=11, n_items=8)
+    reg = 0.05 if scale_reg else 0.4
+    model = ALS(rank=3, reg=reg, max_iter=4, num_user_blocks=3, num_item_blocks=2, seed=5, biases=True,
+                bias_fit="learned", bias_reg_user=2.0, bias_reg_item=3.0, implicit_weight=0.4, implicit_sides="both",
+                scale_reg=scale_reg).fit(spark.createDataFrame(rows, RATINGS_SCHEMA))
+    mu, x, y, z, v = dense_learned_bias_als(mask, dense, user_ids, item_ids, 3, reg, 2.0, 3.0, 0.4, 4, seed=5,
+                                            both=True, scale_reg=scale_reg)
+    assert np.abs(v).max() > 0.01  # the items' solve did use implicit user factors
+    users, items = factors_by_id(model.user_factors), factors_by_id(model.item_factors)
+    learned = model.learned_biases
+    user_bias, item_bias = bias_by_id(learned.user_biases, "user_id"), bias_by_id(learned.movie_biases, "movie_id")
+    np.testing.assert_allclose([np.append(users[u], user_bias[u]) for u in user_ids], x, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose([np.append(items[i], item_bias[i]) for i in item_ids], y, rtol=1e-4, atol=1e-5)
+    implicit = factors_by_id(model.implicit_factors)
+    np.testing.assert_allclose([implicit[i] for i in item_ids], z, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.implicit_gram, z.T @ z, rtol=1e-5, atol=1e-6)
+    # Fold-in solves as the fit's last half-step did (with its reg scaling).
+    folded = model.folded_user([(r[1], r[2]) for r in rows if r[0] == user_ids[0]])
+    np.testing.assert_allclose(np.append(folded.factors, folded.bias), x[0], rtol=1e-4, atol=1e-5)
+
+
+def test_implicit_sides_and_constant_reg_are_validated():
+    from mfspark.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="implicit_sides must be one of .* got 'items'"):
+        ALS(biases=True, bias_fit="learned", implicit_weight=0.3, implicit_sides="items")
+    with pytest.raises(ConfigError, match="constant reg"):
+        ALS(biases=True, scale_reg=False)
 
 
 @pytest.mark.parametrize("weight", [0.0, 0.3])

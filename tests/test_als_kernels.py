@@ -165,16 +165,18 @@ def stacked_least_squares(design, targets, penalties):
     return np.linalg.lstsq(rows, np.concatenate([targets, np.zeros(len(penalties))]), rcond=None)[0]
 
 
-def test_learned_bias_half_step_solves_factors_and_bias_jointly():
+@pytest.mark.parametrize("scale_reg", [True, False])
+def test_learned_bias_half_step_solves_factors_and_bias_jointly(scale_reg):
     indptr, cols, ratings, mask, dense = random_block(n_dst=25, n_src=30, density=0.4)
-    rank, mu, reg, bias_reg = 4, 3.2, 0.1, 2.5
+    rank, mu, reg, bias_reg = 4, 3.2, 0.1 if scale_reg else 1.5, 2.5
     src = np.random.default_rng(6).standard_normal((30, rank + 1))  # [y, b_i]
-    solution = K.solve_biased_block(indptr, cols, ratings, src, rank, mu, reg, bias_reg)
+    solution = K.solve_biased_block(indptr, cols, ratings, src, rank, mu, reg, bias_reg, scale_reg=scale_reg)
+    shifts = reg * mask.sum(1) if scale_reg else np.full(25, reg)  # ALS-WR's reg * n_u, or a constant reg
     for e in range(25):
         rated = mask[e]
         design = np.hstack([src[rated, :rank], np.ones((rated.sum(), 1))])
         expected = stacked_least_squares(design, dense[e, rated] - mu - src[rated, rank],
-                                         [reg * rated.sum()] * rank + [bias_reg])
+                                         [shifts[e]] * rank + [bias_reg])
         np.testing.assert_allclose(solution.factors[e], expected, rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(solution.source_sums, mask.astype(float) @ src[:, :rank], atol=1e-12)
     x = solution.factors
@@ -182,7 +184,7 @@ def test_learned_bias_half_step_solves_factors_and_bias_jointly():
     assert solution.squared_error == pytest.approx(float((np.where(mask, dense - prediction, 0) ** 2).sum()),
                                                    rel=1e-9)
     assert solution.penalty == pytest.approx(
-        reg * float((mask.sum(1) * (x[:, :rank] ** 2).sum(1)).sum()) + bias_reg * float((x[:, rank] ** 2).sum()))
+        float((shifts * (x[:, :rank] ** 2).sum(1)).sum()) + bias_reg * float((x[:, rank] ** 2).sum()))
 
 
 @pytest.mark.parametrize("power", [0.0, 0.5])
@@ -211,15 +213,17 @@ def test_implicit_user_half_step_also_fits_the_whole_rated_indicator_row(power):
     assert solution.penalty == pytest.approx(implicit + penalty, rel=1e-9)
 
 
-def test_implicit_item_factors_fit_the_indicator_column_against_every_user():
+@pytest.mark.parametrize("scale_reg", [True, False])
+def test_implicit_item_factors_fit_the_indicator_column_against_every_user(scale_reg):
     _, _, _, mask, _ = random_block(n_dst=12, n_src=18, density=0.3, seed=3)  # items x users
     rank, weight, reg = 4, 0.5, 0.2
     x = np.random.default_rng(8).standard_normal((18, rank))
-    z, penalty = K.solve_implicit_factors(mask.astype(float) @ x, mask.sum(1), x.T @ x, weight, reg)
+    z, penalty = K.solve_implicit_factors(mask.astype(float) @ x, mask.sum(1), x.T @ x, weight, reg, scale_reg)
+    shifts = reg * mask.sum(1) if scale_reg else np.full(12, reg)
     for j in range(12):
-        expected = stacked_least_squares(np.sqrt(weight) * x, np.sqrt(weight) * mask[j], [reg * mask[j].sum()] * rank)
+        expected = stacked_least_squares(np.sqrt(weight) * x, np.sqrt(weight) * mask[j], [shifts[j]] * rank)
         np.testing.assert_allclose(z[j], expected, rtol=1e-7, atol=1e-9)
-    assert penalty == pytest.approx(reg * float((mask.sum(1) * (z**2).sum(1)).sum()))
+    assert penalty == pytest.approx(float((shifts * (z**2).sum(1)).sum()))
 
 
 @pytest.mark.parametrize("weight", [0.0, 0.5])

@@ -13,7 +13,7 @@ from mfspark.data.datasets import resolve_dataset
 from mfspark.data.movielens import RELEASES
 from mfspark.errors import ConfigError
 from mfspark.evaluation import split as splits
-from mfspark.models.als.estimator import BIAS_FITS, PRESETS, ALSParams
+from mfspark.models.als.estimator import BIAS_FITS, IMPLICIT_SIDES, PRESETS, ALSParams
 from mfspark.models.base import COLD_START_STRATEGIES, DEFAULT_COLD_START
 from mfspark.runtime.provenance import versions
 from mfspark.runtime.storage import check_parquet_table
@@ -106,6 +106,11 @@ def add_als_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--bias-reg-item", type=float, default=defaults.bias_reg_item)
     group.add_argument("--implicit-weight", type=float, default=defaults.implicit_weight,
                        help="> 0 (with --biases --bias-fit learned): also fit who rated what with this weight")
+    group.add_argument("--implicit-sides", choices=IMPLICIT_SIDES, default=defaults.implicit_sides,
+                       help="with --implicit-weight: implicit information for the users only (default) or both sides")
+    group.add_argument("--constant-reg", action="store_true",
+                       help="with --bias-fit learned: reg * |f|^2 per entity, not ALS-WR's reg * n * |f|^2 "
+                            "(reg then ~10, not ~0.1)")
     group.add_argument("--preset", choices=sorted(PRESETS),
                        help="accurate: rank, reg, iterations and biases chosen on validation splits (README, ALS); "
                             "replaces those options, the others apply")
@@ -125,5 +130,6 @@ def als_params(args: argparse.Namespace) -> ALSParams:
         checkpoint_interval=args.checkpoint_interval, storage_level=args.storage_level, biases=args.biases,
         bias_reg_user=args.bias_reg_user, bias_reg_item=args.bias_reg_item, bias_fit=args.bias_fit,
         implicit_weight=args.implicit_weight, implicit=args.implicit, alpha=args.alpha,
+        implicit_sides=args.implicit_sides, scale_reg=not args.constant_reg,
     )
     return replace(params, **PRESETS[args.preset]) if args.preset else params

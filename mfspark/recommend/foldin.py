@@ -39,6 +39,7 @@ class LearnedItems:
     implicit_factors: DataFrame | None = None  # (id, features): the implicit model's z
     implicit_gram: np.ndarray | None = None  # Z^T Z over every item
     implicit_weight: float = 0.0
+    scale_reg: bool = True  # the fit's reg scaling (False: constant reg)
 
 
 def fold_in(item_factors: DataFrame, ratings: list[tuple[int, float]], reg: float, baseline: Baseline | None = None,
@@ -88,7 +89,7 @@ def _fold_in_learned(entity, factors: np.ndarray, values: np.ndarray, movie_ids:
         implicit = _rows(learned.implicit_factors, movie_ids)
         sources = np.hstack([sources, np.vstack([implicit[m] for m in movie_ids])])
     solution = solve_biased_block(*entity, values.astype(np.float32), sources, rank, mu, reg, learned.bias_reg,
-                                  learned.implicit_weight, learned.implicit_gram)
+                                  learned.implicit_weight, learned.implicit_gram, scale_reg=learned.scale_reg)
     x = solution.factors[0]
     return FoldedUser(x[:rank].astype(np.float32), float(x[rank]), len(movie_ids))
 

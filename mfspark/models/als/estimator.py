@@ -18,6 +18,12 @@ ratings, 0 elsewhere, every cell) with its own item factors z_i:
 
     + w * sum_(u, every i) (N_ui - x_u . z_i)^2 + reg * sum_i n_i |z_i|^2
 
+`implicit_sides="both"` fits the transposed indicator too, with implicit user factors v_u sharing
+the item factors: + w * sum_(every u, i) (N_ui - v_u . y_i)^2 + reg * sum_u n_u |v_u|^2 (cmfrec's
+`add_implicit_features`; on ml-latest-small it is what makes implicit information pay, see the
+README). `scale_reg=False` (learned biases) replaces every reg * n |f|^2 by a constant reg * |f|^2,
+cmfrec's default: with it, reg is on the scale of a count (e.g. 10, not 0.1).
+
 With `implicit=True` the ratings are observations of strength |r| and the model fits
 preferences (implicit feedback: Hu, Koren, Volinsky; MLlib's `implicitPrefs`, see
 `implicit_kernels`); it predicts the unclipped preference score x_u . y_i.
@@ -60,6 +66,7 @@ FACTOR_SCHEMA = "id int, features array<float>"
 # What the layout (blocked ratings) and the bias baseline depend on: equal across `fit_each` variants.
 LAYOUT_FIELDS = ("num_user_blocks", "num_item_blocks", "storage_level", "bias_sweeps", "min_rating", "max_rating")
 BIAS_FITS = ("baseline", "learned")
+IMPLICIT_SIDES = ("users", "both")
 # `train --preset` / `pipeline --preset`: fixed hyper-parameters chosen on validation splits of several
 # releases (README, ALS: "Accuracy"); fields not named keep their values.
 PRESETS = {
@@ -87,6 +94,8 @@ class ALSParams:
     max_rating: float | None = 5.0
     bias_fit: str = "baseline"  # with biases: "baseline" (fitted first) or "learned" (inside ALS)
     implicit_weight: float = 0.0  # > 0: fit who rated what too (needs learned biases)
+    implicit_sides: str = "users"  # implicit information for the users' factors only, or "both" sides
+    scale_reg: bool = True  # ALS-WR's reg * n per entity; False: constant reg (learned biases only)
     implicit: bool = False  # implicit feedback: confidence 1 + alpha |r|, preference r > 0
     alpha: float = 1.0
 
@@ -126,6 +135,10 @@ class ALSParams:
         if self.implicit_weight < 0 or (self.implicit_weight > 0 and not self.learned_biases):
             raise ConfigError(f"implicit_weight must be >= 0, and > 0 needs biases=True, bias_fit='learned' "
                               f"(got {self.implicit_weight})")
+        if self.implicit_sides not in IMPLICIT_SIDES:
+            raise ConfigError(f"implicit_sides must be one of {IMPLICIT_SIDES}, got '{self.implicit_sides}'")
+        if not self.scale_reg and not self.learned_biases:
+            raise ConfigError("a constant reg (scale_reg=False) needs biases=True, bias_fit='learned'")
         if self.learned_biases and self.nonnegative:
             raise ConfigError("nonnegative factors are not available with learned biases")
 
@@ -246,7 +259,7 @@ class ALS:
         mu = baseline().mu if p.learned_biases else 0.0
         user_step, item_step = blocks.half_steps(p.rank, p.reg, p.nonnegative, p.learned_biases, mu,
                                                  p.bias_reg_user, p.bias_reg_item, p.implicit_weight,
-                                                 p.alpha if p.implicit else None)
+                                                 p.alpha if p.implicit else None, p.implicit_sides, p.scale_reg)
         user_solved = blocks.initial_solved_blocks(users, user_step, p.seed)
         # With no iteration at all the model is the starting point.
         item_solved = blocks.initial_solved_blocks(items, item_step, p.seed + 1)
@@ -448,6 +461,8 @@ class ALSModel(Model):
             implicit_factors = indexes.decode(
                 spark.createDataFrame(blocks.factor_rows(item_factors, k + 1), FACTOR_SCHEMA), None, "id")
             implicit_gram = blocks.summed_gram(item_factors)
+            if params.implicit_sides == "both":  # [Y^T Y, Z^T Z] stacked
+                implicit_gram = implicit_gram[1]
         users, items = indexes.decode(users, "id", None), indexes.decode(items, None, "id")
         return cls(users, items, params, baseline, history, learned, implicit_factors, implicit_gram, indexes)
 
@@ -583,6 +598,6 @@ class ALSModel(Model):
         learned = None
         if self.params.learned_biases:
             learned = LearnedItems(self.params.bias_reg_user, self.implicit_factors, self.implicit_gram,
-                                   self.params.implicit_weight)
+                                   self.params.implicit_weight, self.params.scale_reg)
         return fold_in(self.item_factors, rating_pairs(ratings), self.params.reg, baseline, self.params.nonnegative,
                        learned)
