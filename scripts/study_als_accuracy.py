@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from study_report import split_line, write_report
 
-from mfspark.evaluation.draws import uniform_draws
+from mfspark.evaluation.draws import split_masks
 from mfspark.models.als import kernels as K
 
 
@@ -40,7 +41,7 @@ class Point:
     bias_reg: float = 1.0
     implicit_weight: float = 0.0
     implicit_power: float = 0.0
-    implicit_sides: str = "user"  # or "both": items also fit the rated-indicator column with implicit user factors
+    implicit_sides: str = "users"  # or "both": items also fit the rated-indicator column with implicit user factors
     scale_reg: bool = True  # False: constant reg on the factors (learned biases), as cmfrec's default
     seed: int = 0
 
@@ -146,9 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     frame = read_ratings(args.ratings)
     users, movies = (frame[c].astype("category").cat.codes.to_numpy() for c in ("user", "movie"))
     ratings, shape = frame["rating"].to_numpy(np.float64), (users.max() + 1, movies.max() + 1)
-    raw_users, raw_movies = frame["user"].to_numpy(), frame["movie"].to_numpy()
-    test = uniform_draws(args.seed, raw_users, raw_movies) < args.test_fraction
-    validation = ~test & (uniform_draws(args.validation_seed, raw_users, raw_movies) < args.test_fraction)
+    test, validation = split_masks(frame["user"].to_numpy(), frame["movie"].to_numpy(), args.test_fraction,
+                                   args.seed, args.validation_seed)
     fit_part = Problem(users[~test & ~validation], movies[~test & ~validation], ratings[~test & ~validation], shape)
     lines = ["| rank | reg | scaled | iters | bias fit | bias reg | implicit w | power | sides | val RMSE | fit s |",
              "| ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | --- | ---: | ---: |"]
@@ -164,15 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     best = points[int(np.argmin(scores))]
     train = Problem(users[~test], movies[~test], ratings[~test], shape)
     test_rmse = rmse(train, fit(train, replace(best)), users[test], movies[test], ratings[test])
-    text = "\n".join([
-        f"Command: `{command}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
-        f"{len(frame):,} ratings; test {int(test.sum()):,} (seed {args.seed}), validation {int(validation.sum()):,} "
-        f"carved from training (seed {args.validation_seed}).", "", *lines, "",
-        f"Best on validation: {best}; refitted on all training ratings: **test RMSE {test_rmse:.4f}**.", ""])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
-    return 0
+    return write_report(args.out, command, [
+        split_line(len(frame), test, args.seed, validation, args.validation_seed), "", *lines, "",
+        f"Best on validation: {best}; refitted on all training ratings: **test RMSE {test_rmse:.4f}**."])
 
 
 if __name__ == "__main__":

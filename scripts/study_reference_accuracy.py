@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from study_report import split_line, write_report
 
-from mfspark.evaluation.draws import uniform_draws
+from mfspark.evaluation.draws import split_masks
 
 Predictor = Callable[[pd.DataFrame], np.ndarray]
 
@@ -73,9 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "scripts/study_reference_accuracy.py", *(sys.argv[1:] if argv is None else argv)])
     frame = pd.read_csv(args.ratings).rename(columns={"userId": "user", "movieId": "movie"})
     frame = frame[["user", "movie", "rating"]]
-    users, movies = frame["user"].to_numpy(), frame["movie"].to_numpy()
-    test = uniform_draws(args.seed, users, movies) < args.test_fraction
-    validation = ~test & (uniform_draws(args.validation_seed, users, movies) < args.test_fraction)
+    test, validation = split_masks(frame["user"].to_numpy(), frame["movie"].to_numpy(), args.test_fraction,
+                                   args.seed, args.validation_seed)
     train, fit_part = frame[~test], frame[~test & ~validation]
     lines = ["| library | parameters | val RMSE | val RMSE seen | fit s |", "| --- | --- | ---: | ---: | ---: |"]
     results = []
@@ -94,14 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             results.append(f"- {library}, best on validation `{json.dumps(best)}`: **test RMSE {test_all:.4f}** "
                            f"(user and movie seen: {test_seen:.4f})")
             print(results[-1], flush=True)
-    text = "\n".join([
-        f"Command: `{command}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
-        f"{len(frame):,} ratings; test {int(test.sum()):,} (seed {args.seed}), validation {int(validation.sum()):,} "
-        f"carved from training (seed {args.validation_seed}).", "", *lines, "", *results, ""])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
-    return 0
+    return write_report(args.out, command, [
+        split_line(len(frame), test, args.seed, validation, args.validation_seed), "", *lines, "", *results])
 
 
 if __name__ == "__main__":

@@ -17,11 +17,11 @@ import argparse
 import json
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from study_report import write_report
 
 from mfspark.evaluation.draws import uniform_draws
 
@@ -75,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     test = uniform_draws(args.seed, ratings["user"].to_numpy(), ratings["movie"].to_numpy()) < args.test_fraction
     noise_var = summary["noise_floor_rmse"] ** 2
     floor = float(np.sqrt(np.mean((signal[test] - observed[test]) ** 2)))
-    lines = [f"Command: `{command}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
-             f"{summary['shape']} x {summary['scale']} seed {summary['seed']}: {len(ratings):,} ratings, "
+    lines = [f"{summary['shape']} x {summary['scale']} seed {summary['seed']}: {len(ratings):,} ratings, "
              f"{len(truth['users'][0]):,} users, {len(truth['movies'][0]):,} movies, planted rank {summary['rank']}; "
              f"test {int(test.sum()):,} (seed {args.seed}). Noise floor on test (planted signal vs written): "
              f"**{floor:.4f}** (all ratings {summary['noise_floor_rmse']:.4f}).", "",
@@ -109,11 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", "By the solved entity's training ratings (test ratings of entities in that range):", "",
               "| solved | training ratings | test ratings | floor | oracle RMSE | above floor |",
               "| --- | --- | ---: | ---: | ---: | ---: |", *by_activity, ""]
-    text = "\n".join(lines)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
-    return 0
+    return write_report(args.out, command, lines)
 
 
 if __name__ == "__main__":

@@ -29,3 +29,11 @@ def uniform_draws(seed: int, user_ids: np.ndarray, movie_ids: np.ndarray) -> np.
     h = _xxhash64_int(np.full(len(user_ids), seed), np.full(len(user_ids), 42, dtype=np.uint64))
     h = _xxhash64_int(np.asarray(movie_ids), _xxhash64_int(np.asarray(user_ids), h))
     return (h >> np.uint64(11)).astype(np.float64) / float(2**53)
+
+
+def split_masks(user_ids: np.ndarray, movie_ids: np.ndarray, test_fraction: float, seed: int,
+                validation_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(test, validation) masks: `random_split(ratings, test_fraction, seed)`'s test part, and the validation part
+    `mfspark tune` carves from the rest (`random_split(train, test_fraction, validation_seed)`)."""
+    test = uniform_draws(seed, user_ids, movie_ids) < test_fraction
+    return test, ~test & (uniform_draws(validation_seed, user_ids, movie_ids) < test_fraction)
