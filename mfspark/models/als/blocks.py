@@ -103,8 +103,10 @@ class HalfStep:
     rank x rank per message), which the receiving block sums over all its peers. With implicit
     "both" each side does both: its rows carry [factors, bias, implicit factors], its solve fits its
     rated-indicator rows against the other side's implicit factors and then solves its own implicit
-    factors, and its messages carry both Grams (2 x rank x rank). `scale_reg` False: constant factor
-    reg instead of ALS-WR's reg * n (learned biases only; `kernels.solve_biased_block`). Implicit
+    factors, and its messages carry both Grams (2 x rank x rank); the logged objective then counts the
+    items' indicator term before the users' half-step moves v (exact for the users' side).
+    `scale_reg` False: constant factor reg instead of ALS-WR's reg * n (learned biases only;
+    `kernels.solve_biased_block`). Implicit
     feedback (`alpha`, MLlib's implicitPrefs): rows are the rank factors, and every block sends
     its part of X^T X (users) or Y^T Y (items) the same way.
     """
