@@ -153,3 +153,21 @@ def test_implicit_objective_of_ours_and_mllib_agree_within_one_percent(spark):
     assert ours.history.iterations[-1].objective == pytest.approx(ours_objective, rel=1e-5)
     assert ours_objective == pytest.approx(mllib_objective, rel=0.01)
     ratings.unpersist()
+
+
+def test_implicit_fold_in_equals_a_further_user_half_step(spark):
+    """Folding a training user's ratings in solves that user against the final item factors and Y^T Y
+    of every item, as one more user half-step would: the fit's last half-step solved the users, so
+    it gives the user's fitted row back, and the dense closed form over the final item factors."""
+    rows, mask, dense, user_ids, item_ids = signed_ratings(seed=2)
+    ratings = spark.createDataFrame(rows, RATINGS_SCHEMA)
+    model = ALS(rank=3, reg=0.1, max_iter=3, num_user_blocks=2, num_item_blocks=2, seed=1, implicit=True,
+                alpha=2.0).fit(ratings)
+    users, items = factors_by_id(model.user_factors), factors_by_id(model.item_factors)
+    u = int(np.flatnonzero((mask & (dense <= 0)).any(axis=1))[0])  # a user with confidence but no preference
+    user = int(user_ids[u])
+    folded = model.folded_user([(m, r) for v, m, r in rows if v == user] + [(999_999, 4.0)])  # unknown movie
+    assert folded.used == mask[u].sum() and folded.bias == 0.0
+    further = implicit_reference(mask, dense, np.array([items[i] for i in item_ids], np.float64), 0.1, 2.0)[u]
+    np.testing.assert_allclose(folded.factors, further, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(folded.factors, users[user], rtol=1e-5, atol=1e-6)

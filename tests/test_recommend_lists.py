@@ -177,6 +177,27 @@ def test_ratings_file_folds_in_a_new_user_and_prints_titles(spark, workspace, tm
     assert "Movie 1 (1991)" not in printed and "Movie 3 (1993)" not in printed  # rated: excluded
 
 
+def test_ratings_file_folds_a_new_user_into_an_implicit_model(spark, workspace, ratings_rows, tmp_path, capsys):
+    """An implicit-feedback model folds the file's ratings in as observations (confidence 1 + alpha |r|)
+    and prints the unrated movies by preference score x . y, best first."""
+    root, _ = workspace
+    ratings = spark.createDataFrame(ratings_rows, "user_id int, movie_id int, rating float")
+    model = ALS(rank=3, max_iter=3, reg=0.1, implicit=True, alpha=2.0, seed=1, num_user_blocks=2,
+                num_item_blocks=2).fit(ratings)
+    model.save(str(tmp_path / "implicit" / "factors"))
+    (tmp_path / "me.csv").write_text("movie_id,rating\n10,5\n30,4.5\n")
+    result = run_recommend(spark, ["--model", str(tmp_path / "implicit"), "--input", str(root / "ingest"),
+                                   "--ratings-file", str(tmp_path / "me.csv"), "--top-n", "3"])
+    assert result == {"folded_ratings": 2, "bias": 0.0}
+    x = model.fold_in([(10, 5.0), (30, 4.5)])
+    scores = {r["id"]: float(np.dot(x, r["features"])) for r in model.item_factors.collect() if r["id"] not in (10, 30)}
+    best = sorted(scores, key=lambda m: (-scores[m], m))[:3]
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "Top 3 for new user (2 of 2 ratings used):"
+    assert [line.split(". ", 1)[1].split(" (")[0] for line in printed[1:4]] == [f"Movie {m // 10}" for m in best]
+    assert printed[1].endswith(f"score {scores[best[0]]:.3f}")
+
+
 def test_bad_id_and_ratings_lines_name_file_line_and_value():
     with pytest.raises(InputError, match=r"--users ids.txt:2: expected an id .* got 'x7'"):
         parse_id_lines("5\nx7\n", "ids.txt", "--users")

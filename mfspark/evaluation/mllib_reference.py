@@ -13,12 +13,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeVar
 
-import numpy as np
 from pyspark.ml.recommendation import ALS as MLlibALS
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from mfspark.evaluation.metrics import rating_metrics
+from mfspark.models.als.blocks import factor_gram
 from mfspark.models.als.estimator import ALS, ALSParams
 from mfspark.models.bias import BiasModel, clipped, with_bias_columns
 
@@ -99,8 +99,7 @@ def implicit_objective(ratings: DataFrame, user_factors: DataFrame, item_factors
     is sum(X^T X * Y^T Y) from the two Grams (a small reduce each), plus a correction per rated
     pair, c (p - s)^2 - s^2; so ours and MLlib's fits are scored by the same numbers.
     """
-    x_gram, y_gram = (factors.select("features").rdd.map(lambda row: _outer(row[0])).reduce(lambda a, b: a + b)
-                      for factors in (user_factors, item_factors))
+    x_gram, y_gram = factor_gram(user_factors), factor_gram(item_factors)
     dot = F.aggregate(F.zip_with("_x", "_y", lambda a, b: a * b), F.lit(0.0), lambda acc, v: acc + v)
     confidence = 1.0 + alpha * F.abs(F.col("rating"))
     preference = (F.col("rating") > 0).cast("double")
@@ -113,8 +112,3 @@ def implicit_objective(ratings: DataFrame, user_factors: DataFrame, item_factors
         F.sum(preference * (norm(F.col("_x")) + norm(F.col("_y")))).alias("penalty"),
     ).first()
     return float((x_gram * y_gram).sum()) + row["correction"] + reg * row["penalty"]
-
-
-def _outer(features) -> np.ndarray:
-    f = np.asarray(features, dtype=np.float64)
-    return np.outer(f, f)

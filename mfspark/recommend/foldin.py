@@ -8,7 +8,10 @@ baseline the user's bias comes first, as the baseline's own user update does
 With biases learned inside ALS the user's [x_u, b_u] are solved jointly by the learned-bias
 kernel (`solve_biased_block`), and for the implicit model also against the rated movies'
 implicit factors and the model's Z^T Z: exactly one more user of the fit's last half-step.
-Only the rated movies' factor rows reach the driver.
+An implicit-feedback model's user solves against Y^T Y of every item as well
+(`implicit_kernels.solve_implicit_block`: (Y^T Y + Y^T (C_u - I) Y + reg * n+_u * I) x_u =
+Y^T C_u p_u); the model does not keep Y^T Y, so one small job sums it on the executors.
+Only the rated movies' factor rows (and that rank x rank Gram) reach the driver.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from mfspark.errors import InputError
+from mfspark.models.als.blocks import factor_gram
+from mfspark.models.als.implicit_kernels import solve_implicit_block
 from mfspark.models.als.kernels import solve_biased_block, solve_block
 from mfspark.recommend.lists import Baseline
 
@@ -43,10 +48,13 @@ class LearnedItems:
 
 
 def fold_in(item_factors: DataFrame, ratings: list[tuple[int, float]], reg: float, baseline: Baseline | None = None,
-            nonnegative: bool = False, learned: LearnedItems | None = None) -> FoldedUser:
+            nonnegative: bool = False, learned: LearnedItems | None = None,
+            implicit_alpha: float | None = None) -> FoldedUser:
     """The user's factors (and bias) from `ratings` [(movie_id, rating)], item factors fixed.
 
     `learned` (with `baseline` = the learned biases): solve factors and bias jointly, as the fit did.
+    `implicit_alpha` (an implicit-feedback model, no biases): the ratings are observations of
+    strength |r| (confidence 1 + alpha |r|, preference r > 0), solved as the fit's user half-step.
     """
     if not ratings:
         raise InputError("fold-in needs at least one (movie_id, rating)")
@@ -66,6 +74,10 @@ def fold_in(item_factors: DataFrame, ratings: list[tuple[int, float]], reg: floa
     entity = np.array([0, len(movie_ids)]), np.arange(len(movie_ids), dtype=np.int32)
     if learned is not None:
         return _fold_in_learned(entity, factors, values, movie_ids, movie_bias, reg, baseline.mu, learned)
+    if implicit_alpha is not None:
+        solution = solve_implicit_block(*entity, values.astype(np.float32), factors, factor_gram(item_factors), reg,
+                                        implicit_alpha, nonnegative)
+        return FoldedUser(solution.factors[0].astype(np.float32), 0.0, len(movie_ids))
     bias = 0.0
     if baseline is not None:
         bias = float(np.sum(values - baseline.mu - movie_bias) / (len(values) + baseline.lambda_u))

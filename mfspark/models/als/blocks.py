@@ -623,6 +623,19 @@ def summed_gram(solved: RDD) -> np.ndarray:
     return solved.map(lambda kv: kv[1].gram).reduce(np.add)
 
 
+def factor_gram(factors: DataFrame) -> np.ndarray:
+    """X^T X (float64) of a factor table (id, features), by one small job: each partition's Gram is
+    formed on its executor (`gram_matrix`, as a fit's blocks form theirs) and only rank x rank
+    matrices reach the driver."""
+
+    def partition_gram(rows):
+        features = [row[0] for row in rows]
+        if features:
+            yield gram_matrix(np.asarray(features, dtype=np.float32))
+
+    return factors.select("features").rdd.mapPartitions(partition_gram).reduce(np.add)
+
+
 def _one_record_batches(rdd: RDD) -> RDD:
     # pyspark's zip re-pickles both sides through an extra Python pass unless their batch
     # sizes already agree; fixing batches of one record keeps zip a pure JVM pairing.

@@ -592,12 +592,10 @@ class ALSModel(Model):
         from mfspark.recommend.foldin import LearnedItems, fold_in, rating_pairs
         from mfspark.recommend.lists import Baseline
 
-        if self.params.implicit:
-            raise NotImplementedError("fold_in of an implicit-feedback model (it needs Y^T Y of the items)")
         baseline = Baseline.of(self.scoring_biases) if self.params.biases else None
         learned = None
         if self.params.learned_biases:
             learned = LearnedItems(self.params.bias_reg_user, self.implicit_factors, self.implicit_gram,
                                    self.params.implicit_weight, self.params.scale_reg)
         return fold_in(self.item_factors, rating_pairs(ratings), self.params.reg, baseline, self.params.nonnegative,
-                       learned)
+                       learned, self.params.alpha if self.params.implicit else None)
