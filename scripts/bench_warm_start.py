@@ -21,6 +21,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from result_table import publish
+
 REPO = Path(__file__).resolve().parents[1]
 DAY_SECONDS = 86_400
 
@@ -86,10 +88,7 @@ def main() -> None:
                       f"{reached} iteration(s) ({reached / args.cold_iterations:.2f} of the iterations): "
                       f"{warm_seconds:.1f} s against {cold_seconds:.1f} s, {cold_seconds - warm_seconds:.1f} s "
                       "saved (fit seconds include the layout and baseline, shared by the variants of one curve)."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":

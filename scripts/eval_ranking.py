@@ -30,6 +30,7 @@ from pathlib import Path
 
 from pyspark.sql import Window
 from pyspark.sql import functions as F
+from result_table import publish
 
 REPO = Path(__file__).resolve().parents[1]
 LIGHT_SHARE = 0.2
@@ -136,10 +137,7 @@ def main() -> None:
     for split_name, name, m in rows:
         lines.append(f"| {split_name} | {name} | {m[f'precision@{k}']:.4f} | {m[f'recall@{k}']:.4f} | "
                      f"{m[f'ndcg@{k}']:.4f} | {m[f'map@{k}']:.4f} | {m[f'coverage@{k}']:.4f} | {m['users']} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":
