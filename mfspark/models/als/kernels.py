@@ -34,8 +34,11 @@ SINGULAR_SHIFT = 1e-12
 _FASTMATH = {"reassoc", "contract"}
 
 
-def compiled(fastmath: bool = True) -> Callable[[Callable], Callable]:
+def compiled(fastmath: bool = True, inline: bool = False) -> Callable[[Callable], Callable]:
     """numba-compile a kernel, cached on disk where numba can write its cache, else in memory.
+
+    `inline`: a helper that numba pastes into each compiled caller (`inline="always"`, at numba's
+    IR level), so sharing it between kernels costs no call in their per-entity loops.
 
     numba caches beside this file, under NUMBA_CACHE_DIR or the user cache directory, and for
     code shipped in a zip (`spark-submit --py-files`) under the user cache directory without
@@ -46,7 +49,8 @@ def compiled(fastmath: bool = True) -> Callable[[Callable], Callable]:
     """
 
     def wrap(func):
-        options = {"nogil": True, "fastmath": _FASTMATH if fastmath else False}
+        options = {"nogil": True, "fastmath": _FASTMATH if fastmath else False,
+                   "inline": "always" if inline else "never"}
         return cached_kernel(lambda: numba.njit(cache=True, **options)(func), lambda: numba.njit(**options)(func),
                              func.__name__)
 
@@ -86,7 +90,7 @@ def solve_block(
     return BlockSolution(factors, max(squared_error, 0.0), penalty)
 
 
-@compiled()
+@compiled(inline=True)
 def entity_buffers(indptr, k):  # pragma: no cover - compiled
     """Scratch arrays reused entity by entity, sized by the block's most-rated entity: gathered
     factors (k x longest), one value per rating, the k x k system, its factor and right-hand side."""
@@ -96,7 +100,7 @@ def entity_buffers(indptr, k):  # pragma: no cover - compiled
     return np.empty((k, longest)), np.empty(longest), np.empty((k, k)), np.empty((k, k)), np.empty(k)
 
 
-@compiled()
+@compiled(inline=True)
 def solve_regularised(lhs, rhs, shift, nonnegative, factor, x):  # pragma: no cover - compiled
     """x = argmin of the normal equations (lhs + shift I) x = rhs, x >= 0 when `nonnegative`; lhs keeps the shift."""
     for p in range(len(rhs)):
