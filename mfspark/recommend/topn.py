@@ -36,7 +36,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from mfspark.models.als import blocks
-from mfspark.recommend.kernels import TopN, exclusion_csr, update_top_n
+from mfspark.recommend.kernels import TopN, exclusion_csr, group_by_block, update_top_n
 
 RESULT_SCHEMA = "query_id int, rank int, candidate_id int, score float"
 _BLOCK_SCHEMA = "block int, payload binary"
@@ -132,9 +132,7 @@ def _non_null(column, name: str) -> np.ndarray:
 
 def _rows_by_block(ids: np.ndarray, num_blocks: int):
     """(block, row indices) for each block present among `ids` (blocks.block_of), rows in input order."""
-    block = blocks.block_of(ids, num_blocks)
-    order = np.argsort(block.astype(np.uint16) if num_blocks <= 2**16 else block, kind="stable")  # 16 bits: radix
-    bounds = np.searchsorted(block[order], np.arange(num_blocks + 1))
+    order, bounds = group_by_block(ids, num_blocks)
     for b in range(num_blocks):
         if bounds[b + 1] > bounds[b]:
             yield b, order[bounds[b]:bounds[b + 1]]
