@@ -76,7 +76,9 @@ def update_top_n(top: TopN, queries: np.ndarray, candidate_ids: np.ndarray, cand
         exclude_indptr, exclude_ids = np.zeros(len(queries) + 1, np.int64), np.zeros(0, np.int64)
     else:
         exclude_indptr = np.asarray(exclude_indptr, dtype=np.int64)
-        exclude_ids = _sorted_rows(exclude_indptr, np.asarray(exclude_ids, dtype=np.int64))
+        exclude_ids = np.asarray(exclude_ids)  # int32 ids (as topn's blocks carry them) stay int32: half the bytes
+        exclude_ids = _sorted_rows(exclude_indptr, exclude_ids if exclude_ids.dtype == np.int32
+                                   else exclude_ids.astype(np.int64, copy=False))
     query_norms = np.sqrt(np.einsum("ij,ij->i", queries, queries, dtype=np.float64))
     _score_and_select(queries, query_norms, np.ascontiguousarray(candidates[order].T), candidate_ids[order],
                       norms[order][::TILE].copy(), exclude_indptr, exclude_ids, top.scores, top.ids, top.counts,
@@ -84,19 +86,19 @@ def update_top_n(top: TopN, queries: np.ndarray, candidate_ids: np.ndarray, cand
 
 
 def exclusion_csr(rows: np.ndarray, ids: np.ndarray, num_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """(indptr, ids) of `ids` grouped by `rows` (0 <= row < num_rows), ascending within each row.
+    """(indptr, ids) of `ids` grouped by `rows` (0 <= row < num_rows), ascending within each row, ids' dtype kept.
 
     A counting sort by row, then a sort of each row's ids: linear in the pairs apart from the
     short per-row sorts (numpy's lexsort of the same pairs took 10x longer).
     """
     counts = np.bincount(rows, minlength=num_rows)
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return indptr, _group_and_sort(np.asarray(rows, np.int64), np.asarray(ids, np.int64), indptr)
+    return indptr, _group_and_sort(np.asarray(rows, np.int64), np.asarray(ids), indptr)
 
 
 @compiled()
 def _group_and_sort(rows, ids, indptr):  # pragma: no cover - compiled
-    grouped = np.empty(len(ids), np.int64)
+    grouped = np.empty(len(ids), ids.dtype)
     fill = indptr[:-1].copy()
     for k in range(len(ids)):
         grouped[fill[rows[k]]] = ids[k]

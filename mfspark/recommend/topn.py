@@ -3,9 +3,11 @@
 Queries (users; or movies, for audiences and similar movies) and candidates are factor
 DataFrames `(id int, features array<float>)`. Each side is cut into blocks by a fixed hash
 of the id (`models.als.blocks.block_of`), about `block_size` ids each; a query block also
-carries, CSR-like, the candidate ids its queries must never get (seen movies). Blocks
-cross from the JVM to Python as Arrow batches and travel as one pickled binary cell each,
-so the pairing below moves whole blocks, never rows:
+carries, CSR-like, the candidate ids its queries must never get (seen movies). Factor rows
+and excluded pairs cross from the JVM to Python as Arrow batches and are packed into numpy
+arrays per destination block where they arrive (`_blocks`: one shuffle of a few pickled
+chunks per input partition, 8 bytes per excluded pair); each block is assembled once and
+travels as one pickled binary cell, so the pairing below moves whole blocks, never rows:
 
     query blocks  x  candidate blocks   (a Spark cartesian product: one task per pair; each
                                           task reads its two blocks from the shuffle that built
@@ -18,11 +20,13 @@ so the pairing below moves whole blocks, never rows:
 No users x movies matrix, cross join of rows, or collect to the driver happens.
 
 Memory per task (independent of the number of users and movies): the query block
-(b_q x (rank + 1) float32 factors plus its queries' excluded ids, 8 bytes each), the
+(b_q x (rank + 1) float32 factors plus its queries' excluded ids, 4 bytes each, twice while
+pickled; about 40 bytes per excluded pair at the peak of the block's assembly), the
 candidate block (b_c x (rank + 1) x 4 bytes plus the same again while it is reordered), the
 running lists (b_q x N x 12 bytes) and one score tile (kernels.TILE floats). With the
 defaults (b_q 4,096, b_c 65,536, rank 10, N 10): under 10 MB plus the excluded ids (ml-25m:
-about 150 per user, 5 MB per block).
+about 150 per user, 2.5 MB per block, 25 MB at the assembly's peak). A packing task holds
+its input partition's pairs (Spark's Arrow batches) plus about 24 bytes per pair.
 """
 
 from __future__ import annotations
