@@ -83,3 +83,35 @@ def test_norm_bound_pruning_keeps_exact_results_on_real_valued_factors():
 def test_n_must_be_positive():
     with pytest.raises(ValueError, match="n must be >= 1"):
         TopN.empty(3, 0)
+
+
+def test_exclusions_given_unsorted_within_rows_are_still_excluded():
+    queries = np.array([[1.0], [1.0]], np.float32)
+    ids = np.array([1, 2, 3, 4, 5])
+    candidates = np.array([[5.0], [4.0], [3.0], [2.0], [1.0]], np.float32)
+    top = TopN.empty(2, 2)
+    update_top_n(top, queries, ids, candidates, np.array([0, 3, 4]), np.array([2, 1, 9, 3]))
+    np.testing.assert_array_equal(top.ids, [[3, 4], [1, 2]])
+
+
+def test_exclusion_csr_groups_by_row_and_sorts_each_row_like_numpy():
+    rng = np.random.default_rng(4)
+    rows = rng.integers(0, 50, 2000)
+    ids = rng.integers(-2**31, 2**31, 2000)
+    indptr, grouped = kernels.exclusion_csr(rows, ids, 60)  # rows 50..59 empty
+    order = np.lexsort((ids, rows))
+    np.testing.assert_array_equal(grouped, ids[order])
+    np.testing.assert_array_equal(indptr, np.searchsorted(rows[order], np.arange(61)))
+
+
+@pytest.mark.parametrize("num_blocks", [1, 3, 18, 70_000])
+def test_group_by_block_matches_the_als_block_hash(num_blocks):
+    from mfspark.models.als.blocks import block_of
+
+    ids = np.array([5, 5, 5, -1, 0, -2**31, 2**31 - 1, 123_456_789, 5, -99, 7, 7], np.int32)
+    order, bounds = kernels.group_by_block(ids, num_blocks)
+    blocks = block_of(ids, num_blocks)
+    assert len(bounds) == num_blocks + 1
+    for b in range(num_blocks):
+        rows = order[bounds[b]:bounds[b + 1]]
+        np.testing.assert_array_equal(rows, np.flatnonzero(blocks == b))  # input order within a block

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mfspark.recommend.topn import BlockSizes, top_n
+from mfspark.recommend.topn import BlockSizes, _pack_exclusions, assemble_block, top_n
 
 
 def factor_frame(spark, ids, factors):
@@ -49,3 +49,45 @@ def test_top_n_equals_brute_force_for_any_blocking(spark, problem, n, sizes):
     for row in got:
         counts[row[0]] = counts.get(row[0], 0) + 1
     assert counts == {int(q): min(n, c) for q, c in per_query.items() if c}
+
+
+def test_top_n_through_the_mapinarrow_fallback_equals_brute_force(spark, problem, monkeypatch):
+    from mfspark.models.als import blocks
+
+    monkeypatch.setattr(blocks, "USE_ARROW_BATCH_RDD", False)  # as on a Spark without toArrowBatchRdd
+    query_ids, queries, candidate_ids, candidates, excluded = problem
+    exclude = spark.createDataFrame(sorted(excluded), "query_id int, candidate_id int")
+    lists = top_n(factor_frame(spark, query_ids, queries), factor_frame(spark, candidate_ids, candidates), 4,
+                  exclude, BlockSizes(queries=7, candidates=4))
+    assert sorted(tuple(r) for r in lists.collect()) == \
+        brute_force_rows(query_ids, queries, candidate_ids, candidates, excluded, 4)
+
+
+def test_block_assembly_sorts_factors_and_builds_the_exclusion_csr_from_chunks():
+    factor_chunks = [(np.array([30, 10]), np.array([[3.0], [1.0]], np.float32)),
+                     (np.array([20]), np.array([[2.0]], np.float32))]
+    exclusion_chunks = [(np.array([30, 10, 99], np.int32), np.array([7, 5, 1], np.int32)),  # 99: no factors here
+                        (np.array([10, 30, 10], np.int32), np.array([-4, 2, 8], np.int32))]
+    block = assemble_block(factor_chunks, exclusion_chunks)
+    np.testing.assert_array_equal(block.ids, [10, 20, 30])
+    np.testing.assert_array_equal(block.factors, [[1.0], [2.0], [3.0]])
+    np.testing.assert_array_equal(block.exclude_indptr, [0, 3, 3, 5])
+    np.testing.assert_array_equal(block.exclude_ids, [-4, 5, 8, 2, 7])
+
+
+def test_exclusions_are_packed_per_block_of_the_query_id():
+    import pickle
+
+    import pyarrow as pa
+
+    from mfspark.models.als.blocks import block_of
+
+    queries = np.array([4, -7, 4, 2**31 - 1, 12, 4], np.int32)
+    excluded = np.arange(6, dtype=np.int32) * 10
+    batch = pa.RecordBatch.from_arrays([pa.array(queries), pa.array(excluded)], names=["query_id", "candidate_id"])
+    packed = {block: pickle.loads(payload)[1] for block, payload in _pack_exclusions(iter([batch]), 3)}
+    owners = block_of(queries, 3)
+    assert set(packed) == set(owners.tolist())
+    for block, (query_ids, candidate_ids) in packed.items():
+        np.testing.assert_array_equal(query_ids, queries[owners == block])
+        np.testing.assert_array_equal(candidate_ids, excluded[owners == block])

@@ -3,9 +3,11 @@
 Queries (users; or movies, for audiences and similar movies) and candidates are factor
 DataFrames `(id int, features array<float>)`. Each side is cut into blocks by a fixed hash
 of the id (`models.als.blocks.block_of`), about `block_size` ids each; a query block also
-carries, CSR-like, the candidate ids its queries must never get (seen movies). Blocks
-cross from the JVM to Python as Arrow batches and travel as one pickled binary cell each,
-so the pairing below moves whole blocks, never rows:
+carries, CSR-like, the candidate ids its queries must never get (seen movies). Factor rows
+and excluded pairs cross from the JVM to Python as Arrow batches and are packed into numpy
+arrays per destination block where they arrive (`_blocks`: one shuffle of a few pickled
+chunks per input partition, 8 bytes per excluded pair); each block is assembled once and
+travels as one pickled binary cell, so the pairing below moves whole blocks, never rows:
 
     query blocks  x  candidate blocks   (a Spark cartesian product: one task per pair; each
                                           task reads its two blocks from the shuffle that built
@@ -18,11 +20,13 @@ so the pairing below moves whole blocks, never rows:
 No users x movies matrix, cross join of rows, or collect to the driver happens.
 
 Memory per task (independent of the number of users and movies): the query block
-(b_q x (rank + 1) float32 factors plus its queries' excluded ids, 8 bytes each), the
+(b_q x (rank + 1) float32 factors plus its queries' excluded ids, 4 bytes each, twice while
+pickled; about 40 bytes per excluded pair at the peak of the block's assembly), the
 candidate block (b_c x (rank + 1) x 4 bytes plus the same again while it is reordered), the
 running lists (b_q x N x 12 bytes) and one score tile (kernels.TILE floats). With the
 defaults (b_q 4,096, b_c 65,536, rank 10, N 10): under 10 MB plus the excluded ids (ml-25m:
-about 150 per user, 5 MB per block).
+about 150 per user, 2.5 MB per block, 25 MB at the assembly's peak). A packing task holds
+its input partition's pairs (Spark's Arrow batches) plus about 24 bytes per pair.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from mfspark.models.als import blocks
-from mfspark.recommend.kernels import TopN, update_top_n
+from mfspark.recommend.kernels import TopN, exclusion_csr, group_by_block, update_top_n
 
 RESULT_SCHEMA = "query_id int, rank int, candidate_id int, score float"
 _BLOCK_SCHEMA = "block int, payload binary"
@@ -80,16 +84,17 @@ def _num_blocks(factors: DataFrame, block_size: int) -> int:
 
 
 def _blocks(factors: DataFrame, num_blocks: int, exclude: DataFrame | None):
-    """(block, pickled block) pairs, one per partition: factor rows and excluded pairs routed by the query id."""
-    chunks = factors.select(F.col("id").cast("int"), F.col("features")) \
-        .mapInArrow(lambda batches: _pack_factors(batches, num_blocks), _BLOCK_SCHEMA) \
-        .rdd.map(lambda row: (row.block, (0, row.payload)))
+    """(block, pickled FactorBlock) pairs, one per partition: factor rows and excluded pairs routed by the query id.
+
+    Both inputs cross to Python as Arrow batches and are packed into numpy arrays per block
+    where they arrive, so the one shuffle moves a few large pickled chunks per partition,
+    never rows; each block is then assembled from its chunks.
+    """
+    chunks = blocks.packed_by_block(factors.select(F.col("id").cast("int"), F.col("features")),
+                                    lambda batches: _pack_factors(batches, num_blocks))
     if exclude is not None:
-        pairs = exclude.select(F.col("query_id").cast("int").alias("user_id"),
-                               F.col("candidate_id").cast("int").alias("movie_id"),
-                               F.lit(1.0).cast("float").alias("rating"))
-        excluded = blocks._packed_ratings(pairs, 0, num_blocks, 1).mapValues(lambda payload: (1, payload))
-        chunks = chunks.union(excluded)
+        pairs = exclude.select(F.col("query_id").cast("int"), F.col("candidate_id").cast("int"))
+        chunks = chunks.union(blocks.packed_by_block(pairs, lambda batches: _pack_exclusions(batches, num_blocks)))
     return chunks.partitionBy(num_blocks, _identity).mapPartitions(_assemble_partition)
 
 
@@ -97,20 +102,44 @@ def _identity(block: int) -> int:
     return block
 
 
-def _pack_factors(batches, num_blocks: int):
-    """Arrow batches of (id, features) -> (block, pickled (ids, factors)) record batches."""
-    import pyarrow as pa
+# Kinds of chunk a block is assembled from.
+_FACTORS, _EXCLUSIONS = 0, 1
 
+
+def _pack_factors(batches, num_blocks: int):
+    """Arrow batches of (id, features) -> (block, pickled (FACTORS, (ids, factors))) per block present."""
     for batch in batches:
         ids, factors = factor_arrays(batch.column(0), batch.column(1))
-        block = blocks.block_of(ids, num_blocks)
-        order = np.argsort(block, kind="stable")
-        bounds = np.searchsorted(block[order], np.arange(num_blocks + 1))
-        present = [b for b in range(num_blocks) if bounds[b + 1] > bounds[b]]
-        payloads = [pickle.dumps((ids[order[bounds[b]:bounds[b + 1]]], factors[order[bounds[b]:bounds[b + 1]]]),
-                                 protocol=5) for b in present]
-        yield pa.RecordBatch.from_arrays([pa.array(present, pa.int32()), pa.array(payloads, pa.binary())],
-                                         names=["block", "payload"])
+        for block, rows in _rows_by_block(ids, num_blocks):
+            yield block, pickle.dumps((_FACTORS, (ids[rows], factors[rows])), protocol=5)
+
+
+def _pack_exclusions(batches, num_blocks: int):
+    """Arrow batches of (query_id, candidate_id) -> (block, pickled (EXCLUSIONS, (query ids, candidate ids))).
+
+    One chunk per block and partition, int32 ids: the shuffle moves 8 bytes per pair.
+    """
+    parts = [(_non_null(batch.column(0), "query_id"), _non_null(batch.column(1), "candidate_id"))
+             for batch in batches]
+    if not parts:
+        return
+    query_ids, candidate_ids = (np.concatenate(column).astype(np.int32, copy=False) for column in zip(*parts))
+    for block, rows in _rows_by_block(query_ids, num_blocks):
+        yield block, pickle.dumps((_EXCLUSIONS, (query_ids[rows], candidate_ids[rows])), protocol=5)
+
+
+def _non_null(column, name: str) -> np.ndarray:
+    if column.null_count:
+        raise ValueError(f"{column.null_count} excluded pairs with a null {name}")
+    return column.to_numpy()
+
+
+def _rows_by_block(ids: np.ndarray, num_blocks: int):
+    """(block, row indices) for each block present among `ids` (blocks.block_of), rows in input order."""
+    order, bounds = group_by_block(ids, num_blocks)
+    for b in range(num_blocks):
+        if bounds[b + 1] > bounds[b]:
+            yield b, order[bounds[b]:bounds[b + 1]]
 
 
 def factor_arrays(id_column, feature_column) -> tuple[np.ndarray, np.ndarray]:
@@ -127,20 +156,17 @@ def factor_arrays(id_column, feature_column) -> tuple[np.ndarray, np.ndarray]:
 
 def _assemble_partition(chunks):
     """The partition's chunks -> its one (block, pickled FactorBlock), if any factor rows arrived."""
-    block, factor_chunks, exclusion_chunks = None, [], []
-    for key, (kind, payload) in chunks:
-        block, arrays = key, pickle.loads(payload)
-        if kind == 0:
-            factor_chunks.append(arrays)
-        else:
-            exclusion_chunks.append((arrays[0], arrays[2]))
-    if factor_chunks:
-        yield block, pickle.dumps(assemble_block(factor_chunks, exclusion_chunks), protocol=5)
+    block, parts = None, {_FACTORS: [], _EXCLUSIONS: []}
+    for key, payload in chunks:
+        block, (kind, arrays) = key, pickle.loads(payload)
+        parts[kind].append(arrays)
+    if parts[_FACTORS]:
+        yield block, pickle.dumps(assemble_block(parts[_FACTORS], parts[_EXCLUSIONS]), protocol=5)
 
 
 @dataclass(frozen=True)
 class FactorBlock:
-    """A block's ids (ascending), their factors, and per row the ids it must not get (CSR)."""
+    """A block's ids (ascending), their factors, and per row the ids it must not get (CSR, ascending per row)."""
 
     ids: np.ndarray
     factors: np.ndarray
@@ -160,18 +186,13 @@ def assemble_block(factor_chunks: list, exclusion_chunks: list) -> FactorBlock:
     if len(ids) > 1 and np.any(ids[1:] == ids[:-1]):
         raise ValueError(f"duplicate factor id {ids[1:][ids[1:] == ids[:-1]][0]}")
     factors = np.vstack([chunk[1] for chunk in factor_chunks])[order]
-    if exclusion_chunks:
-        owners = np.concatenate([chunk[0] for chunk in exclusion_chunks]).astype(np.int64)
-        excluded = np.concatenate([chunk[1] for chunk in exclusion_chunks]).astype(np.int64)
-    else:
-        owners = excluded = np.zeros(0, np.int64)
+    owners = np.concatenate([np.zeros(0, np.int32)] + [chunk[0] for chunk in exclusion_chunks])
+    excluded = np.concatenate([np.zeros(0, np.int32)] + [chunk[1] for chunk in exclusion_chunks])
     rows = np.searchsorted(ids, owners)
     known = rows < len(ids)
     known[known] = ids[rows[known]] == owners[known]
-    rows, excluded = rows[known], excluded[known]
-    order = np.lexsort((excluded, rows))
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=len(ids)))]).astype(np.int64)
-    return FactorBlock(ids, factors, indptr, excluded[order])
+    indptr, exclude_ids = exclusion_csr(rows[known], excluded[known], len(ids))
+    return FactorBlock(ids, factors, indptr, exclude_ids)
 
 
 def _score_pairs(batches, n: int):

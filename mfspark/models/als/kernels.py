@@ -410,10 +410,24 @@ def initial_factors(ids: np.ndarray, rank: int, seed: int, nonnegative: bool = F
     return normal / np.where(norms > 0, norms, 1.0)
 
 
+# The splitmix64 finaliser's constants (shared by the numpy and the compiled form).
+_MIX_ADD, _MIX_1, _MIX_2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_SHIFT_0, _SHIFT_1, _SHIFT_2 = np.uint64(30), np.uint64(27), np.uint64(31)
+
+
 def splitmix64(x: np.ndarray) -> np.ndarray:
     """The splitmix64 finaliser: a well-mixed 64-bit hash, vectorised (wraps modulo 2^64)."""
     with np.errstate(over="ignore"):
-        z = np.asarray(x, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
+        z = np.asarray(x, dtype=np.uint64) + _MIX_ADD
+        z = (z ^ (z >> _SHIFT_0)) * _MIX_1
+        z = (z ^ (z >> _SHIFT_1)) * _MIX_2
+        return z ^ (z >> _SHIFT_2)
+
+
+@compiled()
+def splitmix64_one(x):  # pragma: no cover - compiled
+    """`splitmix64` of one uint64, for compiled loops (numpy's form makes ~10 passes over an array)."""
+    z = x + _MIX_ADD
+    z = (z ^ (z >> _SHIFT_0)) * _MIX_1
+    z = (z ^ (z >> _SHIFT_1)) * _MIX_2
+    return z ^ (z >> _SHIFT_2)
