@@ -228,13 +228,19 @@ def rating_on_scale(raw: Column, half_stars: bool) -> tuple[Column, Checks]:
     return raw.try_cast("float"), [("not_numeric:rating", value.isNull()), ("off_scale:rating", ~on_scale)]
 
 
-def parse_ratings(raw: dict[str, Column], release: Release, _genres: tuple[str, ...]) -> tuple[dict, Checks]:
+def user_movie_event(raw: dict[str, Column], name: str, value: tuple[Column, Checks], time_name: str
+                     ) -> tuple[dict, Checks]:
+    """The columns and checks of a (user_id, movie_id, <name>, timestamp) row: a rating or a tag."""
     user_id, user_checks = positive_int(raw["user_id"], "user_id")
     movie_id, movie_checks = positive_int(raw["movie_id"], "movie_id")
-    rating, rating_checks = rating_on_scale(raw["rating"], release.half_stars)
-    rated_at, time_checks = epoch_seconds(raw["timestamp"], "rated_at")
-    columns = {"user_id": user_id, "movie_id": movie_id, "rating": rating, "rated_at": rated_at}
-    return columns, user_checks + movie_checks + rating_checks + time_checks
+    column, value_checks = value
+    at, time_checks = epoch_seconds(raw["timestamp"], time_name)
+    columns = {"user_id": user_id, "movie_id": movie_id, name: column, time_name: at}
+    return columns, user_checks + movie_checks + value_checks + time_checks
+
+
+def parse_ratings(raw: dict[str, Column], release: Release, _genres: tuple[str, ...]) -> tuple[dict, Checks]:
+    return user_movie_event(raw, "rating", rating_on_scale(raw["rating"], release.half_stars), "rated_at")
 
 
 def parse_movies(raw: dict[str, Column], release: Release, genre_names: tuple[str, ...]) -> tuple[dict, Checks]:
@@ -269,12 +275,7 @@ def genre_flags(raw: dict[str, Column], genre_names: tuple[str, ...]) -> Column:
 
 
 def parse_tags(raw: dict[str, Column], _release: Release, _genres: tuple[str, ...]) -> tuple[dict, Checks]:
-    user_id, user_checks = positive_int(raw["user_id"], "user_id")
-    movie_id, movie_checks = positive_int(raw["movie_id"], "movie_id")
-    tag, tag_checks = non_empty(raw["tag"], "tag")
-    tagged_at, time_checks = epoch_seconds(raw["timestamp"], "tagged_at")
-    columns = {"user_id": user_id, "movie_id": movie_id, "tag": tag, "tagged_at": tagged_at}
-    return columns, user_checks + movie_checks + tag_checks + time_checks
+    return user_movie_event(raw, "tag", non_empty(raw["tag"], "tag"), "tagged_at")
 
 
 def parse_links(raw: dict[str, Column], _release: Release, _genres: tuple[str, ...]) -> tuple[dict, Checks]:
