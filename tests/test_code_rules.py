@@ -2,6 +2,8 @@
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import REPO
@@ -38,3 +40,9 @@ def test_a_command_module_never_imports_another():
                     and node.module not in shared:
                 offenders.append(f"{path}: from {node.module}")
     assert offenders == []
+
+
+def test_the_configuration_reference_is_generated_from_the_current_parsers_and_profiles():
+    checked = subprocess.run([sys.executable, "scripts/gen_config_reference.py", "--check"], cwd=REPO,
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
