@@ -103,6 +103,8 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
         raise ConfigError(f"lists must be one of {', '.join(LIST_MODELS)}, got '{s['lists']}'")
     if s["top_n"] < 0:
         raise ConfigError(f"--top-n must be 0 (no recommend stage) or more, got {s['top_n']}")
+    lists_als = replace(LISTS_ALS, seed=s["seed"], alpha=s["lists_alpha"])
+    lists_als.validate()  # a bad --lists-alpha fails here, not in the train_lists stage
     source, release = release_source(args)
     defaults = PipelineConfig(root=args.out, source_dir=source)
     als = {f.name: s[f.name] for f in fields(defaults.als) if f.name in s} | {"seed": s["seed"]}
@@ -112,7 +114,7 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
         bias=BiasParams(**asdict(defaults.bias) | {"lambda_u": s["lambda_u"], "lambda_i": s["lambda_i"]}),
         als=replace(defaults.als, **als), top_n=s["top_n"], force=args.force,
         max_input_age_hours=s["max_input_age_hours"], run_id=run_id(args), warm_start=s["warm_start"],
-        lists=s["lists"], lists_als=replace(LISTS_ALS, seed=s["seed"], alpha=s["lists_alpha"]),
+        lists=s["lists"], lists_als=lists_als,
     )
 
 

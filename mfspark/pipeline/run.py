@@ -170,7 +170,7 @@ def run_train_lists(ctx: StageContext, out: Path) -> dict:
     liked = ctx.split.train.where(F.col("rating") >= LISTS_MIN_RATING)
     model = ALS(**asdict(ctx.config.lists_als)).fit(liked)
     model.save(str(out / "factors"))
-    return {"rows": {"positives": liked.count()}, "iterations": len(model.history.iterations)}
+    return {"rows": {"positives": model.history.num_ratings}, "iterations": len(model.history.iterations)}
 
 
 def run_evaluate(ctx: StageContext, out: Path) -> dict:
