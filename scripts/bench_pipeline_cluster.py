@@ -91,7 +91,7 @@ def run_cluster(args: argparse.Namespace) -> tuple[list[str], float, dict]:
 
 def table(local: dict, cluster: dict, walls: tuple[float, float]) -> list[str]:
     rows = ["| stage | local[*] s | cluster s | cluster / local |", "| --- | ---: | ---: | ---: |"]
-    for stage in local["seconds"]:  # the manifest lists the stages in run order
+    for stage in (step["stage"] for step in local["plan"]):  # run order (the seconds are keyed by name)
         a, b = local["seconds"][stage], cluster["seconds"][stage]
         rows.append(f"| {stage} | {a:.1f} | {b:.1f} | {b / a:.2f} |")
     a, b = (sum(m["seconds"].values()) for m in (local, cluster))
