@@ -222,11 +222,12 @@ def pipeline(cluster: Cluster, work: Path, root: Path) -> subprocess.Popen:
 
 
 def assert_same_pipeline_outputs(run: Path, reference: Path) -> None:
-    """The same factors (float tolerance), test metrics and top-N lists as the reference run."""
-    assert_same_model(run / "train" / "factors", reference / "train" / "factors")
+    """The same factors of both models (float tolerance), test metrics and top-N lists as the reference run."""
+    for stage in ("train", "train_lists"):  # the rating-value model and the lists' implicit-feedback model
+        assert_same_model(run / stage / "factors", reference / stage / "factors")
     metrics = [json.loads((r / "manifest.json").read_text())["metrics"] for r in (run, reference)]
-    assert metrics[0].keys() == metrics[1].keys() == {"baseline", "als"}
-    for model in metrics[0]:  # the evaluate stage's rating and ranking metrics of ALS and the bias baseline
+    assert metrics[0].keys() == metrics[1].keys() == {"baseline", "als", "lists"}
+    for model in metrics[0]:  # the evaluate stage's metrics of ALS, the bias baseline and the lists' model
         assert metrics[0][model] == pytest.approx(metrics[1][model], rel=1e-5), model
 
     def lists(r: Path) -> list:
@@ -255,7 +256,7 @@ def test_driver_killed_while_the_pipeline_trains_is_resumed_by_the_same_command(
     job = pipeline(cluster, work, killed)  # the same command again
     finish(job, killed)
     log = Path(f"{killed}.log").read_text()
-    assert "stage 1/5 ingest: skipped" in log and "stage 2/5 baseline: skipped" in log, log[-3000:]
-    assert "stage 3/5 train: running" in log and "ALS iteration 2/6" in first_log
+    assert "stage 1/6 ingest: skipped" in log and "stage 2/6 baseline: skipped" in log, log[-3000:]
+    assert "stage 3/6 train: running" in log and "ALS iteration 2/6" in first_log
     assert os.readlink(killed / "latest") == f"runs/{RUN_ID}" and (run / "_SUCCESS").is_file()
     assert_same_pipeline_outputs(run, clean / "runs" / RUN_ID)
