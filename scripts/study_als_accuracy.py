@@ -20,7 +20,7 @@ import json
 import shlex
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,8 @@ class Point:
     implicit_sides: str = "users"  # or "both": items also fit the rated-indicator column with implicit user factors
     scale_reg: bool = True  # False: constant reg on the factors (learned biases), as cmfrec's default
     seed: int = 0
+    init: str = "index"  # starting user factors seeded by dense index, or "id": by the user's id, as the Spark fit
+    float32: bool = False  # round the rows each half-step receives (and the model) to float32, as Spark ships them
 
 
 def read_ratings(path: Path) -> pd.DataFrame:
@@ -58,7 +60,9 @@ def read_ratings(path: Path) -> pd.DataFrame:
 class Problem:
     """Ratings as CSR matrices (users x movies and transposed) over a fixed id space."""
 
-    def __init__(self, users: np.ndarray, movies: np.ndarray, ratings: np.ndarray, shape: tuple[int, int]):
+    def __init__(self, users: np.ndarray, movies: np.ndarray, ratings: np.ndarray, shape: tuple[int, int],
+                 user_ids: np.ndarray):
+        self.user_ids = user_ids  # raw id of each user index
         self.by_user = sp.csr_matrix((ratings, (users, movies)), shape=shape)
         self.by_user.sort_indices()
         self.by_movie = self.by_user.T.tocsr()
@@ -82,10 +86,15 @@ class Problem:
         return mu, user_bias, movie_bias
 
 
+def shipped(rows: np.ndarray, p: Point) -> np.ndarray:
+    """Rows as the other side receives them: float32 on Spark (`Point.float32`), else as computed."""
+    return rows.astype(np.float32).astype(np.float64) if p.float32 else rows
+
+
 def fit(problem: Problem, p: Point):
     """(mu, user biases, movie biases, user factors, movie factors) after p.max_iter iterations, items first."""
     n_users, n_movies = problem.by_user.shape
-    x = K.initial_factors(np.arange(n_users), p.rank, p.seed)
+    x = K.initial_factors(problem.user_ids if p.init == "id" else np.arange(n_users), p.rank, p.seed)
     if p.bias_fit == "baseline":
         mu, user_bias, movie_bias = problem.damped_biases(p.bias_reg)
         residual = problem.by_user.copy()
@@ -94,8 +103,8 @@ def fit(problem: Problem, p: Point):
         by_movie = residual.T.tocsr()
         by_movie.sort_indices()
         for _ in range(p.max_iter):
-            y = K.solve_block(*Problem.csr(by_movie), x, p.reg, False).factors
-            x = K.solve_block(*Problem.csr(residual), y, p.reg, False).factors
+            y = shipped(K.solve_block(*Problem.csr(by_movie), x, p.reg, False).factors, p)
+            x = shipped(K.solve_block(*Problem.csr(residual), y, p.reg, False).factors, p)
         return mu, user_bias, movie_bias, x, y
     mu = problem.by_user.data.mean()
     x = np.hstack([x, np.zeros((n_users, 1))])
@@ -104,32 +113,48 @@ def fit(problem: Problem, p: Point):
     user_implicit = np.zeros((n_users, p.rank))  # implicit user factors (implicit_sides "both"), 0 before the first
     both = p.implicit_weight > 0 and p.implicit_sides == "both"
     for _ in range(p.max_iter):
-        y = K.solve_biased_block(*Problem.csr(problem.by_movie), np.hstack([x, user_implicit]) if both else x, p.rank,
-                                 mu, p.reg, p.bias_reg, p.implicit_weight, user_implicit.T @ user_implicit if both else
-                                 None, scale_reg=p.scale_reg).factors
+        y = K.solve_biased_block(*Problem.csr(problem.by_movie), shipped(np.hstack([x, user_implicit]) if both else x,
+                                                                         p),
+                                 p.rank, mu, p.reg, p.bias_reg, p.implicit_weight,
+                                 user_implicit.T @ user_implicit if both else None, scale_reg=p.scale_reg).factors
         sources, gram = y, None
         if p.implicit_weight > 0:
-            factors = x[:, :p.rank]
+            factors = shipped(x[:, :p.rank], p)
             z, _ = K.solve_implicit_factors(rated @ (scale[:, None] * factors), problem.movie_counts,
                                             factors.T @ factors, p.implicit_weight, p.reg, p.scale_reg)
             sources, gram = np.hstack([y, z]), z.T @ z
         if both:
-            item_factors = y[:, :p.rank]
+            item_factors = shipped(y[:, :p.rank], p)
             user_implicit, _ = K.solve_implicit_factors(rated.T @ item_factors, problem.user_counts,
                                                         item_factors.T @ item_factors, p.implicit_weight, p.reg,
                                                         p.scale_reg)
-        x = K.solve_biased_block(*Problem.csr(problem.by_user), sources, p.rank, mu, p.reg, p.bias_reg,
+        x = K.solve_biased_block(*Problem.csr(problem.by_user), shipped(sources, p), p.rank, mu, p.reg, p.bias_reg,
                                  p.implicit_weight, gram, p.implicit_power, p.scale_reg).factors
+    x, y = shipped(x, p), shipped(y, p)
     return mu, x[:, p.rank], y[:, p.rank], x[:, :p.rank], y[:, :p.rank]
 
 
-def rmse(problem: Problem, model, users: np.ndarray, movies: np.ndarray, ratings: np.ndarray) -> float:
+def rmse(problem: Problem, model, users: np.ndarray, movies: np.ndarray, ratings: np.ndarray,
+         cold_biases=None) -> tuple[float, float]:
+    """(RMSE of every pair, RMSE of the pairs whose user and movie were both seen). Unseen ones get mu and the
+    biases known, the model's own or `cold_biases` (mu, user, movie: the Spark model's pre-fitted baseline)."""
     mu, user_bias, movie_bias, x, y = model
     seen_user, seen_movie = problem.user_counts[users] > 0, problem.movie_counts[movies] > 0
     known = mu + user_bias[users] + movie_bias[movies] + np.einsum("ij,ij->i", x[users], y[movies])
-    cold = mu + np.where(seen_user, user_bias[users], 0.0) + np.where(seen_movie, movie_bias[movies], 0.0)
-    predicted = np.clip(np.where(seen_user & seen_movie, known, cold), 0.5, 5.0)
-    return float(np.sqrt(np.mean((predicted - ratings) ** 2)))
+    cold_mu, cold_user, cold_movie = cold_biases or (mu, user_bias, movie_bias)
+    cold = cold_mu + np.where(seen_user, cold_user[users], 0.0) + np.where(seen_movie, cold_movie[movies], 0.0)
+    seen = seen_user & seen_movie
+    squared = (np.clip(np.where(seen, known, cold), 0.5, 5.0) - ratings) ** 2
+    return float(np.sqrt(squared.mean())), float(np.sqrt(squared[seen].mean()))
+
+
+def scored(problem: Problem, p: Point, users: np.ndarray, movies: np.ndarray, ratings: np.ndarray) -> dict:
+    """RMSE of point p fitted on `problem`: "model" and "baseline" (unseen pairs scored by the model's biases, or by
+    the damped baseline as the Spark model does) and "seen" (user and movie seen)."""
+    model = fit(problem, p)
+    by_model, seen = rmse(problem, model, users, movies, ratings)
+    by_baseline, _ = rmse(problem, model, users, movies, ratings, problem.damped_biases(p.bias_reg))
+    return {"model": by_model, "baseline": by_baseline, "seen": seen}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-fraction", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--validation-seed", type=int, default=7)
+    parser.add_argument("--cold-start", choices=("model", "baseline"), default="model",
+                        help="unseen users/movies: the model's biases, or the damped baseline (as the Spark model)")
+    parser.add_argument("--test-every-point", action="store_true",
+                        help="also refit every point on all of training and score it on test (a diagnostic, e.g. "
+                             "the spread over seeds; the choice stays the validation one)")
     args = parser.parse_args(argv)
     given = sys.argv[1:] if argv is None else argv
     command = shlex.join([".venv/bin/python", "scripts/study_als_accuracy.py", *given])
@@ -149,24 +179,37 @@ def main(argv: list[str] | None = None) -> int:
     ratings, shape = frame["rating"].to_numpy(np.float64), (users.max() + 1, movies.max() + 1)
     test, validation = split_masks(frame["user"].to_numpy(), frame["movie"].to_numpy(), args.test_fraction,
                                    args.seed, args.validation_seed)
-    fit_part = Problem(users[~test & ~validation], movies[~test & ~validation], ratings[~test & ~validation], shape)
-    lines = ["| rank | reg | scaled | iters | bias fit | bias reg | implicit w | power | sides | val RMSE | fit s |",
-             "| ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | --- | ---: | ---: |"]
-    scores = []
+    user_ids = frame["user"].astype("category").cat.categories.to_numpy()
+    fit_part, train = (Problem(users[keep], movies[keep], ratings[keep], shape, user_ids)
+                       for keep in (~test & ~validation, ~test))
+    other = {"model": "baseline", "baseline": "model"}[args.cold_start]
+    test_header = f" test RMSE | test RMSE seen | test RMSE, unseen by {other} |" if args.test_every_point else ""
+    lines = ["| rank | reg | scaled | iters | bias fit | bias reg | implicit w | power | sides | init, seed | float32 "
+             f"| val RMSE | val RMSE seen | val RMSE, unseen by {other} | fit s |{test_header}",
+             "| ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | --- | --- | --- | ---: | ---: | ---: | ---: |"
+             + " ---: | ---: | ---: |" * args.test_every_point]
+    scores, tests = [], []
     for point in points:
         started = time.perf_counter()
-        model = fit(fit_part, point)
-        scores.append(rmse(fit_part, model, users[validation], movies[validation], ratings[validation]))
-        lines.append(f"| {point.rank} | {point.reg:g} | {point.scale_reg} | {point.max_iter} | {point.bias_fit} | "
-                     f"{point.bias_reg:g} | {point.implicit_weight:g} | {point.implicit_power:g} | "
-                     f"{point.implicit_sides} | {scores[-1]:.4f} | {time.perf_counter() - started:.1f} |")
+        scores.append(scored(fit_part, point, users[validation], movies[validation], ratings[validation]))
+        fit_s = time.perf_counter() - started
+        row = (f"| {point.rank} | {point.reg:g} | {point.scale_reg} | {point.max_iter} | {point.bias_fit} | "
+               f"{point.bias_reg:g} | {point.implicit_weight:g} | {point.implicit_power:g} | {point.implicit_sides} | "
+               f"{point.init}, {point.seed} | {point.float32} | {scores[-1][args.cold_start]:.4f} | "
+               f"{scores[-1]['seen']:.4f} | {scores[-1][other]:.4f} | {fit_s:.1f} |")
+        if args.test_every_point:
+            tests.append(scored(train, point, users[test], movies[test], ratings[test]))
+            row += f" {tests[-1][args.cold_start]:.4f} | {tests[-1]['seen']:.4f} | {tests[-1][other]:.4f} |"
+        lines.append(row)
         print(lines[-1], flush=True)
-    best = points[int(np.argmin(scores))]
-    train = Problem(users[~test], movies[~test], ratings[~test], shape)
-    test_rmse = rmse(train, fit(train, replace(best)), users[test], movies[test], ratings[test])
+    chosen = int(np.argmin([score[args.cold_start] for score in scores]))
+    best = points[chosen]
+    on_test = tests[chosen] if tests else scored(train, best, users[test], movies[test], ratings[test])
     return write_report(args.out, command, [
-        split_line(len(frame), test, args.seed, validation, args.validation_seed), "", *lines, "",
-        f"Best on validation: {best}; refitted on all training ratings: **test RMSE {test_rmse:.4f}**."])
+        split_line(len(frame), test, args.seed, validation, args.validation_seed)
+        + f" Unseen users/movies scored by: the {args.cold_start}'s biases.", "", *lines, "",
+        f"Best on validation: {best}; refitted on all training ratings: **test RMSE {on_test[args.cold_start]:.4f}** "
+        f"(seen {on_test['seen']:.4f})."])
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ class Case:
     reference: Callable  # model -> (user, movie) -> expected prediction of a known pair
     biases: Callable  # model -> the BiasModel behind its "baseline" cold start
     any_ids: bool = False  # takes string and out-of-int-range ids (through a dense index)
+    learned: Callable | None = None  # model -> the BiasModel behind "learned" (None: the same as "baseline")
 
 
 CASES = [
@@ -77,10 +78,10 @@ CASES = [
          lambda model: model.baseline, any_ids=True),
     Case("als-learned-biases", lambda r: ALS(rank=2, max_iter=4, seed=3, biases=True, bias_fit="learned",
                                               bias_reg_user=1.0, bias_reg_item=2.0).fit(r),
-         als_reference, lambda model: model.baseline, any_ids=True),
+         als_reference, lambda model: model.baseline, any_ids=True, learned=lambda model: model.learned_biases),
     Case("als-implicit", lambda r: ALS(rank=2, max_iter=4, seed=3, biases=True, bias_fit="learned",
                                         implicit_weight=0.5).fit(r),
-         als_reference, lambda model: model.baseline, any_ids=True),
+         als_reference, lambda model: model.baseline, any_ids=True, learned=lambda model: model.learned_biases),
 ]
 
 
@@ -124,7 +125,7 @@ def test_known_pairs_do_not_depend_on_the_cold_start_strategy(fitted, pairs):
     by_strategy = [{pair: value for pair, value in predictions(model, pairs, strategy).items() if is_known(pair)}
                    for strategy in COLD_START_STRATEGIES]
     assert len(by_strategy[0]) == len(RATINGS)
-    assert by_strategy[0] == by_strategy[1] == by_strategy[2]
+    assert all(known == by_strategy[0] for known in by_strategy[1:])
 
 
 def test_unknown_pairs_follow_the_cold_start_rule(fitted, pairs):
@@ -134,18 +135,27 @@ def test_unknown_pairs_follow_the_cold_start_rule(fitted, pairs):
     assert all(math.isnan(nan[pair]) for pair in unknown)
     dropped = predictions(model, pairs, "drop")
     assert sorted(dropped) == sorted((u, m) for u, m, _ in RATINGS)
-    mu, b_u, b_i = bias_tables(case.biases(model))
-    baseline = predictions(model, pairs, "baseline")
-    assert baseline[(UNKNOWN_USER, 12)] == pytest.approx(clip(mu + b_i[12], model), abs=1e-9)
-    assert baseline[(3, UNKNOWN_MOVIE)] == pytest.approx(clip(mu + b_u[3], model), abs=1e-9)
-    assert baseline[(UNKNOWN_USER, UNKNOWN_MOVIE)] == pytest.approx(mu, abs=1e-9)
+    for strategy, biases in (("baseline", case.biases), ("learned", case.learned or case.biases)):
+        mu, b_u, b_i = bias_tables(biases(model))
+        got = predictions(model, pairs, strategy)
+        assert got[(UNKNOWN_USER, 12)] == pytest.approx(clip(mu + b_i[12], model), abs=1e-9), strategy
+        assert got[(3, UNKNOWN_MOVIE)] == pytest.approx(clip(mu + b_u[3], model), abs=1e-9), strategy
+        assert got[(UNKNOWN_USER, UNKNOWN_MOVIE)] == pytest.approx(mu, abs=1e-9), strategy
+
+
+def test_learned_biases_give_unknown_pairs_other_values_than_the_baseline(fitted, pairs):
+    case, model = fitted
+    if case.learned is None:
+        pytest.skip("no learned biases: 'learned' is 'baseline'")
+    baseline, learned = (predictions(model, pairs, strategy) for strategy in ("baseline", "learned"))
+    assert abs(baseline[(3, UNKNOWN_MOVIE)] - learned[(3, UNKNOWN_MOVIE)]) > 1e-3
 
 
 def test_save_and_load_predict_the_same_numbers(fitted, pairs, spark, tmp_path):
     _, model = fitted
     model.save(str(tmp_path / "model"))
     loaded = type(model).load(spark, str(tmp_path / "model"))
-    for strategy in ("baseline", "drop"):
+    for strategy in ("baseline", "learned", "drop"):
         assert predictions(loaded, pairs, strategy) == predictions(model, pairs, strategy)
 
 

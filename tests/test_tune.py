@@ -7,7 +7,7 @@ import pytest
 from mfspark.commands import tune as tune_job
 from mfspark.errors import ConfigError
 from mfspark.models.als.estimator import ALSParams
-from mfspark.models.als.tuning import Grid, by_layout
+from mfspark.models.als.tuning import Grid, by_layout, point_row
 from tests.test_train_job import ingest_like
 
 
@@ -46,5 +46,31 @@ def test_tune_writes_every_point_and_the_table_and_scores_only_the_best_on_test(
     assert capsys.readouterr().out.endswith(table)
     rows = [line for line in table.splitlines() if line.startswith("| ")][2:]
     assert len(rows) == 4 and rows[0].startswith(f"| **{best['model']}** (chosen) | {best['rank']} |")
-    assert f"{best['validation_rmse']:.4f}" in rows[0]
+    assert f"{best['validation_rmse']:.4f}" in rows[0] and f"| {best['cold_start']} |" in rows[0]
+    assert summary["best"]["cold_start"] == best["cold_start"] and {p["cold_start"] for p in points} <= {
+        "baseline", "learned"}
     assert f"test RMSE **{summary['test_rmse']:.4f}**" in table
+
+
+class ScoredByStrategy:
+    """A fitted model stand-in whose predictions depend only on the cold-start strategy."""
+
+    def __init__(self, spark, predictions: dict):
+        self.spark, self.predictions = spark, predictions
+
+    def predict(self, pairs, cold_start="baseline"):
+        rows = [(4.0, value) for value in self.predictions[cold_start]]
+        return self.spark.createDataFrame(rows, "rating double, prediction double")
+
+
+@pytest.mark.parametrize(("learned_biases", "learned", "expected"), [
+    (True, [4.0, 3.0], ("learned", 0.5 ** 0.5)),  # learned errors 0, 1 beat the baseline's 1, 1
+    (True, [5.0, 3.0], ("baseline", 1.0)),  # a tie keeps the baseline
+    (False, [4.0, 4.0], ("baseline", 1.0)),  # a model without learned biases is scored by the baseline only
+])
+def test_a_point_keeps_the_cold_start_biases_that_score_validation_best(spark, learned_biases, learned, expected):
+    params = ALSParams(biases=True, bias_fit="learned" if learned_biases else "baseline")
+    model = ScoredByStrategy(spark, {"baseline": [5.0, 3.0], "learned": learned, "drop": [4.0]})
+    row = point_row(params, None, 1.0, model)
+    assert (row["cold_start"], row["validation_rmse"]) == (expected[0], pytest.approx(expected[1]))
+    assert row["validation_rmse_seen"] == 0.0

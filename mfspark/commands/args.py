@@ -118,7 +118,9 @@ def add_als_arguments(parser: argparse.ArgumentParser) -> None:
                        help="implicit feedback (Hu/Koren/Volinsky, MLlib's implicitPrefs): ratings are confidences")
     group.add_argument("--alpha", type=float, default=defaults.alpha, help="implicit: confidence 1 + alpha * |rating|")
     group.add_argument("--cold-start", choices=COLD_START_STRATEGIES, default=DEFAULT_COLD_START,
-                       help="test ratings of users or movies unseen in training (default: %(default)s)")
+                       help="test ratings of users or movies unseen in training: baseline (mu + the pre-fitted "
+                            "biases), learned (mu + the biases learned inside ALS), nan or drop (left out of the RMSE) "
+                            "(default: %(default)s)")
 
 
 def als_params(args: argparse.Namespace) -> ALSParams:

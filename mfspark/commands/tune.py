@@ -54,11 +54,12 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
         write_json(spark, f"{staging}/metrics.json", {
             **shared.run_info(spark, args, split), "grid": asdict(grid),
             "validation_fraction": args.validation_fraction, "validation_seed": args.validation_seed,
-            "points": result.points, "best": asdict(result.best),
+            "points": result.points, "best": asdict(result.best), "cold_start": result.cold_start,
             "test": result.test, "test_rmse_seen": result.test_seen_rmse, "test_fit_s": result.test_fit_s})
     print(table, end="")
     best = result.best
     return {"points": len(result.points), "best": {"rank": best.rank, "reg": best.reg, "bias_fit": best.bias_fit,
                                                    "bias_reg": best.bias_reg_user,
-                                                   "implicit_weight": best.implicit_weight},
+                                                   "implicit_weight": best.implicit_weight,
+                                                   "cold_start": result.cold_start},
             "test_rmse": round(result.test["rmse"], 4)}

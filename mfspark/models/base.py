@@ -15,8 +15,12 @@ The prediction rule every model follows:
   clipped to the model's rating scale (`min_rating`..`max_rating`, fit parameters; None = no clipping).
   The cold-start strategy never changes it.
 - An *unknown* pair follows `cold_start`, chosen at prediction time: "nan" (NaN, as MLlib), "drop"
-  (the row is removed) or "baseline" (mu + the biases the model knows, unknown ones 0, clipped). The
-  bias tables behind "baseline" are fitted with every model and saved with it.
+  (the row is removed), "baseline" (mu + the biases of the pre-fitted baseline, unknown ones 0, clipped)
+  or "learned" (the same with the biases a model learned inside ALS; a model without them: as
+  "baseline"). The bias tables behind "baseline" are fitted with every model and saved with it.
+  Which of the two bias tables scores unknown pairs better depends on the model (e.g. on
+  ml-latest-small "learned" is better with a constant reg, worse with ALS-WR's), so `mfspark tune`
+  chooses it on validation.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import Column, DataFrame, SparkSession
 
-COLD_START_STRATEGIES = ("nan", "drop", "baseline")
+COLD_START_STRATEGIES = ("nan", "drop", "baseline", "learned")
 # The API's and the CLI's default (`train --cold-start`, `predict(pairs)`): every test rating gets a number.
 DEFAULT_COLD_START = "baseline"
 
@@ -57,8 +61,9 @@ def with_cold_start(scored: DataFrame, known: Column, score: Column, fallback: C
                     prediction_col: str = "prediction") -> DataFrame:
     """Add `prediction_col`: `score` for known pairs, the cold-start strategy's value for the others.
 
-    `score` and `fallback` come clipped: NaN sorts above every number in Spark, so clipping after
-    the NaN is in would turn it into max_rating.
+    `fallback` is the value of the model's "baseline" or "learned" biases (the model picks them). `score` and
+    `fallback` come clipped: NaN sorts above every number in Spark, so clipping after the NaN is in would turn
+    it into max_rating.
     """
     check_cold_start(strategy)
     if strategy == "drop":

@@ -112,9 +112,9 @@ def with_bias_columns(df: DataFrame, user_biases: DataFrame, movie_biases: DataF
     return df.join(users, [*keys, "user_id"], "left").join(movies, [*keys, "movie_id"], "left")
 
 
-def baseline_value(mu: float) -> Column:
+def baseline_value(mu: float, user_col: str = "_b_u", movie_col: str = "_b_i") -> Column:
     """mu + b_u + b_i over the columns added by `with_bias_columns`, unknown biases 0 (not clipped)."""
-    return F.lit(mu) + F.coalesce(F.col("_b_u"), F.lit(0.0)) + F.coalesce(F.col("_b_i"), F.lit(0.0))
+    return F.lit(mu) + F.coalesce(F.col(user_col), F.lit(0.0)) + F.coalesce(F.col(movie_col), F.lit(0.0))
 
 
 def biases_known() -> Column:
@@ -162,7 +162,7 @@ class BiasModel(Model):
     def predict(self, pairs: DataFrame, cold_start: str = DEFAULT_COLD_START,
                 prediction_col: str = "prediction") -> DataFrame:
         """pairs' columns plus the clipped mu + b_u + b_i; unknown users or movies follow `cold_start`
-        ("baseline": their bias is 0)."""
+        ("baseline" or "learned", the same here: their bias is 0)."""
         scored = with_bias_columns(pairs, self.user_biases, self.movie_biases)
         value = clipped(self.baseline_column(), self.params)
         predicted = with_cold_start(scored, biases_known(), value, value, cold_start, prediction_col)

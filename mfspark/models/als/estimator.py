@@ -489,7 +489,8 @@ class ALSModel(Model):
 
         A pair whose user and movie both have factors gets x_u . y_i (plus mu + b_u + b_i when biased),
         clipped to [min_rating, max_rating]; the others follow `cold_start`: "nan" (NaN, as MLlib),
-        "drop" (the row is removed) or "baseline" (mu + b_u + b_i, unknown biases 0, clipped).
+        "drop" (the row is removed), "baseline" (mu + b_u + b_i of the pre-fitted baseline, unknown
+        biases 0, clipped) or "learned" (the same with the learned biases; without them as "baseline").
         An implicit-feedback model predicts preference scores, not ratings: x_u . y_i unclipped,
         and 0 (no preference seen) for unknown pairs under "baseline".
         """
@@ -507,7 +508,9 @@ class ALSModel(Model):
                 {"_b_u": "_lb_u", "_b_i": "_lb_i"})
             score = F.lit(learned.mu) + F.col("_lb_u") + F.col("_lb_i") + dot
         fallback = None
-        if self.baseline is not None:
+        if cold_start == "learned" and self.learned_biases is not None:
+            fallback = self._clipped(baseline_value(self.learned_biases.mu, "_lb_u", "_lb_i"))
+        elif self.baseline is not None:
             joined = with_bias_columns(joined, self.baseline.user_biases, self.baseline.movie_biases)
             fallback = self._clipped(baseline_value(self.baseline.mu))
             if self.params.biases and self.learned_biases is None:

@@ -2,7 +2,9 @@
 
 Every point is fitted on a part of the training ratings and scored on the rest (the validation
 split, carved from training with its own seed); only the point with the lowest validation RMSE is
-refitted on the whole training part and scored, once, on the test split. Points that share a
+refitted on the whole training part and scored, once, on the test split. A learned-bias point is
+scored with both cold-start bias tables ("baseline", "learned": `mfspark.models.base`) and keeps the
+better; the test split is scored with the chosen point's. Points that share a
 layout (`ALSParams.layout_key`: the blocked ratings and the cold-start baseline) are fitted by
 one `ALS.fit_each`, so the ratings are blocked and shuffled once per layout, not once per point.
 """
@@ -25,7 +27,8 @@ log = logging.getLogger(__name__)
 
 POINT_COLUMNS = (("model", "string"), ("rank", "int"), ("reg", "double"), ("bias_fit", "string"),
                  ("bias_reg", "double"), ("implicit_weight", "double"), ("max_iter", "int"),
-                 ("validation_rmse", "double"), ("validation_rmse_seen", "double"), ("fit_s", "double"))
+                 ("cold_start", "string"), ("validation_rmse", "double"), ("validation_rmse_seen", "double"),
+                 ("fit_s", "double"))
 POINT_SCHEMA = ", ".join(f"{name} {kind}" for name, kind in POINT_COLUMNS)
 
 
@@ -61,6 +64,7 @@ class TuneResult:
     test_seen_rmse: float
     test_fit_s: float
     validation_counts: tuple[int, int]  # (fit part, validation) ratings
+    cold_start: str = "baseline"  # the best point's cold-start strategy, chosen on validation
 
 
 def by_layout(points: list[ALSParams]) -> list[list[ALSParams]]:
@@ -72,12 +76,15 @@ def by_layout(points: list[ALSParams]) -> list[list[ALSParams]]:
 
 
 def point_row(params: ALSParams, validation: DataFrame, fit_s: float, model) -> dict:
-    """A grid point's table row: its parameters, validation RMSE (all ratings; user and movie seen) and fit time."""
-    scored_all = rating_metrics(model.predict(validation))
+    """A grid point's table row: its parameters, the cold-start strategy that scored its validation ratings best,
+    validation RMSE (all ratings, with that strategy; user and movie seen) and fit time."""
+    strategies = ("baseline", "learned") if params.learned_biases else ("baseline",)
+    scored_all = {strategy: rating_metrics(model.predict(validation, strategy))["rmse"] for strategy in strategies}
+    cold_start = min(strategies, key=scored_all.get)  # a tie keeps the baseline
     scored_seen = rating_metrics(model.predict(validation, "drop"))
     return {"model": model_name(params), "rank": params.rank, "reg": params.reg, "bias_fit": params.bias_fit,
             "bias_reg": params.bias_reg_user, "implicit_weight": params.implicit_weight,
-            "max_iter": params.max_iter, "validation_rmse": scored_all["rmse"],
+            "max_iter": params.max_iter, "cold_start": cold_start, "validation_rmse": scored_all[cold_start],
             "validation_rmse_seen": scored_seen["rmse"], "fit_s": round(fit_s, 3)}
 
 
@@ -106,10 +113,11 @@ def tune(split: Split, base: ALSParams, grid: Grid, validation_fraction: float =
     fit_started = time.perf_counter()
     model = ALS(**asdict(best)).fit(split.train)
     test_fit_s = time.perf_counter() - fit_started
-    test = rating_metrics(model.predict(split.test))
+    test = rating_metrics(model.predict(split.test, best_row["cold_start"]))
     seen = rating_metrics(model.predict(split.test, "drop"))["rmse"]
-    log.info("tune: best on validation %s, test RMSE %.4f", model_name(best), test["rmse"])
-    return TuneResult(rows, best, test, seen, test_fit_s, counts)
+    log.info("tune: best on validation %s (cold start %s), test RMSE %.4f", model_name(best), best_row["cold_start"],
+             test["rmse"])
+    return TuneResult(rows, best, test, seen, test_fit_s, counts, best_row["cold_start"])
 
 
 def points_frame(spark: SparkSession, rows: list[dict]) -> DataFrame:
@@ -118,13 +126,14 @@ def points_frame(spark: SparkSession, rows: list[dict]) -> DataFrame:
 
 def markdown_table(result: TuneResult) -> str:
     """The grid sorted by validation RMSE (the chosen point first, in bold), then the test line."""
-    header = ["model", "rank", "reg", "bias reg", "implicit w", "iters", "val RMSE", "val RMSE seen", "fit s"]
+    header = ["model", "rank", "reg", "bias reg", "implicit w", "iters", "cold start", "val RMSE", "val RMSE seen",
+              "fit s"]
     lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
     for i, row in enumerate(sorted(result.points, key=lambda row: row["validation_rmse"])):
         name = f"**{row['model']}** (chosen)" if i == 0 else row["model"]
         lines.append(f"| {name} | {row['rank']} | {row['reg']:g} | {row['bias_reg']:g} | {row['implicit_weight']:g} | "
-                     f"{row['max_iter']} | {row['validation_rmse']:.4f} | {row['validation_rmse_seen']:.4f} | "
-                     f"{row['fit_s']:.1f} |")
+                     f"{row['max_iter']} | {row['cold_start']} | {row['validation_rmse']:.4f} | "
+                     f"{row['validation_rmse_seen']:.4f} | {row['fit_s']:.1f} |")
     fit_count, validation_count = result.validation_counts
     lines += ["", f"Validation: {fit_count:,} ratings fitted, {validation_count:,} scored (carved from training). "
               f"Chosen point refitted on all the training ratings: test RMSE **{result.test['rmse']:.4f}** "
