@@ -7,7 +7,10 @@ mode is off); non-numeric ids or ratings. All counts and one example of each kin
 single aggregation, so the check costs one pass and collects nothing but that one row.
 
 `check_ratings(df, any_ids=True)` (the ALS estimator) also accepts string ids and integral ids
-beyond that range, and says which columns need a dense index (`mfspark.models.als.ids`).
+beyond that range, and says which columns need a dense index (`mfspark.models.als.ids`). When
+`checkable_while_packing(df)`, ALS saves even that pass: its layout, which reads every rating
+anyway, counts the ratings this check could object to, and only if there are any (or none at
+all) runs this check, which then names the problem exactly as here.
 """
 
 from __future__ import annotations
@@ -15,7 +18,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
-from pyspark.sql.types import DecimalType, DoubleType, FloatType, IntegralType, NumericType, StringType
+from pyspark.sql.types import (
+    DecimalType,
+    DoubleType,
+    FloatType,
+    IntegerType,
+    IntegralType,
+    NumericType,
+    StringType,
+)
 
 from mfspark.errors import InputError
 
@@ -64,6 +75,20 @@ def _row_text() -> Column:
     """'user_id=1.5, movie_id=10, rating=4.0' for the example row of an error."""
     parts = [F.concat(F.lit(f"{c}="), F.coalesce(F.col(c).cast("string"), F.lit("null"))) for c in RATING_COLUMNS]
     return F.concat_ws(", ", *parts)
+
+
+def checkable_while_packing(df: DataFrame) -> bool:
+    """Whether `check_ratings(df, any_ids=True)` is decided by counting, as the ALS layout packs the
+    ratings, those with a null, a NaN or infinite rating or an id below 1 (`blocks.flagged_ratings`).
+
+    True for int ids and numeric ratings: the layout's casts (ratings to float) then hide nothing
+    the check looks at (as casting 1.5 to int would, or 2^31), so with none counted the check would
+    pass df as it is, with no column to index. (A rating too large for a float becomes infinite:
+    counted, so the check decides, as before.)
+    """
+    columns = {field.name: field.dataType for field in df.schema.fields}
+    return (all(isinstance(columns.get(c), IntegerType) for c in ID_COLUMNS)
+            and isinstance(columns.get("rating"), NumericType))
 
 
 def validate_ratings(df: DataFrame) -> DataFrame:

@@ -215,29 +215,47 @@ def block_of(ids: np.ndarray, num_blocks: int) -> np.ndarray:
     return (splitmix64(np.asarray(ids, dtype=np.int64)) % np.uint64(num_blocks)).astype(np.int32)
 
 
-def build_layout(
-    ratings: DataFrame, num_user_blocks: int, num_item_blocks: int, storage_level: StorageLevel
-) -> tuple[Side, Side, int]:
-    """The persisted, materialised user and item sides from (user_id, movie_id, rating), and the rating count.
+@dataclass(frozen=True)
+class Layout:
+    """Both resident sides of a fit, the rating count, and how many ratings the full input check must judge."""
+
+    users: Side
+    items: Side
+    num_ratings: int
+    flagged: int  # ratings with a null, a NaN or infinite rating, or an id below 1 (`flagged_ratings`)
+
+    def release(self) -> None:
+        for side in (self.users, self.items):
+            side.blocks.unpersist()
+
+
+def build_layout(ratings: DataFrame, num_user_blocks: int, num_item_blocks: int, storage_level: StorageLevel
+                 ) -> Layout:
+    """The persisted, materialised user and item sides from (user_id, movie_id, rating), and their counts.
 
     The ratings cross from the JVM to Python once, as Arrow batches, packed into numpy
     arrays per (side, destination block) and shuffled once per side; each block then builds
     its in-block and out-block from its own ratings. Every block is a function of the set of
     ratings alone, so a retried task rebuilds exactly the same block.
+
+    The users' packing also counts the ratings a model must not be fitted as they are
+    (`Layout.flagged`; nulls enter the blocks as 0), so a caller whose ratings no other pass
+    has checked learns from this same pass whether the full input check has anything to judge.
     """
     spark_internals.check_classic(ratings.sparkSession)
     sc = ratings.sparkSession.sparkContext
     triples = ratings.select(F.col("user_id").cast("int"), F.col("movie_id").cast("int"),
                              F.col("rating").cast("float"))
-    user_counts = sc.accumulator({}, TermsAccumulator())  # {block: ratings}, overwritten by a retried task
+    # Keyed {block or input partition: count}, so a retried task overwrites its entry instead of adding twice.
+    user_counts, flagged = sc.accumulator({}, TermsAccumulator()), sc.accumulator({}, TermsAccumulator())
     # Each side reads the ratings itself: the Arrow transfer is cheaper than persisting the packed
     # chunks and reading them back twice (20M ratings: layout 15 s -> 11 s here).
-    users = _resident_side(_packed_ratings(triples, 0, num_user_blocks, num_item_blocks), num_user_blocks,
+    users = _resident_side(_packed_ratings(triples, 0, num_user_blocks, num_item_blocks, flagged), num_user_blocks,
                            num_item_blocks, storage_level, user_counts)
     items = _resident_side(_packed_ratings(triples, 1, num_user_blocks, num_item_blocks), num_item_blocks,
                            num_user_blocks, storage_level)
     materialise(users.blocks, items.blocks)
-    return users, items, sum(user_counts.value.values())
+    return Layout(users, items, sum(user_counts.value.values()), sum(flagged.value.values()))
 
 
 def materialise(*rdds: RDD) -> None:
@@ -278,9 +296,11 @@ PACK_CHUNK_RATINGS = 4_000_000
 USE_ARROW_BATCH_RDD = True
 
 
-def _packed_ratings(triples: DataFrame, side: int, num_user_blocks: int, num_item_blocks: int) -> RDD:
+def _packed_ratings(triples: DataFrame, side: int, num_user_blocks: int, num_item_blocks: int,
+                    flagged: Accumulator | None = None) -> RDD:
     """(block, pickled arrays) chunks of one side's ratings, packed where the rows arrive."""
-    return packed_by_block(triples, lambda batches: _pack_by_block(batches, side, num_user_blocks, num_item_blocks))
+    return packed_by_block(triples, lambda batches: _pack_by_block(batches, side, num_user_blocks, num_item_blocks,
+                                                                   flagged))
 
 
 def packed_by_block(frame: DataFrame, pack) -> RDD:
@@ -317,17 +337,20 @@ def _record_batches(payloads, schema):
         yield pa.ipc.read_record_batch(pa.py_buffer(payload), schema)
 
 
-def _pack_by_block(batches, side: int, num_user_blocks: int, num_item_blocks: int):
+def _pack_by_block(batches, side: int, num_user_blocks: int, num_item_blocks: int,
+                   flagged: Accumulator | None = None):
     """Arrow batches of (user, item, rating) -> (block, payload) chunks of packed numpy arrays.
 
     Side 0 packs (user id, item block, item id, rating) by user block, side 1 the mirror
-    image by item block; the payload is a pickled tuple of those arrays.
+    image by item block; the payload is a pickled tuple of those arrays. Nulls are packed as
+    0; `flagged`, if given, gets {input partition: its count of `flagged_ratings`}.
     """
-    parts = [tuple(_non_null(b.column(j), name) for j, name in enumerate(("user_id", "movie_id", "rating")))
-             for b in batches]
+    parts = [[b.column(j) for j in range(3)] for b in batches]
+    if flagged is not None:
+        flagged.add({TaskContext.get().partitionId(): sum(flagged_ratings(*columns) for columns in parts)})
     if not parts:
         return
-    user_ids, item_ids, ratings = (np.concatenate(column) for column in zip(*parts))
+    user_ids, item_ids, ratings = (np.concatenate([_values(c) for c in column]) for column in zip(*parts))
     user_block, item_block = block_of(user_ids, num_user_blocks), block_of(item_ids, num_item_blocks)
     ratings = _compact_ratings(ratings)  # the packed chunks are shuffled: keep them small
     dst_block, dst_ids, src_block, src_ids = (user_block, user_ids, item_block, item_ids) if side == 0 \
@@ -341,10 +364,23 @@ def _pack_by_block(batches, side: int, num_user_blocks: int, num_item_blocks: in
             yield block, pickle.dumps(arrays, protocol=5)
 
 
-def _non_null(column, name: str) -> np.ndarray:
-    if column.null_count:
-        raise ValueError(f"ALS input has {column.null_count} null {name} values in a batch: drop or fix them first")
-    return column.to_numpy()
+def flagged_ratings(user_ids, item_ids, ratings) -> int:
+    """How many of these ratings (Arrow arrays) have a null, a NaN or infinite rating, or an id below 1.
+
+    Exactly what the full input check refuses, or (ids below 1) numbers through an index, once
+    the layout's casts have lost nothing (int ids): with none flagged it passes the ratings as they are.
+    """
+    flagged = np.zeros(len(ratings), dtype=bool)
+    for column in (user_ids, item_ids, ratings):
+        if column.null_count:
+            flagged |= column.is_null().to_numpy(zero_copy_only=False)
+    users, items, values = (_values(c) for c in (user_ids, item_ids, ratings))
+    return int(np.count_nonzero(flagged | (users < 1) | (items < 1) | ~np.isfinite(values)))
+
+
+def _values(column) -> np.ndarray:
+    """An Arrow array's values as numpy, nulls as 0."""
+    return column.fill_null(0).to_numpy() if column.null_count else column.to_numpy()
 
 
 def _group_by_block(blocks: np.ndarray) -> np.ndarray:

@@ -56,7 +56,7 @@ from mfspark.models.als import blocks
 from mfspark.models.als.ids import IdIndexes
 from mfspark.models.base import DEFAULT_COLD_START, Model, clip_to_scale, with_cold_start
 from mfspark.models.bias import BiasModel, BiasParams, baseline_value, fit_biases, with_bias_columns
-from mfspark.models.inputs import check_ratings
+from mfspark.models.inputs import check_ratings, checkable_while_packing
 from mfspark.runtime.spark_internals import jvm_gc
 from mfspark.runtime.storage import HadoopPaths
 
@@ -210,19 +210,16 @@ class ALS:
                                   f"this fit rank {variant.rank}")
         spark = ratings.sparkSession
         started = time.perf_counter()
-        ratings, indexed = check_ratings(ratings, any_ids=True)
-        # Deferred: fitted here only when the factors train on it, else when a model first needs it.
-        baseline = cache(lambda: fit_biases(ratings, BiasParams(p.bias_reg_user, p.bias_reg_item, p.bias_sweeps,
-                                                                 p.min_rating, p.max_rating)))
-        train = baseline().residual_ratings(ratings) if p.biases and not p.learned_biases else ratings
-        # Ids that are not ints (strings, longs beyond 2^31-1) are numbered once; int ids need nothing.
-        indexes = IdIndexes.build(train, indexed)
+        # The layout's own read checks the ratings when nothing reads them before it (a pre-fitted
+        # baseline does) and its casts hide nothing; flagged ratings (or none) get the full check.
+        check_first = (p.biases and not p.learned_biases) or not checkable_while_packing(ratings)
+        checked = self._layout(ratings, check_first)
+        if checked is None:
+            checked = self._layout(ratings, check_first=True)
+        ratings, baseline, indexes, layout = checked
         if initial_model is not None:
             initial_model = initial_model.encoded(indexes)
-        parallelism = min(spark.sparkContext.defaultParallelism, blocks.MAX_BLOCKS)
-        users, items, num_ratings = blocks.build_layout(
-            indexes.encode(train), p.num_user_blocks or parallelism, p.num_item_blocks or parallelism,
-            getattr(StorageLevel, p.storage_level))
+        users, items, num_ratings = layout.users, layout.items, layout.num_ratings
         build_seconds = time.perf_counter() - started
         log.info("ALS layout: %d ratings in %d user x %d item blocks (%.1f s)", num_ratings,
                  users.num_blocks, items.num_blocks, build_seconds)
@@ -237,8 +234,31 @@ class ALS:
                 history.fit_seconds = build_seconds + time.perf_counter() - variant_started
                 yield ALSModel.from_blocks(spark, variant, user_factors, item_factors, baseline, history, indexes)
         finally:
-            for side in (users, items):
-                side.blocks.unpersist()
+            layout.release()
+
+    def _layout(self, ratings: DataFrame, check_first: bool
+                ) -> tuple[DataFrame, Callable[[], BiasModel], IdIndexes, blocks.Layout] | None:
+        """(checked ratings, deferred baseline, id indexes, layout), or None (layout released) when the
+        layout's read of unchecked ratings (`check_first` False) flagged any, or found none."""
+        p = self.params
+        indexed = ()
+        if check_first:
+            ratings, indexed = check_ratings(ratings, any_ids=True)
+        # Deferred: fitted here only when the factors train on it, else when a model first needs it.
+        baseline = cache(lambda: fit_biases(ratings, BiasParams(p.bias_reg_user, p.bias_reg_item, p.bias_sweeps,
+                                                                 p.min_rating, p.max_rating)))
+        train = baseline().residual_ratings(ratings) if p.biases and not p.learned_biases else ratings
+        # Ids that are not ints (strings, longs beyond 2^31-1) are numbered once; int ids need nothing.
+        indexes = IdIndexes.build(train, indexed)
+        parallelism = min(ratings.sparkSession.sparkContext.defaultParallelism, blocks.MAX_BLOCKS)
+        layout = blocks.build_layout(indexes.encode(train), p.num_user_blocks or parallelism,
+                                     p.num_item_blocks or parallelism, getattr(StorageLevel, p.storage_level))
+        if not check_first and (layout.flagged or not layout.num_ratings):
+            layout.release()
+            log.info("ALS input: %d ratings with a null, a NaN or infinite rating or an id below 1 (or no ratings):"
+                     " running the full input check", layout.flagged)
+            return None
+        return ratings, baseline, indexes, layout
 
     def _alternate(self, spark: SparkSession, users: blocks.Side, items: blocks.Side,
                    baseline: Callable[[], BiasModel], history: FitHistory, initial_model: ALSModel | None = None):
