@@ -9,8 +9,10 @@ In one process, one Spark session (local[2]):
   ours        `recommend_for_users` with every rated movie excluded, written to Parquet;
               time split, from separate jobs after one untimed warm-up run (Python workers
               started, kernels loaded; without it the first job pays for them): read + blocks
-              (query/candidate blocks built), score + select (a run into Spark's no-op sink
-              minus the block time), write (Parquet run minus no-op run)
+              (factor rows and seen pairs read, packed per block, shuffled and gathered into one
+              row per block), score + select (a run into Spark's no-op sink minus the block time;
+              it includes assembling each block in its scoring task), write (Parquet run minus
+              no-op run)
   ours-all    the same without exclusions (what MLlib computes)
   MLlib       `ALSModel.recommendForAllUsers(N)` over the same factors (an MLlib model saved
               with our factors in its place), written to Parquet; seen movies are not excluded
@@ -96,17 +98,28 @@ def run_ours(spark, users_path, items_path, ratings_path, n, out: Path, exclude:
         users, items, seen = frames()
         exclusions = seen.select(F.col("user_id").alias("query_id"), F.col("movie_id").alias("candidate_id"))
         sizes = topn.BlockSizes()
-        topn._blocks(users, topn._num_blocks(users, sizes.queries), exclusions).count()
-        topn._blocks(items, topn._num_blocks(items, sizes.candidates), None).count()
+        for frame in (topn._blocks(users, topn._num_blocks(users, sizes.queries), None, exclusions),
+                      topn._blocks(items, topn._num_blocks(items, sizes.candidates), None)):
+            frame.write.format("noop").mode("overwrite").save()
 
     def write(fmt):
         users, items, seen = frames()
         recommend_for_users(users, items, seen, n).write.format(fmt).mode("overwrite").save(str(out))
 
+    def floor():  # the same job chain on 64 users x 64 movies, nothing excluded: Spark's fixed costs
+        users, items, seen = frames()
+        recommend_for_users(users.limit(64), items.limit(64), seen.limit(0), n).write.format("noop") \
+            .mode("overwrite").save()
+
+    def scan_pairs():  # the JVM's scan of the seen pairs alone, into the no-op sink
+        frames()[2].write.format("noop").mode("overwrite").save()
+
     from pyspark.sql import functions as F
 
     if exclude:  # the time split, for the main run only, after an untimed run that starts the workers and JIT
         timed(f"{prefix} warm-up (untimed)", {}, lambda: write("noop"))
+        timed(f"{prefix} floor", timings, floor)
+        timed(f"{prefix} scan pairs", timings, scan_pairs)
         timed(f"{prefix} read+blocks", timings, blocks_only)
         timed(f"{prefix} noop", timings, lambda: write("noop"))
     timed(f"{prefix} total", timings, lambda: write("parquet"))
@@ -326,6 +339,9 @@ def report(args, t: dict, checks: dict, load, load_end) -> None:
         f"{t['mllib total'] / t['ours total']:.1f}x (vs ours, seen excluded) |",
         f"| `implicit` 0.7.3 `recommend`, seen excluded, 2 threads, in memory | {t['implicit recommend']:.1f} | "
         f"{t['implicit recommend'] / t['ours total']:.1f}x |",
+        f"| floor: ours' job chain on 64 users x 64 movies, nothing excluded, no-op sink | {t['ours floor']:.1f} | |",
+        f"| the JVM's scan of the seen pairs alone, no-op sink (ours reads them with pyarrow) | "
+        f"{t['ours scan pairs']:.1f} | |",
         "",
         f"Checked in the run: top-{args.top_n} sets equal for all {checks['implicit']['users']:,} users "
         f"(ours vs implicit; {checks['implicit']['tie_only']} lists differ only by ties) and "

@@ -115,3 +115,33 @@ def test_group_by_block_matches_the_als_block_hash(num_blocks):
     for b in range(num_blocks):
         rows = order[bounds[b]:bounds[b + 1]]
         np.testing.assert_array_equal(rows, np.flatnonzero(blocks == b))  # input order within a block
+
+
+@pytest.mark.parametrize("n", [1, 4, 50])
+def test_grouped_lists_equal_brute_force_within_each_group(n, monkeypatch):
+    """Each query keeps 0-3 lists (genre rows), each over the candidates of one group: every list
+    equals brute force over that group's non-excluded candidates, from one scoring pass."""
+    monkeypatch.setattr(kernels, "TILE", 7)
+    queries, ids, candidates, excluded = integer_problem(seed=n, num_queries=30, num_candidates=120)
+    rng = np.random.default_rng(n)
+    candidate_groups = rng.integers(0, 2**6, len(ids))  # 6 groups as bits; some candidates in none
+    per_query = [sorted(rng.choice(6, rng.integers(0, 4), replace=False).tolist()) for _ in queries]
+    per_query[0] = [kernels.ALL, 2]  # a plain list beside a grouped one
+    lists = kernels.Lists(np.concatenate([[0], np.cumsum([len(g) for g in per_query])]),
+                          np.array([g for groups in per_query for g in groups], np.int64))
+    indptr, excluded_ids = exclusions(excluded)
+    top = TopN.empty(len(lists.groups), n)
+    for block in np.array_split(np.arange(len(ids)), 2):
+        update_top_n(top, queries, ids[block], candidates[block], indptr, excluded_ids, lists, candidate_groups[block])
+    row = 0
+    for q, groups in enumerate(per_query):
+        for group in groups:
+            members = np.ones(len(ids), bool) if group == kernels.ALL else (candidate_groups >> group) & 1 == 1
+            [(want_ids, want_scores)] = brute_force(queries[q:q + 1], ids[members], candidates[members],
+                                                    [excluded[q]], n)
+            count = top.counts[row]
+            assert count == len(want_ids)
+            np.testing.assert_array_equal(top.ids[row, :count], want_ids)
+            np.testing.assert_array_equal(top.scores[row, :count], want_scores)
+            row += 1
+    assert row == len(lists.groups) and lists.owners().tolist() == [q for q, g in enumerate(per_query) for _ in g]

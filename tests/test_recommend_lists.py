@@ -11,7 +11,8 @@ from mfspark.errors import InputError
 from mfspark.models.als.estimator import ALS, ALSModel
 from mfspark.models.bias import BiasModel, BiasParams
 from mfspark.recommend.foldin import fold_in
-from mfspark.recommend.lists import Baseline, Candidates, fallback_lists, recommend_for_users
+from mfspark.recommend.lists import Baseline, Candidates, fallback_lists, genre_rows, recommend_for_users
+from mfspark.recommend.topn import BlockSizes
 
 NUM_USERS, NUM_MOVIES = 12, 9
 
@@ -231,3 +232,43 @@ def test_similar_movies_share_the_planted_genres_far_above_chance(spark, tmp_pat
     ids = sorted(genres)
     chance = np.mean([bool(genres[a] & genres[b]) for i, a in enumerate(ids) for b in ids[i + 1:]])
     assert share > 0.7 and share > 2 * chance
+
+
+@pytest.mark.parametrize("sizes", [BlockSizes(), BlockSizes(queries=4, candidates=7)])
+def test_genre_rows_equal_brute_force_top_n_within_each_favourite_genre(spark, sizes):
+    """Random small problem: integer factors (real ties), biases in halves (exact in float32), 5 genres,
+    a movie in 0-3 of them, users with 0-3 favourite genres (one with fewer than N unseen movies in
+    it, one without factors). Each row must be numpy's top N of that genre's unseen movies by
+    mu + b_u + b_i + x.y, ties by the smaller id; all rows come from one engine pass."""
+    rng = np.random.default_rng(8)
+    genres = ["Action", "Comedy", "Drama", "Horror", "Noir"]
+    users, movies = np.arange(1, 16), np.arange(1, 41) * 3
+    x = rng.integers(-2, 3, (len(users), 3)).astype(float)
+    y = rng.integers(-2, 3, (len(movies), 3)).astype(float)
+    b_u, b_i = rng.integers(-2, 3, len(users)) / 2, rng.integers(-2, 3, len(movies)) / 2
+    movie_genres = [sorted(rng.choice(genres[:4], rng.integers(0, 4), replace=False).tolist()) for _ in movies]
+    movie_genres[0] = ["Noir"]  # the only Noir movie
+    seen = {(int(u), int(m)) for u in users for m in movies if rng.random() < 0.3}
+    favourites = {int(u): rng.choice(genres[:4], rng.integers(0, 4), replace=False).tolist() for u in users}
+    favourites[2] = ["Noir", "Drama"]
+    favourites[99] = ["Drama"]  # no factors: no rows
+    frame = spark.createDataFrame
+    user_factors = frame([(int(u), row.tolist()) for u, row in zip(users, x)], "id int, features array<float>")
+    item_factors = frame([(int(m), row.tolist()) for m, row in zip(movies, y)], "id int, features array<float>")
+    baseline = Baseline(0.25, frame([(int(u), float(b)) for u, b in zip(users, b_u)], "user_id int, bias double"),
+                        frame([(int(m), float(b)) for m, b in zip(movies, b_i)], "movie_id int, bias double"))
+    movie_frame = frame([(int(m), g) for m, g in zip(movies, movie_genres)], "movie_id int, genres array<string>")
+    favourite_frame = frame([(u, g, k + 1) for u, gs in favourites.items() for k, g in enumerate(gs)],
+                            "user_id int, genre string, genre_rank int")
+    got = genre_rows(user_factors, item_factors, frame(sorted(seen), "user_id int, movie_id int"), movie_frame,
+                     favourite_frame, 3, baseline, sizes).collect()
+    expected = []
+    for u, row, bu in zip(users, x, b_u):
+        scores = 0.25 + bu + b_i + y @ row
+        for k, genre in enumerate(favourites[int(u)]):
+            pool = [j for j, m in enumerate(movies) if genre in movie_genres[j] and (int(u), int(m)) not in seen]
+            best = sorted(pool, key=lambda j: (-scores[j], movies[j]))[:3]
+            expected += [(int(u), genre, k + 1, rank + 1, int(movies[j]), float(scores[j]))
+                         for rank, j in enumerate(best)]
+    assert sorted(tuple(r) for r in got) == sorted(expected)
+    assert {r["genre"] for r in got if r["user_id"] == 2} >= {"Noir"} and len(expected) > 60

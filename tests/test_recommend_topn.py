@@ -51,12 +51,20 @@ def test_top_n_equals_brute_force_for_any_blocking(spark, problem, n, sizes):
     assert counts == {int(q): min(n, c) for q, c in per_query.items() if c}
 
 
-def test_top_n_through_the_mapinarrow_fallback_equals_brute_force(spark, problem, monkeypatch):
-    from mfspark.models.als import blocks
+def test_top_n_with_exclusions_read_straight_from_parquet_equals_brute_force(spark, problem, tmp_path):
+    """Excluded pairs that are plain columns of a Parquet table (the seen movies of an ingest output) are
+    read by pyarrow in the tasks; the lists are the same, for several files and a rename of the columns."""
+    from pyspark.sql import functions as F
 
-    monkeypatch.setattr(blocks, "USE_ARROW_BATCH_RDD", False)  # as on a Spark without toArrowBatchRdd
+    from mfspark.runtime.spark_internals import parquet_columns
+
     query_ids, queries, candidate_ids, candidates, excluded = problem
-    exclude = spark.createDataFrame(sorted(excluded), "query_id int, candidate_id int")
+    rows = [(c, q, 1.0) for q, c in sorted(excluded)]
+    spark.createDataFrame(rows, "movie_id int, user_id int, rating float").repartition(3) \
+        .write.parquet(str(tmp_path / "ratings"))
+    exclude = spark.read.parquet(str(tmp_path / "ratings")) \
+        .select(F.col("user_id").alias("query_id"), F.col("movie_id").alias("candidate_id"))
+    assert parquet_columns(exclude)[1] == ["user_id", "movie_id"]  # the pyarrow path is taken
     lists = top_n(factor_frame(spark, query_ids, queries), factor_frame(spark, candidate_ids, candidates), 4,
                   exclude, BlockSizes(queries=7, candidates=4))
     assert sorted(tuple(r) for r in lists.collect()) == \
@@ -64,8 +72,8 @@ def test_top_n_through_the_mapinarrow_fallback_equals_brute_force(spark, problem
 
 
 def test_block_assembly_sorts_factors_and_builds_the_exclusion_csr_from_chunks():
-    factor_chunks = [(np.array([30, 10]), np.array([[3.0], [1.0]], np.float32)),
-                     (np.array([20]), np.array([[2.0]], np.float32))]
+    factor_chunks = [{"ids": np.array([30, 10]), "factors": np.array([[3.0], [1.0]], np.float32)},
+                     {"ids": np.array([20]), "factors": np.array([[2.0]], np.float32)}]
     exclusion_chunks = [(np.array([30, 10, 99], np.int32), np.array([7, 5, 1], np.int32)),  # 99: no factors here
                         (np.array([10, 30, 10], np.int32), np.array([-4, 2, 8], np.int32))]
     block = assemble_block(factor_chunks, exclusion_chunks)

@@ -69,3 +69,35 @@ def test_cacheable_kernel_logs_nothing(caplog):
         kernel = spark_internals.cached_kernel(lambda: numba.njit(cache=True)(twice), lambda: None, "twice")
     assert kernel(21) == 42
     assert caplog.text == ""
+
+
+def test_parquet_columns_names_files_and_source_columns_only_for_plain_selections(spark, tmp_path):
+    from pyspark.sql import functions as F
+
+    spark.createDataFrame([(1, 10, 4.0), (2, 20, 3.0)], "user_id int, movie_id int, rating float").repartition(2) \
+        .write.parquet(str(tmp_path / "ratings"))
+    ratings = spark.read.parquet(str(tmp_path / "ratings"))
+    files, columns = spark_internals.parquet_columns(
+        ratings.select(F.col("movie_id").alias("query_id"), F.col("user_id").alias("candidate_id")))
+    assert columns == ["movie_id", "user_id"]
+    assert sorted(files) == sorted(ratings.inputFiles()) and len(files) == 2
+    assert spark_internals.parquet_columns(ratings.where("rating > 3").select("user_id")) is None
+    assert spark_internals.parquet_columns(ratings.select((F.col("user_id") + 1).alias("user_id"))) is None
+    assert spark_internals.parquet_columns(ratings.select(F.col("rating").cast("int"))) is None
+    cached = spark.read.parquet(str(tmp_path / "ratings")).cache()
+    try:
+        assert spark_internals.parquet_columns(cached.select("user_id")) is None
+    finally:
+        cached.unpersist()
+    assert spark_internals.parquet_columns(spark.createDataFrame([(1,)], "id int").select("id")) is None
+
+
+def test_hash_partition_keys_land_in_their_own_partition(spark):
+    from pyspark.sql import functions as F
+
+    keys = spark_internals.hash_partition_keys(18)
+    assert len(set(keys)) == 18
+    frame = spark.createDataFrame([(k,) for k in keys], "block int").repartition(18, "block")
+    placed = dict(frame.select("block", F.spark_partition_id().alias("p")).collect())
+    assert placed == {k: i for i, k in enumerate(keys)}
+    assert spark_internals._murmur3_int(-7) == spark.range(1).select(F.hash(F.lit(-7))).first()[0]

@@ -77,9 +77,9 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
             recs.similar_movies(model.item_factors, args.similar, sizes).write.parquet(f"{staging}/similar_movies")
         if args.genre_rows:
             favourites = recs.favourite_genres(ratings, movies)
-            result["genres"] = len(recs.genre_rows(
-                model.user_factors, model.item_factors, seen, movies, favourites, args.top_n,
-                lambda frame: frame.write.mode("append").parquet(f"{staging}/genre_rows"), baseline, sizes))
+            recs.genre_rows(model.user_factors, model.item_factors, seen, movies, favourites, args.top_n, baseline,
+                            sizes).write.parquet(f"{staging}/genre_rows")
+            result["genres"] = spark.read.parquet(f"{staging}/genre_rows").select("genre").distinct().count()
         written = spark.read.parquet(f"{staging}/recommendations")
         result |= {"rows": written.count(), "users": written.select("user_id").distinct().count(),
                    "fallback_users": spark.read.parquet(f"{staging}/fallback_users").count()}

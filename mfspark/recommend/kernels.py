@@ -18,6 +18,11 @@ loop of GEMM + mask + `argpartition` spends most of its time selecting: 99.5 s f
 
 Order: higher score first, equal scores by ascending candidate id, so lists are unique and
 do not depend on blocking. NaN scores and excluded candidates are never selected.
+
+Grouped lists (genre rows): a query may keep several lists (`Lists`), each over the
+candidates of one group (a candidate's groups are bits of an int64 mask). The query's tile
+of scores is computed once and offered to each of its lists, so k lists per query cost one
+scoring pass, not k.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ CHUNK = 16
 
 @dataclass
 class TopN:
-    """Running best-N lists of a block of queries, best first; row q holds counts[q] valid entries."""
+    """Running best-N lists of a block of queries (one row per list: per query unless `Lists` say
+    otherwise), best first; row l holds counts[l] valid entries."""
 
     scores: np.ndarray  # (num_queries, n) float32
     ids: np.ndarray  # (num_queries, n) int64 candidate ids
@@ -57,18 +63,53 @@ class TopN:
         return rows, (ranks + 1).astype(np.int32), self.ids[valid], self.scores[valid]
 
 
+# Group of a list that takes every candidate; a candidate mask of ALL is in every group.
+ALL = -1
+
+
+@dataclass(frozen=True)
+class Lists:
+    """Which lists each query keeps: query q owns list rows indptr[q]:indptr[q + 1] of the `TopN`;
+    list l takes the candidates in group groups[l] (0..63), or every candidate when it is `ALL`."""
+
+    indptr: np.ndarray  # (num_queries + 1,) int64
+    groups: np.ndarray  # (num_lists,) int64
+
+    @classmethod
+    def one_each(cls, num_queries: int) -> Lists:
+        """One list over all candidates per query (plain top-N)."""
+        return cls(np.arange(num_queries + 1, dtype=np.int64), np.full(num_queries, ALL, np.int64))
+
+    def owners(self) -> np.ndarray:
+        """The query row of each list."""
+        return np.repeat(np.arange(len(self.indptr) - 1), np.diff(self.indptr))
+
+    def masks(self) -> np.ndarray:
+        if np.any((self.groups < ALL) | (self.groups > 63)):
+            raise ValueError(f"list groups must be 0..63 or ALL, got {sorted(set(self.groups.tolist()))[:5]}")
+        return np.where(self.groups == ALL, ALL, np.left_shift(1, np.maximum(self.groups, 0))).astype(np.int64)
+
+
 def update_top_n(top: TopN, queries: np.ndarray, candidate_ids: np.ndarray, candidates: np.ndarray,
-                 exclude_indptr: np.ndarray | None = None, exclude_ids: np.ndarray | None = None) -> None:
+                 exclude_indptr: np.ndarray | None = None, exclude_ids: np.ndarray | None = None,
+                 lists: Lists | None = None, candidate_groups: np.ndarray | None = None) -> None:
     """Merge one candidate block into the queries' running top-N lists (in place).
 
     queries: (num_queries, rank); candidates: (num_candidates, rank) with unique
     `candidate_ids` in any order; query q never gets the candidate ids
     exclude_ids[exclude_indptr[q]:exclude_indptr[q+1]] (ids absent from this block are
     ignored; rows already sorted ascending, as `exclusion_csr` builds them, are used as they
-    are). Scores are float32.
+    are). lists: the lists of each query (default one per query; `top` has one row per
+    list); candidate_groups: int64 bit masks of the candidates' groups (default: every
+    group). Scores are float32.
     """
+    lists = lists or Lists.one_each(len(queries))
+    if top.scores.shape[0] != len(lists.groups) or len(lists.indptr) != len(queries) + 1:
+        raise ValueError(f"{len(queries)} queries with {len(lists.groups)} lists, but top holds {top.scores.shape[0]}")
     candidate_ids = np.asarray(candidate_ids, dtype=np.int64)
     candidates = np.asarray(candidates, dtype=np.float32)
+    candidate_groups = np.full(len(candidate_ids), ALL, np.int64) if candidate_groups is None \
+        else np.asarray(candidate_groups, dtype=np.int64)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     norms = np.sqrt(np.einsum("ij,ij->i", candidates, candidates, dtype=np.float64))
     order = np.lexsort((candidate_ids, -norms))  # largest norm first: see _score_and_select
@@ -81,8 +122,8 @@ def update_top_n(top: TopN, queries: np.ndarray, candidate_ids: np.ndarray, cand
                                    else exclude_ids.astype(np.int64, copy=False))
     query_norms = np.sqrt(np.einsum("ij,ij->i", queries, queries, dtype=np.float64))
     _score_and_select(queries, query_norms, np.ascontiguousarray(candidates[order].T), candidate_ids[order],
-                      norms[order][::TILE].copy(), exclude_indptr, exclude_ids, top.scores, top.ids, top.counts,
-                      TILE)
+                      candidate_groups[order], norms[order][::TILE].copy(), exclude_indptr, exclude_ids,
+                      np.asarray(lists.indptr, np.int64), lists.masks(), top.scores, top.ids, top.counts, TILE)
 
 
 def exclusion_csr(rows: np.ndarray, ids: np.ndarray, num_rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -152,13 +193,14 @@ BOUND_SLACK = 1e-4
 
 
 @compiled()
-def _score_and_select(queries, query_norms, candidates_t, candidate_ids, tile_norms, exclude_indptr,
-                      exclude_ids, top_scores, top_ids, top_counts, tile):  # pragma: no cover - compiled
-    """For each candidate tile and each query: scores into a buffer, threshold-filtered selection.
+def _score_and_select(queries, query_norms, candidates_t, candidate_ids, candidate_groups, tile_norms,
+                      exclude_indptr, exclude_ids, list_indptr, list_masks, top_scores, top_ids, top_counts,
+                      tile):  # pragma: no cover - compiled
+    """For each candidate tile and each query: scores into a buffer, offered to each of the query's lists.
 
     Candidates come in order of decreasing norm, so x.y <= |x| |y| <= |x| * (the tile's first
-    norm) bounds every later score of a query: once that bound is below the query's N-th
-    best, no later tile can enter its list and the query is finished.
+    norm) bounds every later score of a query: once that bound is below the N-th best of
+    every list of the query, no later tile can enter them and the query is finished.
     """
     num_queries, rank = queries.shape
     num_candidates = candidates_t.shape[1]
@@ -171,8 +213,12 @@ def _score_and_select(queries, query_norms, candidates_t, candidate_ids, tile_no
         for q in range(num_queries):
             if finished[q]:
                 continue
-            if top_counts[q] == n and query_norms[q] * tile_norms[t] * (1.0 + BOUND_SLACK) < top_scores[q, n - 1]:
-                finished[q] = True
+            bound = query_norms[q] * tile_norms[t] * (1.0 + BOUND_SLACK)
+            finished[q] = True
+            for lst in range(list_indptr[q], list_indptr[q + 1]):
+                if top_counts[lst] < n or not bound < top_scores[lst, n - 1]:
+                    finished[q] = False
+            if finished[q]:
                 continue
             x = queries[q]
             first = candidates_t[0]
@@ -182,16 +228,19 @@ def _score_and_select(queries, query_norms, candidates_t, candidate_ids, tile_no
                 row, xp = candidates_t[p], x[p]
                 for j in range(width):
                     scores[j] += xp * row[lo + j]
-            _select(scores, width, candidate_ids[lo:lo + width], top_scores[q], top_ids[q], top_counts, q,
-                    exclude_ids[exclude_indptr[q]:exclude_indptr[q + 1]])
+            excluded = exclude_ids[exclude_indptr[q]:exclude_indptr[q + 1]]
+            for lst in range(list_indptr[q], list_indptr[q + 1]):
+                _select(scores, width, candidate_ids[lo:lo + width], candidate_groups[lo:lo + width],
+                        list_masks[lst], top_scores[lst], top_ids[lst], top_counts, lst, excluded)
 
 
 @compiled()
-def _select(scores, width, ids, best_scores, best_ids, counts, q, excluded):  # pragma: no cover - compiled
-    """Insert the tile's scores that beat query q's current N-th best into its sorted list,
-    skipping the candidates in `excluded` (sorted ids)."""
+def _select(scores, width, ids, groups, mask, best_scores, best_ids, counts, lst,
+            excluded):  # pragma: no cover - compiled
+    """Insert the tile's scores that beat list `lst`'s current N-th best into it, skipping the
+    candidates in `excluded` (sorted ids) and those outside the list's groups (`mask`)."""
     n = len(best_scores)
-    count = counts[q]
+    count = counts[lst]
     threshold = best_scores[n - 1] if count == n else -np.inf
     for lo in range(0, width, CHUNK):
         hi = min(lo + CHUNK, width)
@@ -202,7 +251,7 @@ def _select(scores, width, ids, best_scores, best_ids, counts, q, excluded):  # 
             continue
         for j in range(lo, hi):
             score = scores[j]
-            if not score >= threshold:
+            if not score >= threshold or (groups[j] & mask) == 0:
                 continue
             candidate = ids[j]
             if count == n and score == threshold and candidate > best_ids[n - 1]:
@@ -222,4 +271,4 @@ def _select(scores, width, ids, best_scores, best_ids, counts, q, excluded):  # 
                 count += 1
             if count == n:
                 threshold = best_scores[n - 1]
-    counts[q] = count
+    counts[lst] = count

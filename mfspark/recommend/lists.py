@@ -10,12 +10,13 @@ score afterwards (the lists are the full model's, and so are the scores).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from mfspark.recommend.topn import BlockSizes, top_n
+from mfspark.recommend.topn import GROUP_MASK, LIST_GROUPS, BlockSizes, top_n
 
 LIST_COLUMNS = ("user_id", "rank", "movie_id", "score")
 # Users with fewer input ratings than this get the cold-start list. Chosen from benchmarks/results/ranking.md:
@@ -207,24 +208,54 @@ def favourite_genres(ratings: DataFrame, movies: DataFrame, count: int = 3, min_
         .select("user_id", "genre", "genre_rank")
 
 
+# Genres per engine pass: a movie's genres travel as bits of a long (2^62 is still exact as a double).
+GENRES_PER_PASS = 63
+GENRE_ROW_SCHEMA = "user_id int, genre string, genre_rank int, rank int, movie_id int, score float"
+
+
 def genre_rows(user_factors: DataFrame, item_factors: DataFrame, seen: DataFrame, movies: DataFrame,
-               favourites: DataFrame, n: int, write, baseline: Baseline | None = None,
-               sizes: BlockSizes | None = None) -> list[str]:
+               favourites: DataFrame, n: int, baseline: Baseline | None = None,
+               sizes: BlockSizes | None = None) -> DataFrame:
     """Per user, the top N unseen movies within each favourite genre (`favourite_genres`), scored as
-    `recommend_for_users`; one engine run per genre over that genre's movies and the users who
-    favour it. `write(frame)` is called with each genre's `(user_id, genre, genre_rank, rank,
-    movie_id, score)` rows; returns the genres done."""
+    `recommend_for_users`: `(user_id, genre, genre_rank, rank, movie_id, score)`.
+
+    One engine pass for up to GENRES_PER_PASS genres (MovieLens has 20): each user keeps one
+    list per favourite genre, each movie carries its genres as bits, and every score a user's
+    tile computes is offered to each of that user's lists (kernels.Lists), so the rows cost
+    one scoring pass, not one per genre. The genre names reach the driver (a few dozen), no
+    factors do.
+    """
     genres = [row["genre"] for row in favourites.select("genre").distinct().orderBy("genre").collect()]
-    done = []
-    for genre in genres:
-        fans = favourites.where(F.col("genre") == genre).select("user_id", "genre", "genre_rank")
-        in_genre = movies.where(F.array_contains("genres", genre)).select("movie_id")
-        lists = recommend_for_users(user_factors, item_factors, seen, n, baseline, fans, Candidates(allow=in_genre),
-                                    sizes)
-        write(lists.join(F.broadcast(fans), "user_id")
-              .select("user_id", "genre", "genre_rank", "rank", "movie_id", "score"))
-        done.append(genre)
-    return done
+    queries, items = scoring_factors(user_factors, item_factors, baseline)
+    exclude = seen.select(F.col("user_id").alias("query_id"), F.col("movie_id").alias("candidate_id"))
+    passes = [_genre_pass(queries, items, movies, favourites, genres[start:start + GENRES_PER_PASS], n, exclude, sizes)
+              for start in range(0, len(genres), GENRES_PER_PASS)]
+    if not passes:
+        return favourites.sparkSession.createDataFrame([], GENRE_ROW_SCHEMA)
+    rows = functools.reduce(DataFrame.union, passes)
+    if baseline is not None:
+        rows = _reported(rows, baseline.mu, baseline.user_biases, "user_id")
+    return rows.join(favourites.select("user_id", "genre", "genre_rank"), ["user_id", "genre"]) \
+        .select("user_id", "genre", "genre_rank", "rank", "movie_id", F.col("score").cast("float"))
+
+
+def _genre_pass(queries: DataFrame, items: DataFrame, movies: DataFrame, favourites: DataFrame, genres: list[str],
+                n: int, exclude: DataFrame, sizes: BlockSizes | None) -> DataFrame:
+    """`(user_id, genre, rank, movie_id, score)` for these genres (group i = genres[i]) in one engine run."""
+    names = F.array(*[F.lit(genre) for genre in genres])
+
+    def group(genre: Column) -> Column:
+        return (F.array_position(names, genre) - 1).cast("int")  # -1: not in this pass
+
+    fans = favourites.where(group(F.col("genre")) >= 0).groupBy(F.col("user_id").alias("id")) \
+        .agg(F.collect_list(group(F.col("genre"))).alias(LIST_GROUPS))
+    bits = F.aggregate("genres", F.lit(0).cast("long"), lambda mask, genre: mask.bitwiseOR(
+        F.when(group(genre) >= 0, F.pow(F.lit(2.0), group(genre)).cast("long")).otherwise(F.lit(0).cast("long"))))
+    members = items.join(movies.select(F.col("movie_id").alias("id"), "genres"), "id") \
+        .select("id", "features", bits.alias(GROUP_MASK)).where(F.col(GROUP_MASK) != 0)
+    lists = top_n(queries.join(fans, "id"), members, n, exclude, sizes)
+    return lists.select(F.col("query_id").alias("user_id"), F.element_at(names, F.col("group") + 1).alias("genre"),
+                        "rank", F.col("candidate_id").alias("movie_id"), "score")
 
 
 def write_top_n(model, ratings: DataFrame, out_dir: str, n: int, min_ratings: int = DEFAULT_MIN_RATINGS,

@@ -95,6 +95,75 @@ def arrow_batch_rdd(frame: DataFrame) -> RDD | None:
     return RDD(batches, frame.sparkSession.sparkContext, NoOpSerializer())
 
 
+def parquet_columns(frame: DataFrame) -> tuple[list[str], list[str]] | None:
+    """(files, source column of each output column) when `frame` is only a selection of columns of
+    a Parquet table (`spark.read.parquet(path).select(...)`, renames allowed), else None.
+
+    Stands in for a public description of a DataFrame's source: `inputFiles()` lists the files
+    but not whether the frame is more than their columns. The optimised plan must be a
+    projection of plain columns straight over an unpartitioned Parquet relation: no filter,
+    join, computed or cast column, cache (the plan then shows the cached relation) or
+    partition column. A caller can then read those columns itself (pyarrow, in its tasks)
+    instead of paying the JVM's row-by-row Arrow conversion. None also when the plan
+    classes are not the ones expected (another Spark version): the caller reads `frame`.
+    """
+    from py4j.protocol import Py4JError
+
+    try:
+        plan = frame._jdf.queryExecution().optimizedPlan()
+        if plan.getClass().getSimpleName() != "Project" or plan.child().getClass().getSimpleName() != "LogicalRelation":
+            return None
+        relation = plan.child().relation()
+        if (relation.getClass().getSimpleName() != "HadoopFsRelation"
+                or relation.fileFormat().getClass().getSimpleName() != "ParquetFileFormat"
+                or not relation.partitionSchema().isEmpty()):
+            return None
+        projections = plan.projectList()
+        columns = []
+        for i in range(projections.size()):
+            expression = projections.apply(i)
+            if expression.getClass().getSimpleName() == "Alias":
+                expression = expression.child()
+            if expression.getClass().getSimpleName() != "AttributeReference":
+                return None
+            columns.append(expression.name())
+    except (Py4JError, AttributeError):
+        return None
+    return list(frame.inputFiles()), columns
+
+
+def hash_partition_keys(num_partitions: int) -> list[int]:
+    """Int keys k_0, k_1, ... such that `repartition(num_partitions, col)` puts k_i in partition i.
+
+    Stands in for a way to place rows in a chosen partition of a DataFrame, which Spark lacks:
+    `repartition` sends a row to pmod(Murmur3(value, seed 42), n) (HashPartitioning), so
+    block ids used as keys directly would collide (18 blocks -> about 12 partitions). The
+    hash is Spark's `Murmur3_x86_32.hashInt`, unchanged since Spark 1.x because bucketed
+    tables depend on it (a test checks it against `spark_partition_id`).
+    """
+    keys, taken, candidate = [None] * num_partitions, 0, 0
+    while taken < num_partitions:
+        partition = _murmur3_int(candidate) % num_partitions
+        if keys[partition] is None:
+            keys[partition], taken = candidate, taken + 1
+        candidate += 1
+    return keys
+
+
+def _murmur3_int(value: int, seed: int = 42) -> int:
+    """Spark's Murmur3_x86_32.hashInt(value, seed) as a signed 32-bit int."""
+    def rotl(x: int, r: int) -> int:
+        return ((x << r) | (x >> (32 - r))) & 0xFFFFFFFF
+
+    k1 = rotl((value & 0xFFFFFFFF) * 0xCC9E2D51 & 0xFFFFFFFF, 15) * 0x1B873593 & 0xFFFFFFFF
+    h1 = (rotl(seed ^ k1, 13) * 5 + 0xE6546B64) & 0xFFFFFFFF
+    h1 ^= 4
+    h1 = (h1 ^ (h1 >> 16)) * 0x85EBCA6B & 0xFFFFFFFF
+    h1 = (h1 ^ (h1 >> 13)) * 0xC2B2AE35 & 0xFFFFFFFF
+    h1 ^= h1 >> 16
+    return h1 - (1 << 32) if h1 >= 1 << 31 else h1
+
+
 def zip_partitions(left: RDD, right: RDD) -> RDD:
     """Pair the i-th JVM element of each partition of `left` with the i-th of `right` (a narrow JVM zip).
 
