@@ -24,9 +24,10 @@ from pathlib import Path
 
 import pyspark
 
+from mfspark.pipeline.run import PipelineConfig, build_stages
+
 REPO = Path(__file__).resolve().parents[1]
 RUN_ID = "bench"
-RUN_ORDER = ("ingest", "baseline", "train", "train_lists", "evaluate", "recommend")
 
 
 def parse_args() -> argparse.Namespace:
@@ -90,9 +91,14 @@ def run_cluster(args: argparse.Namespace) -> tuple[list[str], float, dict]:
     return command, wall, manifest(out)
 
 
-def table(local: dict, cluster: dict, walls: tuple[float, float]) -> list[str]:
+def run_order(input_dir: Path) -> list[str]:
+    """The pipeline's stages for this input in the order they run (the manifest keys them by name)."""
+    return [stage.name for stage in build_stages(PipelineConfig(root="", source_dir=input_dir))]
+
+
+def table(local: dict, cluster: dict, walls: tuple[float, float], order: list[str]) -> list[str]:
     rows = ["| stage | local[*] s | cluster s | cluster / local |", "| --- | ---: | ---: | ---: |"]
-    for stage in sorted(local["seconds"], key=RUN_ORDER.index):  # the manifest keys them by name
+    for stage in order:
         a, b = local["seconds"][stage], cluster["seconds"][stage]
         rows.append(f"| {stage} | {a:.1f} | {b:.1f} | {b / a:.2f} |")
     a, b = (sum(m["seconds"].values()) for m in (local, cluster))
@@ -126,7 +132,7 @@ def main() -> None:
         f"cluster {metrics['cluster']:.4f}. Load average {load_start:.1f} at the start, {load_end:.1f} at the end "
         f"(2 cores, shared).",
         "",
-        *table(local, cluster, (local_wall, cluster_wall)),
+        *table(local, cluster, (local_wall, cluster_wall), run_order(args.input)),
         "",
         f"- local: `{shlex.join(local_command)}` (one JVM, `local[*]` = 2 cores, driver 8g)",
         f"- cluster: `{shlex.join(cluster_command)}` (master and two workers from `scripts/local_cluster.sh`, "
