@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pyspark
 
-from mfspark.pipeline.run import PipelineConfig, build_stages
+from mfspark.pipeline.stages import PipelineConfig, build_stages
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_ID = "bench"

@@ -47,7 +47,7 @@ def test_both_reach_the_planted_noise_floor(spark, tmp_path):
 
 def test_compare_job_writes_comparison_json(spark, tmp_path, small_split):
     from mfspark.commands import compare_mllib as job
-    from mfspark.runtime.storage import read_json
+    from mfspark.runtime.commit import read_json
 
     ingest_out = tmp_path / "ingest"
     train, test = small_split

@@ -20,8 +20,11 @@ from mfspark.commands import report as report_job
 from mfspark.errors import ConfigError, InputError, PipelineStageError
 from mfspark.models.als.estimator import ALSParams
 from mfspark.models.bias import BiasParams
+from mfspark.pipeline import layout
 from mfspark.pipeline import run as pipeline
-from mfspark.pipeline.run import PipelineConfig, run_pipeline
+from mfspark.pipeline.run import run_pipeline
+from mfspark.pipeline.stages import LISTS_ALS, PipelineConfig
+from mfspark.runtime.fs import LocalFileSystem
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,7 +45,7 @@ def config(tmp_path: Path, **changes) -> PipelineConfig:
     base = PipelineConfig(root=str(tmp_path / "root"), source_dir=tiny_release(tmp_path / "release"), top_n=0,
                           bias=BiasParams(sweeps=2),
                           als=ALSParams(rank=2, max_iter=2, biases=True, seed=1),
-                          lists_als=replace(pipeline.LISTS_ALS, rank=2, max_iter=3, seed=1))
+                          lists_als=replace(LISTS_ALS, rank=2, max_iter=3, seed=1))
     return replace(base, **changes)
 
 
@@ -65,22 +68,32 @@ def test_run_writes_stages_manifest_and_latest_then_skips_what_is_unchanged(spar
     assert set(manifest["seconds"]) == {"ingest", "baseline", "train", "evaluate"}
     assert 0.1 < manifest["metrics"]["als"]["rmse"] < 3 and manifest["metrics"]["baseline"]["count"] > 0
     assert pq.read_table(root / "latest" / "ingest" / "ratings").num_rows == 400
-    assert pipeline.resolve_run(root) == pipeline.resolve_run(run_dir) == run_dir.resolve()
+    assert json.loads((root / "LATEST").read_text())["run_id"] == first["run_id"]
+    fs = LocalFileSystem()
+    assert layout.resolve_run(fs, str(root)) == layout.resolve_run(fs, str(run_dir)) == str(run_dir)
 
     again = run_pipeline(spark, config(tmp_path))
     assert again["up_to_date"] and again["run_id"] == first["run_id"]
 
-    # A new ALS setting: ingest and baseline are linked from the first run, train and evaluate rerun.
+    # A new ALS setting: ingest and baseline are reused from the first run, train and evaluate rerun.
     changed = run_pipeline(spark, config(tmp_path, als=ALSParams(rank=3, max_iter=2, biases=True, seed=1)))
     assert stage_actions(changed) == {"ingest": "reuse", "baseline": "reuse", "train": "run", "evaluate": "run"}
     assert os.readlink(root / "latest") == f"runs/{changed['run_id']}"
     new_run = root / "runs" / changed["run_id"]
-    assert (new_run / "ingest").resolve() == (run_dir / "ingest").resolve()
+    assert layout.stage_location(fs, str(new_run), "ingest") == f"{root}/runs/{first['run_id']}/ingest"
     assert json.loads((new_run / "manifest.json").read_text())["stages"]["ingest"]["reused_from"] == first["run_id"]
+
+    # A third run reuses from the second: its record names the original directory, never the second's record.
+    third = run_pipeline(spark, config(tmp_path, als=ALSParams(rank=3, max_iter=2, biases=True, seed=1), top_n=2))
+    assert stage_actions(third)["ingest"] == "reuse"
+    third_run = root / "runs" / third["run_id"]
+    assert layout.stage_location(fs, str(third_run), "ingest") == f"{root}/runs/{first['run_id']}/ingest"
+    assert layout.stage_location(fs, str(third_run), "train") == f"{root}/runs/{changed['run_id']}/train"
 
     forced = run_pipeline(spark, config(tmp_path, force=True), dry_run=True)
     assert set(stage_actions(forced).values()) == {"run"}
-    assert sorted(p.name for p in (root / "runs").iterdir()) == sorted([first["run_id"], changed["run_id"]])
+    assert sorted(p.name for p in (root / "runs").iterdir()) == sorted([first["run_id"], changed["run_id"],
+                                                                        third["run_id"]])
 
 
 def test_evaluate_writes_ranking_metrics_and_the_report_reads_the_pipeline_root(spark, tmp_path):
@@ -175,7 +188,7 @@ def test_run_id_names_the_run_directory_and_a_rerun_with_it_resumes_that_run(spa
     next_night = run_pipeline(spark, config(tmp_path, run_id="20260103"))
     assert set(stage_actions(next_night).values()) == {"reuse"}
     assert os.readlink(root / "latest") == "runs/20260103"
-    assert (root / "runs" / "20260103" / "train").resolve() == (night / "train").resolve()
+    assert layout.stage_location(LocalFileSystem(), str(root / "runs" / "20260103"), "train") == str(night / "train")
 
     with pytest.raises(ConfigError, match=r"^run 20260102 in .* is complete with other inputs and parameters; a "
                                           r"complete run is never rewritten: give another run id$"):

@@ -21,7 +21,7 @@ from mfspark.commands import train as train_job
 from mfspark.errors import InputError
 from mfspark.report.figures import with_hover_titles
 from mfspark.report.inputs import ReportInputs, resolve_run
-from mfspark.runtime.storage import HadoopPaths
+from mfspark.runtime.fs import HadoopFileSystem
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GENRES = ("Animation", "Horror", "Romance", "Action")
@@ -199,7 +199,7 @@ def test_hover_titles_follow_marker_order():
 
 
 def test_run_directory_resolution(spark, tmp_path):
-    paths = HadoopPaths(spark)
+    paths = HadoopFileSystem(spark)
     run = tmp_path / "root" / "runs" / "20261130T010000Z"
     for stage in ("ingest", "train", "evaluate", "recommend"):
         (run / stage).mkdir(parents=True)

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from mfspark.errors import ConfigError, InputError, OutputLockedError
-from mfspark.runtime.storage import (
+from mfspark.runtime.commit import (
     atomic_output,
     check_disjoint,
     check_parquet_table,
@@ -107,7 +107,7 @@ def test_a_pre_link_output_directory_is_swapped_for_the_link_without_a_gap(spark
 def test_second_writer_fails_at_once_naming_the_holder(tmp_path):
     out = tmp_path / "out"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from mfspark.runtime.storage import output_lock\n"
+        [sys.executable, "-c", "import sys, time; from mfspark.runtime.commit import output_lock\n"
          f"with output_lock({str(out)!r}, 'mfspark train'):\n    print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
     try:

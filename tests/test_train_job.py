@@ -9,7 +9,7 @@ from chispa import assert_df_equality
 
 from mfspark.commands import train as train_job
 from mfspark.models.als.estimator import ALS, ALSModel
-from mfspark.runtime.storage import read_json
+from mfspark.runtime.commit import read_json
 
 
 def ingest_like(spark, path):

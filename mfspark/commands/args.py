@@ -15,8 +15,8 @@ from mfspark.errors import ConfigError
 from mfspark.evaluation import split as splits
 from mfspark.models.als.estimator import BIAS_FITS, IMPLICIT_SIDES, PRESETS, ALSParams
 from mfspark.models.base import COLD_START_STRATEGIES, DEFAULT_COLD_START
+from mfspark.runtime.commit import check_parquet_table
 from mfspark.runtime.provenance import versions
-from mfspark.runtime.storage import check_parquet_table
 
 
 def add_release_arguments(parser: argparse.ArgumentParser) -> None:

@@ -21,8 +21,9 @@ from mfspark.errors import ConfigError
 from mfspark.evaluation.metrics import DEFAULT_THRESHOLD, ranking_metrics, rating_metrics
 from mfspark.evaluation.split import PREDEFINED_SPLITS, SPLIT_KINDS, Split, cold_start_counts, make_splits
 from mfspark.models.bias import BiasModel, BiasParams, tune
+from mfspark.runtime.commit import atomic_output, read_json, write_json
+from mfspark.runtime.fs import HadoopFileSystem
 from mfspark.runtime.provenance import versions
-from mfspark.runtime.storage import HadoopPaths, atomic_output, read_json, write_json
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -70,7 +71,7 @@ def load_ratings(spark: SparkSession, input_dir: str) -> tuple[DataFrame, str]:
     """The ingested ratings table and the dataset name from the manifest (else the directory name)."""
     ratings = read_ratings(spark, input_dir)
     manifest = f"{input_dir}/manifest.json"
-    dataset = read_json(spark, manifest).get("release") if HadoopPaths(spark).exists(manifest) else None
+    dataset = read_json(spark, manifest).get("release") if HadoopFileSystem(spark).exists(manifest) else None
     return ratings, dataset or Path(input_dir).name
 
 

@@ -16,7 +16,7 @@ from pyspark.sql import SparkSession
 
 from mfspark.commands.args import add_als_arguments, add_split_arguments, als_params, load_split, run_info
 from mfspark.evaluation.mllib_reference import compare
-from mfspark.runtime.storage import atomic_output, write_json
+from mfspark.runtime.commit import atomic_output, write_json
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
@@ -33,7 +33,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("mfspark.commands.sweep", "held-out RMSE of ALS over a rank x lambda grid (Parquet + figure)"),
     "tune": ("mfspark.commands.tune", "choose ALS hyper-parameters on a validation split, score the best on test"),
     "report": ("mfspark.commands.report", "one self-contained HTML model report with figures"),
+    "runs": ("mfspark.commands.runs", "list a pipeline root's runs, or print the URI of its latest complete run"),
 }
+# Options naming something a command reads, and the pipeline stage they stand for when given a pipeline root
+# or run ("lists": the stage whose model made the run's lists). See `resolve_readers`.
+READER_OPTIONS = {"input": "ingest", "ingest": "ingest", "model": "train", "warm_start": "train",
+                  "recs": "recommend"}
 
 log = logging.getLogger("mfspark")
 
@@ -132,27 +137,69 @@ def exit_on_sigterm(signum, frame) -> None:
 
 def remove_checkpoint_dir(spark) -> None:
     """Spark leaves its per-context checkpoint directory (`_checkpoints/<uuid>`) behind: remove it on exit."""
-    from mfspark.runtime.storage import HadoopPaths
+    from mfspark.runtime.fs import HadoopFileSystem
 
     try:
         checkpoint_dir = spark.sparkContext.getCheckpointDir()
         if checkpoint_dir:
-            HadoopPaths(spark).delete(checkpoint_dir)
+            HadoopFileSystem(spark).delete(checkpoint_dir)
     except Exception as exc:  # the JVM may already be gone (killed with us)
         log.warning("could not remove the checkpoint directory: %s", exc)
 
 
+def resolve_readers(args: argparse.Namespace, spark) -> None:
+    """Point every option naming an input at what to read: the current version of an output on a Hadoop
+    filesystem, or the stage of a pipeline root's latest run (or of a given run). One rule for every reader."""
+    from mfspark.pipeline.layout import resolve_stage
+    from mfspark.runtime.commit import resolve_output
+    from mfspark.runtime.fs import filesystem
+
+    for option, stage in READER_OPTIONS.items():
+        value = getattr(args, option, None)
+        if not value or (option == "input" and args.command in ("ingest", "pipeline")):
+            continue
+        fs = filesystem(str(value), spark)
+        chosen = "lists" if option == "model" and args.command == "recommend" else stage
+        resolved = resolve_output(fs, resolve_stage(fs, str(value), chosen))
+        if resolved != str(value):
+            log.info("--%s %s: reading %s", option.replace("_", "-"), value, resolved)
+        setattr(args, option, resolved)
+
+
+@contextlib.contextmanager
+def output_locks(args: argparse.Namespace, spark) -> Iterator[None]:
+    """The lock of an `--out` on a Hadoop filesystem, for the whole command (local outputs are locked
+    before Spark starts, in `run_command`)."""
+    from mfspark.runtime.fs import filesystem, local_path
+    from mfspark.runtime.locks import hold_lock
+
+    out = getattr(args, "out", None)
+    if not out or local_path(out) is not None or spark is None:
+        yield
+        return
+    with hold_lock(filesystem(out, spark), out, f"mfspark {args.command}"):
+        yield
+
+
+def needs_spark(module, args: argparse.Namespace) -> bool:
+    """A command's `NEEDS_SPARK`: a flag, or a function of its arguments (e.g. `runs` on a local root)."""
+    flag = getattr(module, "NEEDS_SPARK", True)
+    return bool(flag(args) if callable(flag) else flag)
+
+
 def run_command(args: argparse.Namespace, module) -> dict | None:
     """Hold the output's lock (when the command has `--out`) around the Spark session and the run."""
-    from mfspark.runtime.storage import check_disjoint, output_lock
+    from mfspark.runtime.commit import check_disjoint, output_lock
 
     out = getattr(args, "out", None)
     if out and getattr(args, "input", None):
         check_disjoint(args.input, out)
     with output_lock(out, f"mfspark {args.command}", sweep_scratch=True) if out else contextlib.nullcontext():
-        spark = session_for(args, f"mfspark-{args.command}") if getattr(module, "NEEDS_SPARK", True) else None
+        spark = session_for(args, f"mfspark-{args.command}") if needs_spark(module, args) else None
         try:
-            return module.run(args, spark)
+            resolve_readers(args, spark)
+            with output_locks(args, spark):
+                return module.run(args, spark)
         finally:
             if spark is not None:
                 remove_checkpoint_dir(spark)

@@ -19,7 +19,8 @@ from mfspark.data.ingest import DEFAULT_MAX_REJECT_FRACTION
 from mfspark.errors import ConfigError
 from mfspark.models.als.estimator import PRESETS
 from mfspark.models.bias import BiasParams
-from mfspark.pipeline.run import LIST_MODELS, LISTS_ALS, PipelineConfig, SplitParams, check_run_id, run_pipeline
+from mfspark.pipeline.run import check_run_id, run_pipeline
+from mfspark.pipeline.stages import LIST_MODELS, LISTS_ALS, PipelineConfig, SplitParams
 from mfspark.runtime.session import profile_text
 
 # Options a profile's [pipeline] table may set, with their built-in defaults.
@@ -35,12 +36,16 @@ DEFAULTS = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_release_arguments(parser)
     parser.add_argument("--out", required=True, metavar="ROOT",
-                        help="output root: runs go to ROOT/runs/<run_id>/, ROOT/latest names the last complete one")
+                        help="output root (a local path, hdfs://... or s3a://...): runs go to ROOT/runs/<run_id>/, "
+                             "ROOT/LATEST names the last complete one")
     parser.add_argument("--run-id", metavar="ID",
                         help="name the run ROOT/runs/ID/ (default: env MFSPARK_RUN_ID, else the start time); "
                              "rerunning with the same ID resumes that run, e.g. a scheduler's retry of one night")
     parser.add_argument("--force", action="store_true", help="rerun every stage even when its outputs exist")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (each stage: run, skip or reuse, why)")
+    parser.add_argument("--keep", type=positive_int, metavar="N",
+                        help="after a successful run, remove complete runs older than the newest N (never the "
+                             "latest, nor a run whose stages a kept run reuses); default: keep every run")
     parser.add_argument("--max-input-age-hours", type=float,
                         help="refuse input files older than this (stale-input check; default off)")
     stage = parser.add_argument_group("stage options (default: the profile's [pipeline] table, then built-in)")
@@ -64,6 +69,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="recommend: lists from implicit-feedback ALS on the ratings >= 4 (default; it ranks "
                             "best, README: Ranking quality) or from the train stage's model of rating values")
     stage.add_argument("--lists-alpha", type=float, help="implicit lists' model: confidence 1 + alpha * rating")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def profile_settings(profile: str, conf_dir: str | None) -> dict:
@@ -119,7 +135,7 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
 
 
 def run(args: argparse.Namespace, spark: SparkSession) -> dict:
-    result = run_pipeline(spark, pipeline_config(args), dry_run=args.dry_run)
+    result = run_pipeline(spark, pipeline_config(args), dry_run=args.dry_run, keep=args.keep)
     if args.dry_run:
         for step in result["plan"]:
             print(f"{step['stage']:<10} {step['action']:<6} {step['why']}")

@@ -26,7 +26,8 @@ from mfspark.models.als.estimator import ALSModel
 from mfspark.recommend import lists as recs
 from mfspark.recommend.foldin import folded_frames
 from mfspark.recommend.topn import BlockSizes
-from mfspark.runtime.storage import HadoopPaths, atomic_output
+from mfspark.runtime.commit import atomic_output
+from mfspark.runtime.fs import HadoopFileSystem
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
 
 def _fold_in_and_print(spark: SparkSession, model: ALSModel, baseline, movies: DataFrame, candidates, sizes,
                        args: argparse.Namespace) -> dict:
-    ratings = read_ratings_file(HadoopPaths(spark).read_text(args.ratings_file), args.ratings_file)
+    ratings = read_ratings_file(HadoopFileSystem(spark).read_text(args.ratings_file), args.ratings_file)
     folded = model.folded_user(ratings)
     users, seen, user_baseline = folded_frames(spark, FOLDED_USER_ID, folded, ratings, baseline)
     lists = recs.recommend_for_users(users, model.item_factors, seen, args.top_n, user_baseline, None, candidates,
@@ -127,7 +128,7 @@ def _id_frame(spark: SparkSession, value: str | None, option: str, column: str =
     if column == "user_id" and _ID_LIST.match(value):
         ids = [int(v) for v in value.split(",")]
     else:
-        ids = parse_id_lines(HadoopPaths(spark).read_text(value), value, option)
+        ids = parse_id_lines(HadoopFileSystem(spark).read_text(value), value, option)
     return spark.createDataFrame([(i,) for i in sorted(set(ids))], f"{column} int")
 
 

@@ -12,7 +12,7 @@ from pyspark.sql import SparkSession
 
 from mfspark.report.build import ReportOptions, build_report
 from mfspark.report.inputs import report_inputs
-from mfspark.runtime.storage import HadoopPaths
+from mfspark.runtime.fs import filesystem
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, spark: SparkSession) -> dict:
-    inputs = report_inputs(HadoopPaths(spark), args.run, args.ingest, args.model, args.recs, args.sweep)
+    fs = filesystem(args.run or args.model or args.ingest or ".", spark)
+    inputs = report_inputs(fs, args.run, args.ingest, args.model, args.recs, args.sweep)
     options = ReportOptions(user_id=args.user, top_n=args.top_n, svd_rank=args.svd_rank, compare=not args.no_compare,
                             map_movies=args.map_movies, neighbour_min_count=args.neighbour_min_count,
                             pca_users=args.pca_users, pca_movies=args.pca_movies)

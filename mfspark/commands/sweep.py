@@ -17,7 +17,7 @@ from mfspark.commands.args import add_als_arguments, add_split_arguments, als_pa
 from mfspark.errors import ConfigError
 from mfspark.report import figures
 from mfspark.report import sweep as sweeps
-from mfspark.runtime.storage import atomic_output, write_json
+from mfspark.runtime.commit import atomic_output, write_json
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ from pyspark.sql import SparkSession
 import mfspark.commands.args as shared
 from mfspark.errors import ConfigError
 from mfspark.models.als import tuning
-from mfspark.runtime.storage import HadoopPaths, atomic_output, write_json
+from mfspark.runtime.commit import atomic_output, write_json
+from mfspark.runtime.fs import HadoopFileSystem
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
     table = tuning.markdown_table(result)
     with atomic_output(spark, args.out) as staging:
         tuning.points_frame(spark, result.points).coalesce(1).write.parquet(f"{staging}/tune")
-        HadoopPaths(spark).write_text(f"{staging}/tune.md", table)
+        HadoopFileSystem(spark).write_text(f"{staging}/tune.md", table)
         write_json(spark, f"{staging}/metrics.json", {
             **shared.run_info(spark, args, split), "grid": asdict(grid),
             "validation_fraction": args.validation_fraction, "validation_seed": args.validation_seed,

@@ -35,8 +35,8 @@ from mfspark.data.movielens import (
     release_named,
 )
 from mfspark.errors import ConfigError, InputError, RejectThresholdError
+from mfspark.runtime.commit import atomic_output, check_disjoint, write_json
 from mfspark.runtime.provenance import file_md5, versions
-from mfspark.runtime.storage import atomic_output, check_disjoint, write_json
 
 log = logging.getLogger(__name__)
 

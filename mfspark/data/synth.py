@@ -36,7 +36,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from mfspark.errors import ConfigError
-from mfspark.runtime.storage import replace_local_dir
+from mfspark.runtime.commit import replace_local_dir
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 from mfspark.errors import InputError
 from mfspark.models.base import DEFAULT_COLD_START, Model, clip_to_scale, with_cold_start
 from mfspark.models.inputs import validate_ratings
-from mfspark.runtime.storage import read_json, write_json
+from mfspark.runtime.commit import read_json, write_json
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession

@@ -1,288 +1,120 @@
-"""Run the stages into `ROOT/runs/<run_id>/<stage>/`, skip what is already done, then move `ROOT/latest`.
+"""Run the stages into `ROOT/runs/<run_id>/<stage>/`, skip what is already done, then move `ROOT/LATEST`.
 
-Layout of an output root:
+The root's layout is `mfspark.pipeline.layout`'s; the stages are `mfspark.pipeline.stages`'. The same
+protocol holds on a local disk, HDFS and S3 (see `mfspark.runtime.fs` for each primitive):
 
-    ROOT/runs/<run_id>/<stage>/...        a stage's outputs, with `_SUCCESS` (its key, seconds, summary)
-    ROOT/runs/<run_id>/plan.json          the stages' keys, written when the run starts
-    ROOT/runs/<run_id>/manifest.json      inputs with checksums, parameters, versions, rows, metrics, seconds
-    ROOT/runs/<run_id>/_SUCCESS           the run is complete
-    ROOT/latest -> runs/<run_id>          the last complete run (a link swapped in one rename)
+1. Take the root's lock (`mfspark.runtime.locks`): one run per root at a time, on every filesystem.
+2. Plan: a stage is *skipped* when the run being resumed holds it, *reused* from an earlier complete run
+   that holds it (its record names the original directory, never another reference), else *run*. Before
+   a stage is skipped or reused its files are checked against the names and sizes its `_SUCCESS`
+   recorded: a damaged output is run again, never trusted.
+3. Run each stage into the run directory; its `_SUCCESS` is written last.
+4. Write `manifest.json`, then the run's `_SUCCESS`; make the files durable (fsync on a local disk).
+5. Confirm the lock is still ours, then replace `ROOT/LATEST` in one step (and, locally, the `latest` link).
 
-`<run_id>` is the scheduler's when one is given (`PipelineConfig.run_id`, e.g. the night's date): a
-rerun with the same id resumes that directory, whatever other runs exist; without one it is the
-start time and a key prefix.
+A kill at any moment leaves `LATEST` naming the previous complete run. The next invocation with the same
+inputs and parameters resumes the killed run at its first incomplete stage; an incomplete run with other
+keys is abandoned and removed (its `plan.json` first, so a half-removed run is never resumable).
 
-A stage's key hashes its parameters and its upstream stages' keys (the ingest stage's
-parameters include the input files' md5), so equal keys mean equal outputs. A stage is
-skipped when the run being resumed already holds it, or linked from an earlier complete run
-that does; when every stage matches the latest run there is nothing to do. A killed run
-is resumed at its first incomplete stage by the next invocation with the same inputs and
-parameters. `latest` moves only after every stage and the manifest are written, so readers
-of `ROOT/latest` never see a partial run and, at every instant, see a complete one.
+`<run_id>` is the scheduler's when one is given (`PipelineConfig.run_id`, e.g. the night's date): a rerun
+with the same id resumes that directory, whatever other runs exist; without one it is the start time and a
+key prefix. With `keep`, complete runs beyond the newest `keep` are removed after a successful run, except
+the latest and any run a kept run reuses a stage from.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import logging
 import re
-import shutil
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyspark.sql import functions as F
-
-import mfspark
-from mfspark.data.ingest import DEFAULT_MAX_REJECT_FRACTION, describe_input, ingest_release, input_files
-from mfspark.data.movielens import detect_release, release_named
 from mfspark.errors import ConfigError, InputError, MfsparkError, PipelineStageError
-from mfspark.evaluation import split as splits
-from mfspark.evaluation.metrics import held_out_ranking, rating_metrics
-from mfspark.models.als.estimator import ALS, ALSModel, ALSParams, model_name
-from mfspark.models.bias import BiasModel, BiasParams
+from mfspark.pipeline import layout
+from mfspark.pipeline.layout import MANIFEST, PLAN, SUCCESS, is_complete, run_dir, stage_record
+from mfspark.pipeline.stages import PipelineConfig, PlannedStage, Stage, StageContext, build_stages, stage_keys
+from mfspark.runtime.commit import pause_point, point_link
+from mfspark.runtime.fs import FileSystem, LocalFileSystem, filesystem, join, local_path
+from mfspark.runtime.locks import hold_lock
 from mfspark.runtime.provenance import versions
-from mfspark.runtime.storage import check_parquet_table, local_path, output_lock, pause_point, point_link
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
-SUCCESS = "_SUCCESS"
-RATING_COLUMNS = ("user_id", "movie_id", "rating", "rated_at")
-RANKING_K = 10  # the evaluate stage's list length, as the report's ranking columns (precision@10, ...)
-# The lists' model: implicit-feedback ALS on the ratings >= 4 (who liked what). On ml-latest-small's temporal
-# split its top-10 lists beat popularity (precision@10 0.084 vs 0.057) where the rating-value models rank far
-# below it (biased ALS 0.011, plain 0.0025): README, "Ranking quality".
-LIST_MODELS = ("implicit", "ratings")
-LISTS_MIN_RATING = 4.0
-LISTS_ALS = ALSParams(rank=10, reg=0.1, max_iter=10, implicit=True, alpha=1.0)
 # A run id names one directory under ROOT/runs: no separators, no "." or "..", no leading "-" or ".".
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass(frozen=True)
-class SplitParams:
-    kind: str = "random"  # or "temporal"
-    test_fraction: float = 0.2
-    seed: int = 42
+class Root:
+    """An output root on its filesystem."""
+
+    fs: FileSystem
+    uri: str
+
+    def run(self, run_id: str) -> str:
+        return run_dir(self.uri, run_id)
+
+    def write_json(self, path: str, obj: object) -> None:
+        self.fs.write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-@dataclass(frozen=True)
-class PipelineConfig:
-    """Everything a run depends on; `root` is the output root (a local directory)."""
+# ---------------------------------------------------------------- checks of what is on disk
 
-    root: str
-    source_dir: Path
-    release: str | None = None
-    max_reject_fraction: float = DEFAULT_MAX_REJECT_FRACTION
-    split: SplitParams = SplitParams()
-    bias: BiasParams = BiasParams()
-    als: ALSParams = field(default_factory=lambda: ALSParams(biases=True))
-    top_n: int = 10  # 0: no recommend stage
-    force: bool = False
-    max_input_age_hours: float | None = None  # stale-input check, off when None
-    run_id: str | None = None  # the scheduler's name for the run directory; None: a new timestamped one
-    warm_start: str | None = None  # train: a model directory to start from (e.g. the last run's)
-    lists: str = "implicit"  # what recommend's lists come from: the train_lists model, or "ratings": train's
-    lists_als: ALSParams = field(default_factory=lambda: replace(LISTS_ALS))
-
-    @property
-    def lists_stage(self) -> str:
-        """The stage whose model makes the lists (no lists, top_n 0: no train_lists stage either)."""
-        return "train_lists" if self.lists == "implicit" and self.top_n > 0 else "train"
+def stage_files(fs: FileSystem, stage_dir: str) -> dict[str, int]:
+    return {name: size for name, size in fs.list_files(stage_dir).items() if name != SUCCESS}
 
 
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    parameters: dict  # what the output depends on besides the upstream stages
-    upstream: tuple[str, ...]
-    run: Callable[[StageContext, Path], dict]  # writes the stage's outputs, returns its summary
+def stage_done(fs: FileSystem, run: str, stage: str, key: str) -> tuple[bool, str]:
+    """(whether the run holds this stage with this key and intact files, why not)."""
+    record = stage_record(fs, run, stage)
+    if record is None or record.get("key") != key:
+        return False, "no output for these inputs and parameters"
+    location = layout.stage_location(fs, run, stage)
+    original = stage_record(fs, location.rsplit("/", 1)[0], stage) if "location" in record else record
+    if original is None or original.get("key") != key:
+        return False, f"the reused output {location} is gone"
+    expected = original.get("files")
+    if expected is None:  # a record from before file lists: trusted as it was
+        return True, ""
+    found = stage_files(fs, location)
+    if found != expected:
+        missing = sorted(set(expected) - set(found))
+        changed = sorted(n for n in set(expected) & set(found) if expected[n] != found[n])
+        detail = f"{len(missing)} files missing" if missing else f"{len(changed)} files changed size"
+        example = (missing or changed or sorted(set(found) - set(expected)))[:1]
+        log.warning("stage %s in %s is damaged (%s, e.g. %s): running it again", stage, location, detail, example)
+        return False, f"its output in {location} is damaged ({detail})"
+    return True, ""
 
 
-@dataclass(frozen=True)
-class PlannedStage:
-    stage: Stage
-    key: str
-    action: str  # "run", "skip" (done in this run) or "reuse" (linked from an earlier complete run)
-    why: str
-    source: Path | None = None  # the stage directory reused: <earlier run>/<stage>
+def read_plan_keys(fs: FileSystem, run: str) -> dict[str, str] | None:
+    plan = fs.read_json_or_none(join(run, PLAN))
+    return plan.get("keys") if isinstance(plan, dict) else None
 
 
-class StageContext:
-    """What the stages share within one process: the run directory and the (cached) split."""
-
-    def __init__(self, spark: SparkSession, config: PipelineConfig, run_dir: Path):
-        self.spark, self.config, self.run_dir = spark, config, run_dir
-
-    def stage_dir(self, name: str) -> Path:
-        return self.run_dir / name
-
-    @functools.cached_property
-    def split(self) -> splits.Split:
-        """The ingested ratings split once: baseline, train and evaluate see the same rows."""
-        path = str(self.stage_dir("ingest") / "ratings")
-        check_parquet_table(self.spark, path, "the ingest stage's ratings")
-        ratings = self.spark.read.parquet(path).select(*RATING_COLUMNS)
-        p = self.config.split
-        split = (splits.temporal_split(ratings, test_fraction=p.test_fraction) if p.kind == "temporal"
-                 else splits.random_split(ratings, p.test_fraction, p.seed))
-        return splits.Split(split.name, split.train.cache(), split.test.cache())
+def run_ids(root: Root) -> list[str]:
+    return [name for name in root.fs.list_dir(layout.runs_dir(root.uri)) if root.fs.is_dir(root.run(name))]
 
 
-# ---------------------------------------------------------------- stages
-
-def run_ingest(ctx: StageContext, out: Path) -> dict:
-    c = ctx.config
-    manifest = ingest_release(ctx.spark, c.source_dir, str(out), c.release, c.max_reject_fraction)
-    return {"rows": {table: t["rows"] for table, t in manifest["tables"].items()},
-            "rejected": manifest["rejects"]["rows"], "inputs": manifest["inputs"]}
+def complete_runs(root: Root) -> list[str]:
+    """Complete run ids, the latest one first, then newest first."""
+    found = sorted((r for r in run_ids(root) if is_complete(root.fs, root.run(r))), reverse=True)
+    latest = layout.latest_run_id(root.fs, root.uri)
+    return ([latest] if latest in found else []) + [r for r in found if r != latest]
 
 
-def run_baseline(ctx: StageContext, out: Path) -> dict:
-    split = ctx.split
-    model = BiasModel.fit(split.train, ctx.config.bias)
-    model.save(str(out / "biases"))
-    metrics = rating_metrics(model.predict(split.test))
-    write_json_file(out / "metrics.json", metrics)
-    return {"rows": {"train": split.train.count(), "test": split.test.count()}, "metrics": metrics}
-
-
-def run_train(ctx: StageContext, out: Path) -> dict:
-    warm_start = ctx.config.warm_start
-    initial = ALSModel.load(ctx.spark, warm_start) if warm_start else None
-    model = ALS(**asdict(ctx.config.als)).fit(ctx.split.train, initial_model=initial)
-    model.save(str(out / "factors"))
-    history = model.history.iterations
-    return {"iterations": len(history), "objective": history[-1].objective if history else None,
-            "train_rmse": history[-1].train_rmse if history else None}
-
-
-def run_train_lists(ctx: StageContext, out: Path) -> dict:
-    """The lists' model: implicit-feedback ALS fitted on the training ratings >= LISTS_MIN_RATING."""
-    liked = ctx.split.train.where(F.col("rating") >= LISTS_MIN_RATING)
-    model = ALS(**asdict(ctx.config.lists_als)).fit(liked)
-    model.save(str(out / "factors"))
-    return {"rows": {"positives": model.history.num_ratings}, "iterations": len(model.history.iterations)}
-
-
-def run_evaluate(ctx: StageContext, out: Path) -> dict:
-    """Held-out RMSE/MAE and top-10 ranking metrics of the ALS model and of the bias baseline, on one split,
-    and the ranking metrics of the lists' model when it is the implicit one (`lists`).
-
-    `metrics.json` has the shape of a `mfspark train` output's (split, params, rmse, test), so the
-    report reads a run the same way it reads a train directory.
-    """
-    split, c = ctx.split, ctx.config
-    als = ALSModel.load(ctx.spark, str(ctx.stage_dir("train") / "factors"))
-    baseline = BiasModel.load(ctx.spark, str(ctx.stage_dir("baseline") / "biases"))
-    metrics = {name: rating_metrics(model.predict(split.test))
-               | held_out_ranking(model.recommend_for_users, split, RANKING_K)
-               for name, model in (("als", als), ("baseline", baseline))}
-    if c.lists_stage != "train":
-        lists = ALSModel.load(ctx.spark, str(ctx.stage_dir(c.lists_stage) / "factors"))
-        metrics["lists"] = held_out_ranking(lists.recommend_for_users, split, RANKING_K)
-    report_view = {
-        "model": model_name(c.als), "params": asdict(c.als),
-        "rmse": metrics["als"]["rmse"], "mae": metrics["als"]["mae"], "test": metrics["als"],
-        "split": asdict(c.split) | splits.cold_start_counts(split), "baseline": metrics["baseline"],
-        "lists": metrics.get("lists", metrics["als"]),
-    }
-    write_json_file(out / "metrics.json", report_view)
-    return {"metrics": metrics}
-
-
-def run_recommend(ctx: StageContext, out: Path) -> dict:
-    rows = recommend_top_n(ctx.spark, str(ctx.stage_dir(ctx.config.lists_stage) / "factors"),
-                           str(ctx.stage_dir("ingest")), str(out), ctx.config.top_n)
-    return {"rows": {"recommendations": rows}}
-
-
-def recommend_top_n(spark: SparkSession, model_dir: str, ingest_dir: str, out_dir: str, top_n: int) -> int:
-    """Each user's `top_n` unrated movies from the model in `model_dir` (cold-start users: damped popularity),
-    as Parquet under `out_dir`; returns the number of rows."""
-    from mfspark.recommend.lists import write_top_n
-
-    model = ALSModel.load(spark, model_dir)
-    ratings = spark.read.parquet(f"{ingest_dir}/ratings").select("user_id", "movie_id", "rating")
-    write_top_n(model, ratings, out_dir, top_n)
-    return spark.read.parquet(f"{out_dir}/recommendations").count()
-
-
-def build_stages(config: PipelineConfig) -> list[Stage]:
-    c = config
-    release = release_named(c.release) if c.release else detect_release(c.source_dir)
-    inputs = {path.name: describe_input(path) for _, path in input_files(c.source_dir, release)}
-    split = asdict(c.split)
-    stages = [
-        Stage("ingest", {"release": release.name, "inputs": {name: {"bytes": i["bytes"], "md5": i["md5"]}
-                                                             for name, i in inputs.items()},
-                         "max_reject_fraction": c.max_reject_fraction}, (), run_ingest),
-        Stage("baseline", {"split": split, "bias": asdict(c.bias)}, ("ingest",), run_baseline),
-        Stage("train", {"split": split, "als": asdict(c.als), **({"warm_start": c.warm_start} if c.warm_start else {})},
-              ("ingest",), run_train),
-    ]
-    lists = () if c.lists_stage == "train" else (c.lists_stage,)
-    if lists:
-        stages.append(Stage("train_lists", {"split": split, "min_rating": LISTS_MIN_RATING, "als": asdict(c.lists_als)},
-                            ("ingest",), run_train_lists))
-    stages.append(Stage("evaluate", {"split": split, "ranking_k": RANKING_K}, ("baseline", "train", *lists),
-                        run_evaluate))
-    if c.top_n > 0:
-        stages.append(Stage("recommend", {"top_n": c.top_n}, (c.lists_stage, "ingest"), run_recommend))
-    return stages
-
-
-def stage_keys(stages: list[Stage]) -> dict[str, str]:
-    keys: dict[str, str] = {}
-    for stage in stages:
-        text = json.dumps({"stage": stage.name, "parameters": stage.parameters, "mfspark": mfspark.__version__,
-                           "upstream": [keys[name] for name in stage.upstream]}, sort_keys=True, default=str)
-        keys[stage.name] = hashlib.sha256(text.encode()).hexdigest()[:16]
-    return keys
-
-
-# ---------------------------------------------------------------- run directories
-
-def runs_dir(root: Path) -> Path:
-    return root / "runs"
-
-
-def latest_run(root: Path) -> Path | None:
-    link = root / "latest"
-    return link.resolve() if link.is_symlink() else None
-
-
-def is_complete(run_dir: Path) -> bool:
-    return (run_dir / SUCCESS).is_file()
-
-
-def stage_done(stage_dir: Path, key: str) -> bool:
-    try:
-        return json.loads((stage_dir / SUCCESS).read_text()).get("key") == key
-    except (OSError, ValueError):
-        return False
-
-
-def complete_runs(root: Path) -> list[Path]:
-    """Complete runs, the latest one first, then newest first."""
-    found = sorted((p for p in runs_dir(root).glob("*") if p.is_dir() and is_complete(p)), reverse=True)
-    latest = latest_run(root)
-    return ([latest] if latest in found else []) + [p for p in found if p != latest]
-
-
-def resumable_run(root: Path, keys: dict[str, str]) -> Path | None:
+def resumable_run(root: Root, keys: dict[str, str]) -> str | None:
     """The newest incomplete run started with the same stage keys (a killed run to finish)."""
-    for run_dir in sorted(runs_dir(root).glob("*"), reverse=True):
-        if run_dir.is_dir() and not is_complete(run_dir) and read_plan_keys(run_dir) == keys:
-            return run_dir
+    for run_id in sorted(run_ids(root), reverse=True):
+        run = root.run(run_id)
+        if not is_complete(root.fs, run) and read_plan_keys(root.fs, run) == keys:
+            return run_id
     return None
 
 
@@ -293,32 +125,26 @@ def check_run_id(run_id: str, origin: str = "run id") -> None:
                           "be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit")
 
 
-def named_run(root: Path, run_id: str, keys: dict[str, str], force: bool) -> Path | None:
-    """The existing directory of the run the scheduler names, to resume (None: it is new).
+def named_run(root: Root, run_id: str, keys: dict[str, str], force: bool) -> str | None:
+    """The existing run the scheduler names, to resume (None: it is new).
 
-    A complete run is never rewritten (`latest` may name it): rerunning it is a no-op when its
+    A complete run is never rewritten (`LATEST` may name it): rerunning it is a no-op when its
     stage keys are these, and an error otherwise.
     """
-    run_dir = runs_dir(root) / run_id
-    if not run_dir.is_dir():
+    run = root.run(run_id)
+    if not root.fs.is_dir(run):
         return None
-    if is_complete(run_dir) and (force or read_plan_keys(run_dir) != keys):
-        raise ConfigError(f"run {run_id} in {root} is complete with {'' if force else 'other '}inputs and "
+    if is_complete(root.fs, run) and (force or read_plan_keys(root.fs, run) != keys):
+        raise ConfigError(f"run {run_id} in {root.uri} is complete with {'' if force else 'other '}inputs and "
                           f"parameters{' (--force)' if force else ''}; a complete run is never rewritten: "
                           "give another run id")
-    return run_dir
+    return run_id
 
 
-def read_plan_keys(run_dir: Path) -> dict[str, str] | None:
-    try:
-        return json.loads((run_dir / "plan.json").read_text()).get("keys")
-    except (OSError, ValueError):
-        return None
+# ---------------------------------------------------------------- the plan
 
-
-def plan_run(config: PipelineConfig, stages: list[Stage]) -> tuple[Path | None, list[PlannedStage]]:
-    """The run directory to resume (or None for a new one) and what happens to each stage, and why."""
-    root = Path(config.root)
+def plan_run(root: Root, config: PipelineConfig, stages: list[Stage]) -> tuple[str | None, list[PlannedStage]]:
+    """The run id to resume (or None for a new run) and what happens to each stage, and why."""
     keys = stage_keys(stages)
     if config.run_id is not None:
         resumed = named_run(root, config.run_id, keys, config.force)
@@ -331,60 +157,114 @@ def plan_run(config: PipelineConfig, stages: list[Stage]) -> tuple[Path | None, 
         if config.force:
             planned.append(PlannedStage(stage, key, "run", "--force"))
             continue
-        if resumed is not None and stage_done(resumed / stage.name, key):
-            planned.append(PlannedStage(stage, key, "skip", f"done in run {resumed.name}, which this run resumes"))
-            continue
-        source = next((run / stage.name for run in earlier if stage_done(run / stage.name, key)), None)
+        why = "no output for these inputs and parameters"
+        if resumed is not None:
+            done, why = stage_done(root.fs, root.run(resumed), stage.name, key)
+            if done:
+                planned.append(PlannedStage(stage, key, "skip", f"done in run {resumed}, which this run resumes"))
+                continue
+        source = next((run_id for run_id in earlier if stage_done(root.fs, root.run(run_id), stage.name, key)[0]),
+                      None)
         if source is not None:
-            planned.append(PlannedStage(stage, key, "reuse", f"same inputs and parameters as run {source.parent.name}",
-                                        source))
+            location = layout.stage_location(root.fs, root.run(source), stage.name)
+            planned.append(PlannedStage(stage, key, "reuse", f"same inputs and parameters as run {source}",
+                                        location, location.rsplit("/", 2)[1]))
         else:
-            planned.append(PlannedStage(stage, key, "run", "no output for these inputs and parameters"
-                                        + (f" (resuming run {resumed.name})" if resumed else "")))
+            planned.append(PlannedStage(stage, key, "run", why + (f" (resuming run {resumed})" if resumed else "")))
     return resumed, planned
 
 
-def identical_run(planned: list[PlannedStage], resumed: Path | None, run_id: str | None) -> Path | None:
+def identical_run(root: Root, planned: list[PlannedStage], resumed: str | None, run_id: str | None) -> str | None:
     """The complete run whose own outputs are every stage's (a new run would be a copy of it), if any.
 
     With a run id only that run counts: the scheduler gets the directory it names.
     """
-    sources = {p.source.parent if p.action == "reuse" else resumed if p.action == "skip" else None
-               for p in planned}
+    sources = set()
+    for p in planned:
+        if p.action == "run":
+            return None
+        run = root.run(resumed) if p.action == "skip" else root.run(p.source_run)
+        record = stage_record(root.fs, run, p.stage.name) or {}
+        sources.add(record.get("reused_from") or (resumed if p.action == "skip" else p.source_run))
     same = sources.pop() if len(sources) == 1 else None
-    if same is None or not is_complete(same) or (run_id is not None and same.name != run_id):
+    if same is None or not is_complete(root.fs, root.run(same)) or (run_id is not None and same != run_id):
         return None
     return same
 
 
-def start_run_dir(root: Path, resumed: Path | None, run_id: str | None, keys: dict[str, str]) -> Path:
-    """The run's directory (the resumed one, or a new one named by `run_id` or the time), with this plan."""
-    run_dir = resumed or runs_dir(root) / (run_id or f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-"
-                                                     f"{keys[list(keys)[-1]][:8]}")
-    run_dir.mkdir(parents=True, exist_ok=resumed is not None)
-    write_json_file(run_dir / "plan.json", {"keys": keys})
-    return run_dir
+def describe_plan(planned: list[PlannedStage]) -> list[dict]:
+    return [{"stage": p.stage.name, "action": p.action, "why": p.why, "key": p.key} for p in planned]
 
 
-def remove_abandoned_runs(root: Path, keep: Path) -> None:
+# ---------------------------------------------------------------- run directories
+
+def start_run_dir(root: Root, resumed: str | None, run_id: str | None, keys: dict[str, str]) -> str:
+    """The run's id (the resumed one, or a new one named by `run_id` or the time), its directory holding this plan."""
+    chosen = resumed or run_id or f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{keys[list(keys)[-1]][:8]}"
+    run = root.run(chosen)
+    root.fs.mkdirs(run)
+    plan = root.fs.read_json_or_none(join(run, PLAN)) or {}
+    root.write_json(join(run, PLAN), {"keys": keys,
+                                      "started_at": plan.get("started_at") or datetime.now(timezone.utc).isoformat(
+                                          timespec="seconds")})
+    return chosen
+
+
+def remove_run(root: Root, run_id: str, why: str) -> None:
+    """Remove a run so that no step of the removal leaves it resumable or complete: plan and markers first."""
+    log.info("removing run %s (%s)", run_id, why)
+    run = root.run(run_id)
+    for marker in (PLAN, SUCCESS, MANIFEST):
+        root.fs.delete(join(run, marker))
+    root.fs.delete(run)
+
+
+def remove_abandoned_runs(root: Root, keep: str) -> None:
     """Incomplete runs other than the one being resumed can never complete: remove them (we hold the lock)."""
-    for run_dir in runs_dir(root).glob("*"):
-        if run_dir != keep and run_dir.is_dir() and not is_complete(run_dir):
-            log.info("removing the abandoned incomplete run %s", run_dir.name)
-            shutil.rmtree(run_dir, ignore_errors=True)
+    for run_id in run_ids(root):
+        if run_id != keep and not is_complete(root.fs, root.run(run_id)):
+            remove_run(root, run_id, "an abandoned incomplete run")
 
 
-def clear(path: Path) -> None:
-    """Remove a stage directory left by a killed attempt (a directory or a link)."""
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.is_dir():
-        shutil.rmtree(path)
+def referenced_runs(root: Root, run_id: str) -> set[str]:
+    """The runs whose stage directories `run_id` reads (itself and those it reused stages from)."""
+    manifest = root.fs.read_json_or_none(join(root.run(run_id), MANIFEST)) or {}
+    return {run_id} | {s["location"].split("/")[1] for s in manifest.get("stages", {}).values() if "location" in s}
 
 
-def write_json_file(path: Path, obj: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+def retire_old_runs(root: Root, keep: int) -> list[str]:
+    """Remove complete runs beyond the newest `keep`, never the latest one or a run a kept run reads from."""
+    complete = sorted(complete_runs(root), key=lambda r: (finished_at(root, r), r), reverse=True)
+    kept = set(complete[:keep]) | {layout.latest_run_id(root.fs, root.uri)}
+    needed = set().union(*(referenced_runs(root, r) for r in kept if r))
+    retired = [r for r in complete if r not in needed]
+    for run_id in retired:
+        remove_run(root, run_id, f"older than the newest {keep} runs (--keep)")
+    return retired
+
+
+def finished_at(root: Root, run_id: str) -> str:
+    manifest = root.fs.read_json_or_none(join(root.run(run_id), MANIFEST)) or {}
+    return manifest.get("finished_at", "")
+
+
+def sweep_root(root: Root) -> None:
+    """Remove what a kill during a pointer update left: temporary pointer files and links."""
+    for name in root.fs.list_dir(root.uri):
+        if name.startswith((".latest.link-", f".{layout.LATEST_POINTER}.tmp-")):
+            log.info("removing %s (left by an interrupted pointer update)", join(root.uri, name))
+            root.fs.delete(join(root.uri, name))
+
+
+def publish_latest(root: Root, run_id: str) -> None:
+    """Replace ROOT/LATEST in one step (programs read it); locally, also point the `latest` link (for people)."""
+    root.fs.publish_text(join(root.uri, layout.LATEST_POINTER),
+                         json.dumps({"run_id": run_id, "run": f"{layout.RUNS}/{run_id}",
+                                     "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+                         + "\n")
+    local = local_path(root.uri)
+    if isinstance(root.fs, LocalFileSystem) and local is not None:
+        point_link(local / layout.LATEST_LINK, local / layout.RUNS / run_id)
 
 
 def check_input_age(config: PipelineConfig, stages: list[Stage]) -> None:
@@ -400,61 +280,70 @@ def check_input_age(config: PipelineConfig, stages: list[Stage]) -> None:
 
 # ---------------------------------------------------------------- the run
 
-def describe_plan(planned: list[PlannedStage]) -> list[dict]:
-    return [{"stage": p.stage.name, "action": p.action, "why": p.why, "key": p.key} for p in planned]
-
-
-def run_pipeline(spark: SparkSession | None, config: PipelineConfig, dry_run: bool = False) -> dict:
+def run_pipeline(spark: SparkSession | None, config: PipelineConfig, dry_run: bool = False,
+                 keep: int | None = None) -> dict:
     """Run (or with `dry_run`, only plan) the pipeline; returns the run's summary."""
-    root = local_path(config.root)
-    if root is None:
-        raise ConfigError(f"--out {config.root}: the pipeline needs a local output root (it commits by link swap)")
     if config.run_id is not None:
         check_run_id(config.run_id)
+    root = Root(filesystem(config.root, spark), str(config.root).rstrip("/"))
     stages = build_stages(config)
     check_input_age(config, stages)
-    resumed, planned = plan_run(config, stages)
-    for p in planned:
-        log.info("plan: %-9s %-6s %s", p.stage.name, p.action, p.why)
-    if dry_run:
-        return {"dry_run": True, "root": str(root), "run_id": resumed.name if resumed else config.run_id,
-                "plan": describe_plan(planned)}
-    with output_lock(root, "mfspark pipeline"):
-        same = identical_run(planned, resumed, config.run_id)
-        if same is not None:  # e.g. a run killed after it completed, before `latest` moved
-            if latest_run(root) != same:
-                point_link(root / "latest", same)
-            log.info("up to date: run %s has the same inputs and parameters (--force reruns)", same.name)
-            return {"run_id": same.name, "run_dir": str(same), "up_to_date": True, "plan": describe_plan(planned)}
-        run_dir = start_run_dir(root, resumed, config.run_id, {p.stage.name: p.key for p in planned})
-        remove_abandoned_runs(root, run_dir)
-        log.info("run %s in %s (%s)", run_dir.name, root, "resumed" if resumed else "new")
-        ctx = StageContext(spark, config, run_dir)
+    if dry_run:  # no lock: a plan may be printed while a run holds the root
+        resumed, planned = logged_plan(root, config, stages)
+        return {"dry_run": True, "root": root.uri, "run_id": resumed or config.run_id, "plan": describe_plan(planned)}
+    with hold_lock(root.fs, root.uri, "mfspark pipeline") as lock:
+        sweep_root(root)
+        resumed, planned = logged_plan(root, config, stages)
+        same = identical_run(root, planned, resumed, config.run_id)
+        if same is not None:  # e.g. a run killed after it completed, before `LATEST` moved
+            if layout.latest_run_id(root.fs, root.uri) != same:
+                lock.check()
+                publish_latest(root, same)
+            log.info("up to date: run %s has the same inputs and parameters (--force reruns)", same)
+            return {"run_id": same, "run_dir": root.run(same), "up_to_date": True, "plan": describe_plan(planned)}
+        run_id = start_run_dir(root, resumed, config.run_id, {p.stage.name: p.key for p in planned})
+        remove_abandoned_runs(root, run_id)
+        log.info("run %s in %s (%s)", run_id, root.uri, "resumed" if resumed else "new")
+        ctx = StageContext(spark, root.fs, config, root.run(run_id))
         records = {p.stage.name: run_stage(ctx, p, i, len(planned)) for i, p in enumerate(planned, 1)}
-        manifest = run_manifest(spark, config, run_dir, planned, records)
-        write_json_file(run_dir / "manifest.json", manifest)
-        write_json_file(run_dir / SUCCESS, {"run_id": run_dir.name})
+        manifest = run_manifest(spark, root, config, run_id, planned, records)
+        root.write_json(join(root.run(run_id), MANIFEST), manifest)
+        pause_point("manifest")
+        root.write_json(join(root.run(run_id), SUCCESS), {"run_id": run_id})
+        root.fs.sync_tree(root.run(run_id))
         pause_point("latest")
-        point_link(root / "latest", run_dir)
-        log.info("run %s complete: %s now names it", run_dir.name, root / "latest")
-    return {"run_id": run_dir.name, "run_dir": str(run_dir), "metrics": manifest["metrics"],
-            "seconds": manifest["seconds"], "plan": describe_plan(planned)}
+        lock.check()
+        publish_latest(root, run_id)
+        log.info("run %s complete: %s now names it", run_id, join(root.uri, layout.LATEST_POINTER))
+        retired = retire_old_runs(root, keep) if keep is not None else []
+    return {"run_id": run_id, "run_dir": root.run(run_id), "metrics": manifest["metrics"],
+            "seconds": manifest["seconds"], "plan": describe_plan(planned), "retired": retired}
+
+
+def logged_plan(root: Root, config: PipelineConfig, stages: list[Stage]) -> tuple[str | None, list[PlannedStage]]:
+    resumed, planned = plan_run(root, config, stages)
+    for p in planned:
+        log.info("plan: %-11s %-6s %s", p.stage.name, p.action, p.why)
+    return resumed, planned
 
 
 def run_stage(ctx: StageContext, planned: PlannedStage, number: int, total: int) -> dict:
-    """Run, skip or link one stage; its `_SUCCESS` (key, seconds, summary) is written last."""
-    name, out = planned.stage.name, ctx.stage_dir(planned.stage.name)
+    """Run, skip or reuse one stage; its `_SUCCESS` (key, seconds, summary, files) is written last."""
+    name, fs = planned.stage.name, ctx.fs
+    out = join(ctx.run_dir, name)
     progress = f"stage {number}/{total} {name}"
     if planned.action == "skip":
         log.info("%s: skipped, %s", progress, planned.why)
-        return {**json.loads((out / SUCCESS).read_text()), "action": "skip"}
+        return {**stage_record(fs, ctx.run_dir, name), "action": "skip"}
+    fs.delete(out)  # what a killed attempt left
     if planned.action == "reuse":
-        clear(out)
-        point_link(out, planned.source)
+        original = stage_record(fs, planned.source.rsplit("/", 1)[0], name)
+        root = layout.root_of_run(ctx.run_dir)
+        record = {"key": planned.key, "seconds": original["seconds"], "summary": original["summary"],
+                  "reused_from": planned.source_run, "location": planned.source.removeprefix(root + "/")}
+        ctx.write_json(join(out, SUCCESS), record)
         log.info("%s: reused, %s", progress, planned.why)
-        return {**json.loads((out / SUCCESS).read_text()), "action": "reuse",
-                "reused_from": planned.source.parent.name}
-    clear(out)
+        return {**record, "action": "reuse"}
     log.info("%s: running (%s)", progress, planned.why)
     started = time.perf_counter()
     try:
@@ -468,42 +357,35 @@ def run_stage(ctx: StageContext, planned: PlannedStage, number: int, total: int)
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         raise PipelineStageError(f"stage {name} failed: {type(exc).__name__}: {first}") from exc
     seconds = round(time.perf_counter() - started, 3)
-    record = {"key": planned.key, "seconds": seconds, "summary": summary}
-    write_json_file(out / SUCCESS, record)
+    record = {"key": planned.key, "seconds": seconds, "summary": summary, "files": stage_files(fs, out)}
+    ctx.write_json(join(out, SUCCESS), record)
     log.info("%s: done in %.1f s", progress, seconds)
     return {**record, "action": "run"}
 
 
-def run_manifest(spark: SparkSession, config: PipelineConfig, run_dir: Path, planned: list[PlannedStage],
-                 records: dict[str, dict]) -> dict:
+def run_manifest(spark: SparkSession, root: Root, config: PipelineConfig, run_id: str,
+                 planned: list[PlannedStage], records: dict[str, dict]) -> dict:
     summaries = {name: r["summary"] for name, r in records.items()}
     rows = {"ingest": summaries["ingest"]["rows"], "split": summaries["baseline"]["rows"],
             **({"recommendations": summaries["recommend"]["rows"]["recommendations"]} if "recommend" in summaries
                else {})}
+    plan = root.fs.read_json_or_none(join(root.run(run_id), PLAN)) or {}
     return {
-        "run_id": run_dir.name,
+        "run_id": run_id,
+        "started_at": plan.get("started_at"),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "source_dir": str(config.source_dir),
         "inputs": summaries["ingest"]["inputs"],
+        "lists_stage": config.lists_stage,
         "parameters": {p.stage.name: p.stage.parameters for p in planned if p.stage.name != "ingest"}
         | {"ingest": {k: v for k, v in planned[0].stage.parameters.items() if k != "inputs"}},
         "stages": {name: {"key": r["key"], "action": r["action"], "seconds": r["seconds"],
-                          **({"reused_from": r["reused_from"]} if "reused_from" in r else {})}
+                          **({"reused_from": r["reused_from"], "location": r["location"]} if "location" in r
+                             else {})}
                    for name, r in records.items()},
         "seconds": {name: r["seconds"] for name, r in records.items()},
         "rows": rows,
         "metrics": summaries["evaluate"]["metrics"],
         "versions": versions(spark),
     }
-
-
-def resolve_run(root_or_run: str | Path) -> Path:
-    """A run directory from ROOT (its latest complete run) or from a run directory itself."""
-    path = Path(root_or_run)
-    if is_complete(path):
-        return path.resolve()
-    latest = latest_run(path)
-    if latest is None or not is_complete(latest):
-        raise InputError(f"{path} is neither a complete pipeline run nor an output root with a latest run")
-    return latest
 

@@ -23,7 +23,8 @@ from mfspark.report import analysis, figures
 from mfspark.report import sweep as sweeps
 from mfspark.report.inputs import ReportInputs
 from mfspark.report.page import page
-from mfspark.runtime.storage import HadoopPaths, atomic_output, read_json
+from mfspark.runtime.commit import atomic_output, read_json
+from mfspark.runtime.fs import HadoopFileSystem
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ def user_section(spark: SparkSession, model: ALSModel, ratings: DataFrame, movie
                                              options.top_n)
         genre_path = f"{recs_dir}/genre_rows"
         rows = (analysis.genre_rows_from_output(spark.read.parquet(genre_path), movies, user_id, options.genre_rows)
-                if HadoopPaths(spark).exists(genre_path) else [])
+                if HadoopFileSystem(spark).exists(genre_path) else [])
         source = f"from the recommend output {recs_dir}"
     else:
         scores = analysis.user_scores(model, ratings, movies, user_id).cache()

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
@@ -105,17 +106,19 @@ def load_profile(
         raise ConfigError(f"{source}: unknown table [{unknown_tables[0]}] (a profile has [spark], [mfspark] "
                           "and [pipeline])")
     root = str(Path(output_root).resolve()) if "://" not in str(output_root) else str(output_root)
+    # Spark's scratch space must be on this machine's disk: beside a local output, else in the temp directory.
+    local_root = root if "://" not in root else str(Path(tempfile.gettempdir()) / "mfspark")
 
-    def fill(value: object) -> str:
-        return str(value).replace("{output_root}", root)
+    def fill(value: object, key: str = "") -> str:
+        return str(value).replace("{output_root}", local_root if key == "spark.local.dir" else root)
 
-    spark = {k: fill(v) for k, v in raw.get("spark", {}).items()}
+    spark = {k: fill(v, k) for k, v in raw.get("spark", {}).items()}
     own = {k: fill(v) for k, v in raw.get("mfspark", {}).items()}
     _check_settings(own, f"{source} [mfspark]")
     for key, value in (overrides or {}).items():
         if not key.startswith("spark."):
             _check_settings({key: value}, f"--conf {key}={value}")
-        (spark if key.startswith("spark.") else own)[key] = fill(value)
+        (spark if key.startswith("spark.") else own)[key] = fill(value, key)
     return Profile(
         name=name,
         spark=spark,

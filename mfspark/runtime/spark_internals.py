@@ -58,6 +58,18 @@ def jvm(spark: SparkSession) -> Any:
     return spark.sparkContext._jvm
 
 
+def java_array(spark: SparkSession, java_class: Any, values: list) -> Any:
+    """A Java array of `java_class` holding `values` (`SparkContext._gateway.new_array`).
+
+    Stands in for Java varargs, which Py4J does not convert: Hadoop's
+    `FileContext.rename(src, dst, Options.Rename...)`, the one atomic replace of a file on HDFS.
+    """
+    array = spark.sparkContext._gateway.new_array(java_class, len(values))
+    for i, value in enumerate(values):
+        array[i] = value
+    return array
+
+
 def hadoop_configuration(spark: SparkSession) -> Any:
     """The session's Hadoop Configuration (`JavaSparkContext.hadoopConfiguration()` via `_jsc`),
     the one every FileSystem of the job must be opened with (credentials, s3a settings)."""

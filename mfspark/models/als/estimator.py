@@ -57,8 +57,8 @@ from mfspark.models.als.ids import IdIndexes
 from mfspark.models.base import DEFAULT_COLD_START, Model, clip_to_scale, with_cold_start
 from mfspark.models.bias import BiasModel, BiasParams, baseline_value, fit_biases, with_bias_columns
 from mfspark.models.inputs import check_ratings, checkable_while_packing
+from mfspark.runtime.fs import HadoopFileSystem
 from mfspark.runtime.spark_internals import jvm_gc
-from mfspark.runtime.storage import HadoopPaths
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ class ALS:
                 user_factors, item_factors, checkpoint_file = ALS(**asdict(variant))._alternate(
                     spark, users, items, baseline, history, initial_model)
                 if checkpoint_file:  # the model's blocks have their own checkpoint
-                    HadoopPaths(spark).delete(checkpoint_file)
+                    HadoopFileSystem(spark).delete(checkpoint_file)
                 history.fit_seconds = build_seconds + time.perf_counter() - variant_started
                 yield ALSModel.from_blocks(spark, variant, user_factors, item_factors, baseline, history, indexes)
         finally:
@@ -417,7 +417,7 @@ def _replace_checkpoint(spark: SparkSession, previous: str | None, current: str 
     ContextCleaner removes their shuffle files; without this, long runs fill the disk.
     """
     if previous and previous != current:
-        HadoopPaths(spark).delete(previous)
+        HadoopFileSystem(spark).delete(previous)
     gc.collect()
     jvm_gc(spark)
     return current
@@ -563,14 +563,14 @@ class ALSModel(Model):
         if self.implicit_factors is not None:
             self.implicit_factors.write.mode("overwrite").parquet(f"{path}/implicit")
             meta["implicit_gram"] = np.asarray(self.implicit_gram).tolist()
-        HadoopPaths(spark).write_text(f"{path}/metadata.json", json.dumps(meta, indent=2))
+        HadoopFileSystem(spark).write_text(f"{path}/metadata.json", json.dumps(meta, indent=2))
 
     @classmethod
     def load(cls, spark: SparkSession, path: str) -> ALSModel:
-        meta = json.loads(HadoopPaths(spark).read_text(f"{path}/metadata.json"))
+        meta = json.loads(HadoopFileSystem(spark).read_text(f"{path}/metadata.json"))
         params = ALSParams.from_dict(meta["params"])
         baseline = None
-        if HadoopPaths(spark).exists(f"{path}/baseline"):
+        if HadoopFileSystem(spark).exists(f"{path}/baseline"):
             baseline = BiasModel.load(spark, f"{path}/baseline")
         history = FitHistory(**{**meta["history"],
                                 "iterations": [IterationLog(**it) for it in meta["history"]["iterations"]]})
@@ -578,7 +578,7 @@ class ALSModel(Model):
         implicit_factors = implicit_gram = None
         if params.implicit_weight > 0:
             implicit_factors, implicit_gram = spark.read.parquet(f"{path}/implicit"), np.array(meta["implicit_gram"])
-        indexes = IdIndexes.load(spark, f"{path}/index", HadoopPaths(spark).exists)
+        indexes = IdIndexes.load(spark, f"{path}/index", HadoopFileSystem(spark).exists)
         return cls(spark.read.parquet(f"{path}/users"), spark.read.parquet(f"{path}/items"), params, baseline,
                    history, learned, implicit_factors, implicit_gram, indexes)
 

@@ -1,17 +1,18 @@
-"""Output directories that are committed atomically, one writer per output, and small JSON side files.
+"""Outputs of single commands, committed in one atomic step on every filesystem; one writer per output.
 
-Commit design (local filesystem): `OUT` is a symbolic link to a version directory
-`.OUT.versions/<version>/` beside it. A job writes a new version directory, then points `OUT`
-at it by renaming a fresh link over the old one (`rename(2)` replaces a link atomically).
-At every instant `OUT` names a complete output: the old one until the rename, the new one
-after it. The previous version is kept (linked from `.OUT.previous`), so a reader that
-resolved `OUT` just before the swap can finish reading it. A killed job leaves only an
-unlinked version directory, removed by the next run.
+**Local disk**: `OUT` is a symbolic link to a version directory `.OUT.versions/<version>/` beside it. A job
+writes a new version directory, fsyncs it, then points `OUT` at it by renaming a fresh link over the old
+one (`rename(2)` replaces a link atomically) and fsyncs the parent. At every instant `OUT` names a complete
+output: the old one until the rename, the new one after it. The previous version is kept (linked from
+`.OUT.previous`), so a reader that resolved `OUT` just before the swap can finish reading it. A killed job
+leaves only an unlinked version directory (or a `.OUT.link-*` link), removed by the next writer.
 
-Non-local outputs (HDFS, object stores) have no atomic link swap: they fall back to two
-renames (old aside, new in), which leaves a short moment with no `OUT`; the pipeline's
-`ROOT/latest` pointer has the same fallback. One writer per output: `output_lock` holds
-`.OUT.lock` (a `flock`ed file naming host, pid and start time) for the whole job.
+**Hadoop filesystems (HDFS, S3A)** have no links: `OUT` is a directory holding immutable versions
+`OUT/_versions/<version>/` and a pointer file `OUT/_CURRENT` naming the current one (and the previous one,
+kept for readers that resolved the pointer just before it moved). The pointer is replaced in one step
+(`FileSystem.publish_text`: an atomic rename on HDFS, a single PUT on S3), only after every file of the
+version is closed; readers go through `resolve_output`. A killed job leaves an unnamed version, removed by
+the next writer under the lock (`OUT/_LOCK`, see `mfspark.runtime.locks`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
-import fcntl
 import json
 import logging
 import os
@@ -33,8 +33,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mfspark.errors import ConfigError, InputError, OutputLockedError
-from mfspark.runtime.spark_internals import hadoop_configuration, jvm
+from mfspark.errors import ConfigError, InputError
+from mfspark.runtime.fs import (
+    FileSystem,
+    HadoopFileSystem,
+    LocalFileSystem,
+    filesystem,
+    fsync_dir,
+    join,
+    local_path,
+)
+from mfspark.runtime.locks import hold_lock, is_locked_here, local_lock
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -43,65 +52,9 @@ log = logging.getLogger(__name__)
 
 # Spark scratch space and checkpoints beside the outputs (conf/*.toml: "{output_root}/_spark_tmp", ...).
 SCRATCH_DIRS = ("_spark_tmp", "_checkpoints")
-
-
-class HadoopPaths:
-    """Thin wrapper over `org.apache.hadoop.fs.FileSystem` for one SparkSession."""
-
-    def __init__(self, spark: SparkSession):
-        self._gateway = jvm(spark)
-        self._conf = hadoop_configuration(spark)
-
-    def _path(self, path: str):
-        return self._gateway.org.apache.hadoop.fs.Path(str(path))
-
-    def _fs(self, path: str):
-        return self._path(path).getFileSystem(self._conf)
-
-    def exists(self, path: str) -> bool:
-        return bool(self._fs(path).exists(self._path(path)))
-
-    def delete(self, path: str) -> None:
-        if self.exists(path):
-            self._fs(path).delete(self._path(path), True)
-
-    def rename(self, src: str, dst: str) -> None:
-        if not self._fs(src).rename(self._path(src), self._path(dst)):
-            raise OSError(f"could not rename {src} to {dst}")
-
-    def mkdirs(self, path: str) -> None:
-        self._fs(path).mkdirs(self._path(path))
-
-    def data_files(self, path: str) -> list[str]:
-        """Names of the files in a directory, without Hadoop/Spark markers (`_SUCCESS`, `.crc`, ...)."""
-        return sorted(status.getPath().getName() for status in self._fs(path).listStatus(self._path(path))
-                      if status.isFile() and not status.getPath().getName().startswith(("_", ".")))
-
-    def head(self, path: str, size: int) -> bytes:
-        stream = self._fs(path).open(self._path(path))
-        try:  # byte by byte: py4j copies a Python buffer instead of filling it
-            values = (stream.read() for _ in range(size))
-            return bytes(value for value in values if value >= 0)
-        finally:
-            stream.close()
-
-    def write_text(self, path: str, text: str) -> None:
-        stream = self._fs(path).create(self._path(path), True)
-        try:
-            stream.write(bytearray(text.encode("utf-8")))
-        finally:
-            stream.close()
-
-    def read_text(self, path: str) -> str:
-        fs = self._fs(path)
-        status = fs.getFileStatus(self._path(path))
-        stream = fs.open(self._path(path))
-        try:
-            buf = self._gateway.java.io.ByteArrayOutputStream()
-            self._gateway.org.apache.hadoop.io.IOUtils.copyBytes(stream, buf, max(4096, status.getLen()), False)
-            return bytes(buf.toByteArray()).decode("utf-8")
-        finally:
-            stream.close()
+# A versioned output on a Hadoop filesystem: OUT/_CURRENT names OUT/_versions/<version>.
+CURRENT_POINTER = "_CURRENT"
+VERSIONS = "_versions"
 
 
 def replace_local_dir(staging: Path, final: Path) -> None:
@@ -115,19 +68,20 @@ def replace_local_dir(staging: Path, final: Path) -> None:
 
 
 def write_json(spark: SparkSession, path: str, obj: Any) -> None:
-    HadoopPaths(spark).write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    HadoopFileSystem(spark).write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def read_json(spark: SparkSession, path: str) -> Any:
-    return json.loads(HadoopPaths(spark).read_text(path))
+    return json.loads(HadoopFileSystem(spark).read_text(path))
 
 
-def local_path(path: str | os.PathLike) -> Path | None:
-    """The path on this machine's filesystem, or None for HDFS, object stores and other schemes."""
-    text = str(path)
-    if text.startswith("file:"):
-        return Path("/" + text[len("file:"):].lstrip("/"))
-    return None if "://" in text else Path(text).absolute()
+def resolve_output(fs: FileSystem, path: str) -> str:
+    """The directory to read for output `path`: the version its `_CURRENT` pointer names (Hadoop
+    filesystems), else `path` itself (a local output link, or a plain directory)."""
+    pointer = fs.read_json_or_none(join(path, CURRENT_POINTER))
+    if pointer is None:
+        return str(path)
+    return join(path, VERSIONS, pointer["version"])
 
 
 # ---------------------------------------------------------------- input checks
@@ -147,8 +101,9 @@ def check_disjoint(input_path: str | os.PathLike, out_path: str | os.PathLike, i
 
 
 def check_parquet_table(spark: SparkSession, path: str, what: str) -> None:
-    """One clear line when `path` is missing, empty, or not Parquet (instead of Spark's long trace)."""
-    paths = HadoopPaths(spark)
+    """One clear line when `path` is missing, empty, or holds a file that is not whole Parquet (each data
+    file must start and end with the magic bytes b'PAR1'), instead of Spark's long trace or a silent short read."""
+    paths = HadoopFileSystem(spark)
     if not paths.exists(path):
         raise InputError(f"{path} not found: {what}")
     try:
@@ -157,105 +112,44 @@ def check_parquet_table(spark: SparkSession, path: str, what: str) -> None:
         raise InputError(f"{path} is not a readable Parquet directory ({type(exc).__name__}): {what}") from exc
     if not files:
         raise InputError(f"{path} holds no data files: {what}")
-    magic = paths.head(f"{path}/{files[0]}", 4)
-    if magic != b"PAR1":
-        raise InputError(f"{path}/{files[0]} is not a Parquet file (starts with {magic!r}, expected b'PAR1'): {what}")
+    for name in files:
+        head, tail = parquet_ends(paths, f"{path}/{name}")
+        if head != b"PAR1" or tail != b"PAR1":
+            raise InputError(f"{path}/{name} is not a whole Parquet file (starts with {head!r}, ends with {tail!r}; "
+                             f"both should be b'PAR1': truncated or damaged): {what}")
 
 
-# ---------------------------------------------------------------- one writer per output
-
-_held_locks: dict[Path, list] = {}  # lock file -> [fd, depth]: a job may re-enter its own lock
-
-
-def lock_file(out: Path) -> Path:
-    return out.parent / f".{out.name}.lock"
-
-
-def describe_holder(text: str) -> str:
-    try:
-        holder = json.loads(text)
-        return (f"pid {holder['pid']} on host {holder['host']} since {holder['started_at']}"
-                f" ({holder.get('command', '?')})")
-    except (ValueError, KeyError, TypeError):
-        return f"an unknown holder ({text.strip()[:80]!r})"
-
-
-def _read_fd(fd: int) -> str:
-    os.lseek(fd, 0, os.SEEK_SET)
-    return os.read(fd, 4096).decode("utf-8", errors="replace")
-
-
-def _acquire(path: Path, out: str, command: str) -> tuple[int, float]:
-    """flock `path` or fail at once naming the holder; returns (fd, start time).
-
-    The kernel drops a flock when its process dies, so a lock whose holder was killed is free;
-    its file still names the dead holder, which we report as a stale lock taken over.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = describe_holder(_read_fd(fd))
-            os.close(fd)
-            raise OutputLockedError(f"{out} is in use by {holder}; lock file {path}") from None
-        try:  # the previous holder unlinks the file on release: make sure we locked the file at `path`
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if not same:
-            os.close(fd)
-            continue
-        stale = _read_fd(fd)
-        if stale.strip():
-            log.warning("taking over the stale lock %s held by %s (that process is gone)", path,
-                        describe_holder(stale))
-        started = time.time()
-        info = {"host": socket.gethostname(), "pid": os.getpid(), "command": command,
-                "started_at": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
-                "started_epoch": started}
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, json.dumps(info).encode())
-        os.fsync(fd)
-        return fd, started
+def parquet_ends(paths: HadoopFileSystem, path: str) -> tuple[bytes, bytes]:
+    local = local_path(path)
+    if local is not None:
+        with open(local, "rb") as handle:
+            head = handle.read(4)
+            handle.seek(max(0, local.stat().st_size - 4))
+            return head, handle.read(4)
+    return paths.head(path, 4), paths.tail(path, 4)
 
 
 @contextmanager
 def output_lock(out: str | os.PathLike, command: str = "mfspark", sweep_scratch: bool = False,
                 sweep_output: bool = True) -> Iterator[None]:
-    """Hold the output's lock for the block; on entry, remove what killed earlier runs of `out` left behind,
-    and with `sweep_scratch` (only before this process starts Spark: its own scratch must not look old)
-    their Spark scratch space and checkpoints too.
+    """Hold a local output's lock (`locks.local_lock`) for the block; on entry, remove what killed earlier
+    runs of `out` left behind, and with `sweep_scratch` (only before this process starts Spark: its own
+    scratch must not look old) their Spark scratch space and checkpoints too.
 
-    Re-entrant within one process (a job's `atomic_output` runs inside the job's lock).
-    Non-local outputs are not locked (no flock there).
+    Re-entrant within one process (a job's `atomic_output` runs inside the job's lock). Outputs on
+    Hadoop filesystems are locked by `atomic_output` itself, once the session that reaches them exists.
     """
     target = local_path(out)
     if target is None:
         yield
         return
-    path = lock_file(target)
-    if path in _held_locks:
-        _held_locks[path][1] += 1
-        try:
-            yield
-        finally:
-            _held_locks[path][1] -= 1
-        return
-    fd, started = _acquire(path, str(out), command)
-    _held_locks[path] = [fd, 1]
-    try:
-        if sweep_output:
+    first = not is_locked_here(target)
+    with local_lock(target, command) as handle:
+        if first and sweep_output:
             sweep_leftovers(target)
-        if sweep_scratch:
-            sweep_scratch_dirs(target.parent, started)
+        if first and sweep_scratch:
+            sweep_scratch_dirs(target.parent, handle.started)
         yield
-    finally:
-        del _held_locks[path]
-        path.unlink(missing_ok=True)
-        os.close(fd)
 
 
 def live_lock_starts(directory: Path) -> list[float]:
@@ -356,6 +250,7 @@ def point_link(link: Path, target: Path) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    fsync_dir(link.parent)  # the new link survives a power loss
 
 
 def _exchange(link: Path, directory: Path) -> None:
@@ -401,12 +296,19 @@ def pause_point(name: str) -> None:
 @contextmanager
 def atomic_output(spark: SparkSession, final: str, command: str = "mfspark") -> Iterator[str]:
     """Yield a directory to write into; on success it becomes `final` in one atomic step, on failure it
-    is removed and `final` stays as it was. Holds `final`'s lock (see `output_lock`) meanwhile."""
-    out = local_path(final)
-    if out is None:
-        with _two_rename_output(spark, str(final).rstrip("/")) as staging:
+    is removed and `final` stays as it was. Holds `final`'s lock meanwhile (see `mfspark.runtime.locks`)."""
+    fs = filesystem(final, spark)
+    if isinstance(fs, LocalFileSystem):
+        with _local_output(fs, local_path(final), command) as staging:
             yield staging
-        return
+    else:
+        with _versioned_output(fs, str(final).rstrip("/"), command) as staging:
+            yield staging
+    log.info("committed %s", final)
+
+
+@contextmanager
+def _local_output(fs: LocalFileSystem, out: Path, command: str) -> Iterator[str]:
     with output_lock(out, command):
         version = versions_dir(out) / new_version_id()
         version.mkdir(parents=True)
@@ -415,30 +317,46 @@ def atomic_output(spark: SparkSession, final: str, command: str = "mfspark") -> 
             pause_point("publish")
         except BaseException:
             shutil.rmtree(version, ignore_errors=True)
-            log.warning("run failed: %s left unchanged, its new output removed", final)
+            log.warning("run failed: %s left unchanged, its new output removed", out)
             raise
+        fs.sync_tree(str(version))  # every file on disk before the link names it
         publish_version(out, version)
-    log.info("committed %s", final)
+
+
+def check_versioned_container(fs: FileSystem, out: str) -> None:
+    """Refuse to turn a directory holding someone else's files into a versioned output."""
+    foreign = [name for name in fs.list_dir(out) if name not in (CURRENT_POINTER, VERSIONS, "_LOCK")
+               and not name.startswith(f"{CURRENT_POINTER}.") and not name.startswith("._CURRENT")]
+    if foreign:
+        raise ConfigError(f"--out {out} already holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, "
+                          "which is not an mfspark output (no _CURRENT pointer): choose a new or empty directory")
 
 
 @contextmanager
-def _two_rename_output(spark: SparkSession, final: str) -> Iterator[str]:
-    """Fallback for filesystems without atomic link replacement: old aside, new in, old deleted."""
-    paths = HadoopPaths(spark)
-    token = uuid.uuid4().hex[:12]
-    staging = f"{final}.staging-{token}"
-    paths.mkdirs(staging)
-    try:
-        yield staging
-    except BaseException:
-        paths.delete(staging)
-        log.warning("run failed: %s left unchanged, staging output removed", final)
-        raise
-    previous = f"{final}.previous-{token}"
-    had_previous = paths.exists(final)
-    if had_previous:
-        paths.rename(final, previous)
-    paths.rename(staging, final)
-    if had_previous:
-        paths.delete(previous)
-    log.info("committed %s", final)
+def _versioned_output(fs: FileSystem, out: str, command: str) -> Iterator[str]:
+    with hold_lock(fs, out, command) as lock:
+        check_versioned_container(fs, out)
+        current = fs.read_json_or_none(join(out, CURRENT_POINTER)) or {}
+        keep = {current.get("version"), current.get("previous")}
+        sweep_versions(fs, out, keep, "unpublished output of an interrupted run")
+        version = new_version_id()
+        staging = join(out, VERSIONS, version)
+        fs.mkdirs(staging)
+        try:
+            yield staging
+            pause_point("publish")
+        except BaseException:
+            fs.delete(staging)
+            log.warning("run failed: %s left unchanged, its new output removed", out)
+            raise
+        lock.check()
+        fs.publish_text(join(out, CURRENT_POINTER),
+                        json.dumps({"version": version, "previous": current.get("version")}) + "\n")
+        sweep_versions(fs, out, {version, current.get("version")}, "superseded output version")
+
+
+def sweep_versions(fs: FileSystem, out: str, keep: set, why: str) -> None:
+    for name in fs.list_dir(join(out, VERSIONS)):
+        if name not in keep:
+            log.info("removing %s (%s)", join(out, VERSIONS, name), why)
+            fs.delete(join(out, VERSIONS, name))
