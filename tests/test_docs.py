@@ -17,7 +17,8 @@ from mfspark.commands.main import COMMANDS, build_parser
 from tests.conftest import REPO
 
 README = REPO / "README.md"
-DOCUMENTS = [README, REPO / "CHANGELOG.md", REPO / "benchmarks" / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+DOCUMENTS = [README, REPO / "CHANGELOG.md", REPO / "benchmarks" / "README.md", *sorted((REPO / "docs").glob("*.md")),
+             *sorted((REPO / "benchmarks" / "results").glob("*.md"))]
 
 FENCE = re.compile(r"^(```|~~~)(.*?)$.*?^\1\s*$", re.S | re.M)
 INLINE_CODE = re.compile(r"`[^`\n]*`")
