@@ -121,8 +121,12 @@ def invocations(line: str) -> list[tuple[str, list[str]]]:
             continue
         if Path(words[0]).name == "mfspark" and len(words) > 1:
             found.append((words[1], words[2:]))
-        elif Path(words[0]).name.startswith("python") and words[1:3] == ["-m", "mfspark.commands.main"]:
-            found.append((words[3] if len(words) > 3 else "", words[4:]))
+        elif Path(words[0]).name.startswith("python") and words[1:2] == ["-m"] and words[2:3] \
+                and words[2].split(".")[0] == "mfspark":
+            if words[2] == "mfspark.commands.main":
+                found.append((words[3] if len(words) > 3 else "", words[4:]))
+            else:  # only mfspark.commands.main runs a command (`python -m mfspark` has no __main__)
+                found.append((f"python -m {words[2]}", words[3:]))
         else:
             for i, word in enumerate(words):
                 job = JOB.search(word)
@@ -160,9 +164,11 @@ def test_every_command_in_a_code_block_uses_real_subcommands_and_options(path):
 
 def test_the_command_check_catches_a_fake_subcommand_and_option():
     text = "```bash\n.venv/bin/mfspark pipeline --dataset x --out o --no-such-option 3\nmfspark trian --input d\n" \
-           "spark-submit --master m jobs/train_als.py --rank 4 --bogus\n```\n"
+           "spark-submit --master m jobs/train_als.py --rank 4 --bogus\npython -m mfspark ingest --input d\n" \
+           "cd /srv && .venv/bin/python -m mfspark.commands.main tune --ranks 5 --fake >> log 2>&1\n```\n"
     assert [problem.rsplit(": ", 1)[1] for problem in unknown_commands_and_options(text)] == [
-        "mfspark pipeline has no option --no-such-option", "no command 'trian'", "mfspark train has no option --bogus"]
+        "mfspark pipeline has no option --no-such-option", "no command 'trian'", "mfspark train has no option --bogus",
+        "no command 'python -m mfspark'", "mfspark tune has no option --fake"]
 
 
 def test_the_link_check_catches_a_missing_file_and_heading(tmp_path):
