@@ -112,8 +112,8 @@ def add_als_arguments(parser: argparse.ArgumentParser) -> None:
                        help="with --bias-fit learned: reg * |f|^2 per entity, not ALS-WR's reg * n * |f|^2 "
                             "(reg then ~10, not ~0.1)")
     group.add_argument("--preset", choices=sorted(PRESETS),
-                       help="accurate: rank, reg, iterations and biases chosen on validation splits (README, ALS); "
-                            "replaces those options, the others apply")
+                       help="accurate: rank, reg, iterations and biases chosen on validation splits "
+                            "(docs/accuracy.md); replaces those options, the others apply")
     group.add_argument("--implicit", action="store_true",
                        help="implicit feedback (Hu/Koren/Volinsky, MLlib's implicitPrefs): ratings are confidences")
     group.add_argument("--alpha", type=float, default=defaults.alpha, help="implicit: confidence 1 + alpha * |rating|")

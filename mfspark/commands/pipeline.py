@@ -60,14 +60,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     stage.add_argument("--max-iter", type=int, help="ALS iterations (default 10)")
     stage.add_argument("--biases", action=argparse.BooleanOptionalAction, help="ALS on bias residuals (default on)")
     stage.add_argument("--preset", choices=sorted(PRESETS),
-                       help="ALS hyper-parameters chosen on validation splits (README, ALS); options given here win")
+                       help="ALS hyper-parameters chosen on validation splits (docs/accuracy.md); "
+                            "options given here win")
     stage.add_argument("--checkpoint-interval", type=int, help="ALS iterations between checkpoints (default 10)")
     stage.add_argument("--warm-start", metavar="MODEL_DIR",
                        help="train: start from this model's factors (e.g. ROOT/latest/train/factors)")
     stage.add_argument("--top-n", type=int, help="recommend: list length (default 10; 0 = no recommend stage)")
     stage.add_argument("--lists", choices=LIST_MODELS,
                        help="recommend: lists from implicit-feedback ALS on the ratings >= 4 (default; it ranks "
-                            "best, README: Ranking quality) or from the train stage's model of rating values")
+                            "best, docs/accuracy.md) or from the train stage's model of rating values")
     stage.add_argument("--lists-alpha", type=float, help="implicit lists' model: confidence 1 + alpha * rating")
 
 

@@ -35,7 +35,7 @@ RATING_COLUMNS = ("user_id", "movie_id", "rating", "rated_at")
 RANKING_K = 10  # the evaluate stage's list length, as the report's ranking columns (precision@10, ...)
 # The lists' model: implicit-feedback ALS on the ratings >= 4 (who liked what). On ml-latest-small's temporal
 # split its top-10 lists beat popularity (precision@10 0.084 vs 0.057) where the rating-value models rank far
-# below it (biased ALS 0.011, plain 0.0025): README, "Ranking quality".
+# below it (biased ALS 0.011, plain 0.0025): docs/accuracy.md, "Ranking quality".
 LIST_MODELS = ("implicit", "ratings")
 LISTS_MIN_RATING = 4.0
 LISTS_ALS = ALSParams(rank=10, reg=0.1, max_iter=10, implicit=True, alpha=1.0)

@@ -20,8 +20,8 @@ ratings, 0 elsewhere, every cell) with its own item factors z_i:
 
 `implicit_sides="both"` fits the transposed indicator too, with implicit user factors v_u sharing
 the item factors: + w * sum_(every u, i) (N_ui - v_u . y_i)^2 + reg * sum_u n_u |v_u|^2 (cmfrec's
-`add_implicit_features`; on ml-latest-small it is what makes implicit information pay, see the
-README). `scale_reg=False` (learned biases) replaces every reg * n |f|^2 by a constant reg * |f|^2,
+`add_implicit_features`; on ml-latest-small it is what makes implicit information pay, see
+docs/accuracy.md). `scale_reg=False` (learned biases) replaces every reg * n |f|^2 by a constant reg * |f|^2,
 cmfrec's default: with it, reg is on the scale of a count (e.g. 10, not 0.1).
 
 With `implicit=True` the ratings are observations of strength |r| and the model fits
@@ -68,7 +68,7 @@ LAYOUT_FIELDS = ("num_user_blocks", "num_item_blocks", "storage_level", "bias_sw
 BIAS_FITS = ("baseline", "learned")
 IMPLICIT_SIDES = ("users", "both")
 # `train --preset` / `pipeline --preset`: fixed hyper-parameters chosen on validation splits of several
-# releases (README, ALS: "Accuracy"); fields not named keep their values.
+# releases (docs/accuracy.md, "The accurate preset"); fields not named keep their values.
 PRESETS = {
     "accurate": {"rank": 50, "reg": 0.12, "max_iter": 15, "biases": True, "bias_fit": "learned",
                  "bias_reg_user": 5.0, "bias_reg_item": 5.0, "implicit_weight": 0.3},
