@@ -242,11 +242,11 @@ class HadoopFileSystem(FileSystem):
 
     def __init__(self, spark: SparkSession):
         self._spark = spark
-        self._jvm = jvm(spark)
+        self._gateway = jvm(spark)
         self._conf = hadoop_configuration(spark)
 
     def _path(self, path: str) -> Any:
-        return self._jvm.org.apache.hadoop.fs.Path(str(path))
+        return self._gateway.org.apache.hadoop.fs.Path(str(path))
 
     def _fs(self, path: str) -> Any:
         return self._path(path).getFileSystem(self._conf)
@@ -312,8 +312,8 @@ class HadoopFileSystem(FileSystem):
                 raise FileNotFoundError(path) from None
             raise
         try:
-            buffer = self._jvm.java.io.ByteArrayOutputStream()
-            self._jvm.org.apache.hadoop.io.IOUtils.copyBytes(stream, buffer, 65536, False)
+            buffer = self._gateway.java.io.ByteArrayOutputStream()
+            self._gateway.org.apache.hadoop.io.IOUtils.copyBytes(stream, buffer, 65536, False)
             return bytes(buffer.toByteArray()).decode("utf-8")
         finally:
             stream.close()
@@ -333,7 +333,7 @@ class HadoopFileSystem(FileSystem):
         temporary = f"{parent}/.{name}.tmp-{uuid.uuid4().hex[:8]}"
         self.write_text(temporary, text)
         try:
-            hadoop = self._jvm.org.apache.hadoop.fs
+            hadoop = self._gateway.org.apache.hadoop.fs
             context = hadoop.FileContext.getFileContext(self._path(path).toUri(), self._conf)
             context.rename(self._path(temporary), self._path(path),
                            java_array(self._spark, hadoop.Options.Rename, [hadoop.Options.Rename.OVERWRITE]))
