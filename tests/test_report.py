@@ -21,7 +21,7 @@ from mfspark.commands import train as train_job
 from mfspark.errors import InputError
 from mfspark.report.figures import with_hover_titles
 from mfspark.report.inputs import ReportInputs, resolve_run
-from mfspark.runtime.fs import HadoopFileSystem
+from mfspark.runtime.fs import LocalFileSystem
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GENRES = ("Animation", "Horror", "Romance", "Action")
@@ -198,22 +198,30 @@ def test_hover_titles_follow_marker_order():
         with_hover_titles(svg, {"movies-0": ["A"]})
 
 
-def test_run_directory_resolution(spark, tmp_path):
-    paths = HadoopFileSystem(spark)
-    run = tmp_path / "root" / "runs" / "20261130T010000Z"
-    for stage in ("ingest", "train", "evaluate", "recommend"):
-        (run / stage).mkdir(parents=True)
-    expected = ReportInputs(str(run / "ingest"), str(run / "train"), metrics=str(run / "evaluate"),
-                            recs=str(run / "recommend"))
-    assert expected.metrics_json == str(run / "evaluate" / "metrics.json")
-    assert resolve_run(paths, str(run)) == expected
-    (tmp_path / "root" / "latest").write_text("20261130T010000Z\n")
-    assert resolve_run(paths, str(tmp_path / "root")) == expected
-    (tmp_path / "root" / "latest").unlink()
-    (tmp_path / "root" / "latest").symlink_to(run)
-    assert resolve_run(paths, str(tmp_path / "root")).model == str(tmp_path / "root" / "latest" / "train")
-    with pytest.raises(InputError, match="no ingest or train"):
-        resolve_run(paths, str(tmp_path))
+def test_run_directory_resolution_follows_the_latest_pointer_and_reused_stages(tmp_path):
+    fs = LocalFileSystem()
+    root = tmp_path / "root"
+    old, new = root / "runs" / "20261129", root / "runs" / "20261130"
+    for run, stages in ((old, ("ingest", "train")), (new, ("train", "evaluate", "recommend"))):
+        for stage in stages:
+            (run / stage).mkdir(parents=True)
+        for marker in ("plan.json", "manifest.json", "_SUCCESS"):
+            (run / marker).write_text("{}")
+    (new / "ingest").mkdir()  # reused: its record names the original directory
+    (new / "ingest" / "_SUCCESS").write_text(json.dumps({"key": "k", "location": "runs/20261129/ingest"}))
+    expected = ReportInputs(str(old / "ingest"), str(new / "train"), metrics=str(new / "evaluate"),
+                            recs=str(new / "recommend"))
+    assert expected.metrics_json == str(new / "evaluate" / "metrics.json")
+    assert resolve_run(fs, str(new)) == expected
+    with pytest.raises(InputError, match="no complete run yet"):
+        resolve_run(fs, str(root))
+    (root / "LATEST").write_text(json.dumps({"run_id": "20261130"}))
+    assert resolve_run(fs, str(root)) == expected
+    (new / "_SUCCESS").unlink()
+    with pytest.raises(InputError, match="is an incomplete pipeline run"):
+        resolve_run(fs, str(new))
+    with pytest.raises(InputError, match="neither a pipeline run nor root"):
+        resolve_run(fs, str(tmp_path))
 
 
 def read_json_file(path: Path) -> dict:

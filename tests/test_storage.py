@@ -128,8 +128,51 @@ def test_stale_lock_of_a_dead_process_is_taken_over_with_a_log_line(tmp_path, ca
                                 "command": "mfspark ingest"}))
     with caplog.at_level("WARNING"), output_lock(tmp_path / "out"):
         pass
-    assert "taking over the stale lock" in caplog.text and "pid 999999 on host h1" in caplog.text
+    assert "taking over the lock" in caplog.text and "last held by pid 999999 on host h1" in caplog.text
+    assert "no process holds it any more" in caplog.text and "gone" not in caplog.text
     assert not lock.exists()
+
+
+def test_a_lock_file_naming_a_live_pid_that_holds_no_flock_is_not_called_gone(tmp_path, caplog):
+    (tmp_path / ".out.lock").write_text(json.dumps({"host": "h1", "pid": 1, "started_at": "2026-01-01T00:00:00+00:00",
+                                                    "command": "mfspark train"}))
+    with caplog.at_level("WARNING"), output_lock(tmp_path / "out"):
+        pass
+    assert "last held by pid 1 on host h1" in caplog.text and "that process is gone" not in caplog.text
+
+
+def test_two_spellings_of_one_root_share_one_lock(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    (tmp_path / "alias").symlink_to(root)
+    (tmp_path / "sub").mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; from mfspark.runtime.commit import output_lock\n"
+         f"with output_lock({str(root)!r}, 'mfspark pipeline'):\n    print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for spelling in (tmp_path / "alias", tmp_path / "sub" / ".." / "root"):
+            with pytest.raises(OutputLockedError, match=rf"is in use by pid {holder.pid} .*mfspark pipeline"), \
+                    output_lock(spelling):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_holder_that_has_not_written_its_name_yet_is_described_as_starting(tmp_path):
+    import fcntl
+
+    lock = tmp_path / ".out.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # held, still empty: a job between its flock and its write
+    try:  # flocks of two open files conflict even within one process
+        with pytest.raises(OutputLockedError, match=r"in use by a job that is starting \(it has not written"), \
+                output_lock(tmp_path / "out"):
+            pass
+    finally:
+        os.close(fd)
 
 
 def test_lock_sweeps_leftovers_of_killed_runs_but_not_running_jobs(tmp_path):
@@ -182,10 +225,16 @@ def test_ratings_directory_that_is_empty_or_not_parquet_is_one_clear_line(spark,
     csv = tmp_path / "csv" / "ratings"
     csv.mkdir(parents=True)
     (csv / "part-0.csv").write_text("1,2,3.0\n")
-    with pytest.raises(InputError, match=r"part-0.csv is not a Parquet file \(starts with b'1,2,'"):
+    with pytest.raises(InputError, match=r"part-0.csv is not a whole Parquet file \(starts with b'1,2,'"):
         check_parquet_table(spark, str(csv), "--input must be an ingest output")
     spark.range(1).write.parquet(str(tmp_path / "ok" / "ratings"))
     check_parquet_table(spark, str(tmp_path / "ok" / "ratings"), "")
+    # A part truncated past its first bytes: its footer (ending in b'PAR1') is gone.
+    spark.range(100).repartition(2).write.parquet(str(tmp_path / "cut" / "ratings"))
+    part = sorted((tmp_path / "cut" / "ratings").glob("part-*.parquet"))[1]
+    part.write_bytes(part.read_bytes()[:-10])
+    with pytest.raises(InputError, match=rf"{part.name} is not a whole Parquet file .* truncated or damaged"):
+        check_parquet_table(spark, str(tmp_path / "cut" / "ratings"), "")
 
 
 def test_sigterm_unwinds_removing_new_output_lock_and_checkpoints(tmp_path):
