@@ -291,3 +291,78 @@ def test_sigkill_during_ingest_training_and_commit_leaves_latest_complete_and_re
                for run in (resumed, uninterrupted)]
     assert factors[0] == factors[1]
     assert sorted(p.name for p in root.parent.glob("_checkpoints/*")) == []  # swept or removed on exit
+
+
+# ---------------------------------------------------------------- what is reused must be what the code makes
+
+def test_a_change_to_any_source_file_changes_every_stage_key(tmp_path, monkeypatch):
+    from importlib import resources
+
+    from mfspark.pipeline import stages
+
+    package = Path(resources.files("mfspark"))
+    copy = tmp_path / "mfspark"
+    import shutil
+
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    stage_list = stages.build_stages(config(tmp_path))
+    before = stages.stage_keys(stage_list)
+    monkeypatch.setattr(stages.resources, "files", lambda name: copy)
+    stages.code_identity.cache_clear()
+    try:
+        assert stages.stage_keys(stage_list) == before  # the same sources: the same keys
+        kernel = copy / "models" / "als" / "kernels.py"
+        kernel.write_text(kernel.read_text() + "\n# a fix\n")
+        stages.code_identity.cache_clear()
+        changed = stages.stage_keys(stage_list)
+        assert all(changed[name] != before[name] for name in before)
+    finally:
+        stages.code_identity.cache_clear()
+
+
+def test_retention_keeps_what_newer_runs_read_and_a_damaged_stage_is_run_again(spark, tmp_path, caplog):
+    root = tmp_path / "root"
+    first = run_pipeline(spark, config(tmp_path))
+    second = run_pipeline(spark, config(tmp_path, als=ALSParams(rank=3, max_iter=2, biases=True, seed=1)))
+    (root / ".latest.link-dead0000").symlink_to("runs/nowhere")  # left by a kill during a pointer update
+    (root / ".LATEST.tmp-dead0000").write_text("{}")
+    third = run_pipeline(spark, config(tmp_path, als=ALSParams(rank=4, max_iter=2, biases=True, seed=1)),
+                         keep=1)
+    # The third run reads ingest and baseline from the first: the first stays, the second goes.
+    assert third["retired"] == [second["run_id"]]
+    assert sorted(p.name for p in (root / "runs").iterdir()) == sorted([first["run_id"], third["run_id"]])
+    assert not list(root.glob(".latest.link-*")) and not list(root.glob(".LATEST.tmp-*"))
+    assert json.loads((root / "LATEST").read_text())["run_id"] == third["run_id"]
+
+    # A part of the reused ratings is lost: the next run does not trust it.
+    part = next((root / "runs" / first["run_id"] / "ingest" / "ratings").glob("part-*"))
+    part.unlink()
+    with caplog.at_level("WARNING"):
+        again = run_pipeline(spark, config(tmp_path, als=ALSParams(rank=4, max_iter=2, biases=True, seed=1)))
+    assert not again.get("up_to_date") and stage_actions(again)["ingest"] == "run"
+    assert "stage ingest in" in caplog.text and "is damaged (1 files missing" in caplog.text
+    manifest = json.loads((root / "runs" / again["run_id"] / "manifest.json").read_text())
+    assert manifest["rows"]["ingest"]["ratings"] == 400
+    assert pq.read_table(root / "runs" / again["run_id"] / "ingest" / "ratings").num_rows == 400
+
+
+def test_a_run_being_removed_stops_being_resumable_before_its_data_goes(tmp_path, monkeypatch):
+    fs = LocalFileSystem()
+    root = pipeline.Root(fs, str(tmp_path / "root"))
+    run = tmp_path / "root" / "runs" / "r1"
+    (run / "ingest").mkdir(parents=True)
+    (run / "ingest" / "_SUCCESS").write_text(json.dumps({"key": "k1"}))
+    (run / "plan.json").write_text(json.dumps({"keys": {"ingest": "k1"}}))
+    assert pipeline.resumable_run(root, {"ingest": "k1"}) == "r1"
+    deleted = []
+
+    def delete_then_die(path):  # a kill right after the first removal
+        deleted.append(path)
+        LocalFileSystem.delete(fs, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fs, "delete", delete_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.remove_run(root, "r1", "test")
+    assert deleted == [f"{root.uri}/runs/r1/plan.json"]
+    assert pipeline.resumable_run(root, {"ingest": "k1"}) is None
