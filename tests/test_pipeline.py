@@ -366,3 +366,25 @@ def test_a_run_being_removed_stops_being_resumable_before_its_data_goes(tmp_path
         pipeline.remove_run(root, "r1", "test")
     assert deleted == [f"{root.uri}/runs/r1/plan.json"]
     assert pipeline.resumable_run(root, {"ingest": "k1"}) is None
+
+
+def test_runs_lists_each_run_and_latest_prints_the_uri_programs_read(spark, tmp_path, capsys):
+    from mfspark.commands.main import main
+
+    root = tmp_path / "root"
+    first = run_pipeline(spark, config(tmp_path))
+    (root / "runs" / "20990101T000000Z-killed00").mkdir()  # an incomplete run
+    assert main(["runs", str(root)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    manifest = json.loads((root / "runs" / first["run_id"] / "manifest.json").read_text())
+    [row] = [line for line in table if line.startswith(first["run_id"])]
+    assert "complete (latest)" in row and f"{manifest['metrics']['als']['rmse']:.4f}" in row
+    assert f"train={manifest['seconds']['train']:.1f}" in row
+    assert any(line.startswith("20990101T000000Z-killed00") and "incomplete" in line for line in table)
+
+    assert main(["runs", str(root), "--latest"]) == 0
+    assert capsys.readouterr().out.strip() == str(root / "runs" / first["run_id"])
+    assert main(["runs", str(root), "--latest", "--stage", "ingest"]) == 0
+    assert capsys.readouterr().out.strip() == str(root / "runs" / first["run_id"] / "ingest")
+    assert main(["runs", str(tmp_path / "nothing-here"), "--latest"]) == 2
+    assert "neither a pipeline run nor root" in capsys.readouterr().err

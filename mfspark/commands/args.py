@@ -16,6 +16,7 @@ from mfspark.evaluation import split as splits
 from mfspark.models.als.estimator import BIAS_FITS, IMPLICIT_SIDES, PRESETS, ALSParams
 from mfspark.models.base import COLD_START_STRATEGIES, DEFAULT_COLD_START
 from mfspark.runtime.commit import check_parquet_table
+from mfspark.runtime.fs import HadoopPath, input_path
 from mfspark.runtime.provenance import versions
 
 
@@ -30,10 +31,11 @@ def add_release_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=RELEASES, help="release format (default: detected from the files)")
 
 
-def release_source(args: argparse.Namespace) -> tuple[Path, str | None]:
-    """The release directory and its format name (None: detect it) from `add_release_arguments`' options."""
+def release_source(args: argparse.Namespace, spark: SparkSession | None = None) -> tuple[Path | HadoopPath, str | None]:
+    """The release directory (local, or on HDFS/S3 through `spark`) and its format name (None: detect it) from
+    `add_release_arguments`' options."""
     if args.input:
-        return Path(args.input), args.format
+        return input_path(args.input, spark), args.format
     return resolve_dataset(args.dataset, args.data_dir, args.cache_dir), args.format or args.dataset
 
 

@@ -18,5 +18,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, spark: SparkSession) -> dict:
-    source_dir, release = release_source(args)
+    source_dir, release = release_source(args, spark)
     return ingest_release(spark, source_dir, args.out, release, args.max_reject_fraction)

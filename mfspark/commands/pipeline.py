@@ -112,7 +112,7 @@ def run_id(args: argparse.Namespace) -> str | None:
     return given
 
 
-def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
+def pipeline_config(args: argparse.Namespace, spark: SparkSession | None = None) -> PipelineConfig:
     s = settings(args)
     if s["max_iter"] < 1:
         raise ConfigError(f"--max-iter must be at least 1, got {s['max_iter']}")
@@ -122,7 +122,7 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
         raise ConfigError(f"--top-n must be 0 (no recommend stage) or more, got {s['top_n']}")
     lists_als = replace(LISTS_ALS, seed=s["seed"], alpha=s["lists_alpha"])
     lists_als.validate()  # a bad --lists-alpha fails here, not in the train_lists stage
-    source, release = release_source(args)
+    source, release = release_source(args, spark)
     defaults = PipelineConfig(root=args.out, source_dir=source)
     als = {f.name: s[f.name] for f in fields(defaults.als) if f.name in s} | {"seed": s["seed"]}
     return replace(
@@ -136,7 +136,7 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
 
 
 def run(args: argparse.Namespace, spark: SparkSession) -> dict:
-    result = run_pipeline(spark, pipeline_config(args), dry_run=args.dry_run, keep=args.keep)
+    result = run_pipeline(spark, pipeline_config(args, spark), dry_run=args.dry_run, keep=args.keep)
     if args.dry_run:
         for step in result["plan"]:
             print(f"{step['stage']:<10} {step['action']:<6} {step['why']}")

@@ -36,6 +36,7 @@ from mfspark.data.movielens import (
 )
 from mfspark.errors import ConfigError, InputError, RejectThresholdError
 from mfspark.runtime.commit import atomic_output, check_disjoint, write_json
+from mfspark.runtime.fs import HadoopPath
 from mfspark.runtime.provenance import file_md5, versions
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def ingest_release(
         raise ConfigError(f"--max-reject-fraction must be between 0 and 1, got {max_reject_fraction}")
     started = time.perf_counter()
     # The release is told by the name the caller gave (a synth output is a link to a versioned directory).
-    named = Path(os.path.abspath(source_dir))
+    named = source_dir if isinstance(source_dir, HadoopPath) else Path(os.path.abspath(source_dir))
     source_dir = named.resolve()
     check_disjoint(source_dir, out_dir)
     chosen = release_named(release) if release else detect_release(named)

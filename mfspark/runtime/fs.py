@@ -15,12 +15,14 @@ Paths are strings: a local path, or a URI (`hdfs://nn:8020/x`, `s3a://bucket/x`)
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -278,6 +280,14 @@ class HadoopFileSystem(FileSystem):
             files[status.getPath().toString().removeprefix(base)] = int(status.getLen())
         return dict(sorted(files.items()))
 
+    def status(self, path: str) -> Any:
+        """The Hadoop FileStatus of `path` (size, modification time)."""
+        return self._fs(path).getFileStatus(self._path(path))
+
+    def open_stream(self, path: str) -> Any:
+        """An open Java InputStream of `path`."""
+        return self._fs(path).open(self._path(path))
+
     def data_files(self, path: str) -> list[str]:
         """Names of the files in a directory, without Hadoop/Spark markers (`_SUCCESS`, `.crc`, ...)."""
         return sorted(status.getPath().getName() for status in self._fs(path).listStatus(self._path(path))
@@ -392,3 +402,91 @@ def filesystem(path: str, spark: SparkSession | None = None) -> FileSystem:
         raise ConfigError(f"{path}: a {scheme(path)}:// location is reached through Spark's Hadoop libraries, "
                           "and this command started no Spark session")
     return HadoopFileSystem(spark)
+
+
+class HadoopPath:
+    """The part of `pathlib.Path`'s interface that reading a release needs, for a file or directory on a
+    Hadoop filesystem (`hdfs://`, `s3a://`): so one release reader serves local and cluster inputs."""
+
+    CHUNK_BYTES = 4 << 20
+
+    def __init__(self, fs: HadoopFileSystem, uri: str):
+        self._fs, self._uri = fs, str(uri).rstrip("/")
+
+    def __str__(self) -> str:
+        return self._uri
+
+    def __repr__(self) -> str:
+        return f"HadoopPath({self._uri!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HadoopPath) and other._uri == self._uri
+
+    def __hash__(self) -> int:
+        return hash(self._uri)
+
+    def __truediv__(self, name: str) -> HadoopPath:
+        return HadoopPath(self._fs, join(self._uri, name))
+
+    @property
+    def name(self) -> str:
+        return self._uri.rsplit("/", 1)[-1]
+
+    def resolve(self) -> HadoopPath:
+        return self
+
+    def exists(self) -> bool:
+        return self._fs.exists(self._uri)
+
+    def is_dir(self) -> bool:
+        return self._fs.is_dir(self._uri)
+
+    def is_file(self) -> bool:
+        return self.exists() and not self.is_dir()
+
+    def iterdir(self) -> Iterator[HadoopPath]:
+        return (self / name for name in self._fs.list_dir(self._uri))
+
+    def stat(self) -> os.stat_result:
+        status = self._fs.status(self._uri)
+        size, mtime = int(status.getLen()), status.getModificationTime() / 1000.0
+        return os.stat_result((0o100644, 0, 0, 1, 0, 0, size, mtime, mtime, mtime))
+
+    def open(self, mode: str = "rb") -> io.BufferedReader:
+        if mode != "rb":
+            raise ValueError(f"{self._uri}: only binary reading is supported, not {mode!r}")
+        return io.BufferedReader(_JavaInputStream(self._fs.open_stream(self._uri)), self.CHUNK_BYTES)
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        with self.open() as stream:
+            return stream.read().decode(encoding)
+
+
+class _JavaInputStream(io.RawIOBase):
+    """A Java InputStream as a Python binary stream (chunks cross Py4J as byte[] -> bytes)."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = bytes(self._stream.readNBytes(len(buffer)))
+        buffer[:len(chunk)] = chunk
+        return len(chunk)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stream.close()
+        super().close()
+
+
+def input_path(path: str | os.PathLike, spark: SparkSession | None = None) -> Path | HadoopPath:
+    """A local `Path`, or a `HadoopPath` for an input on HDFS or an object store."""
+    local = local_path(path)
+    if local is not None:
+        return local
+    if spark is None:
+        raise ConfigError(f"{path}: reading a {scheme(str(path))}:// input needs a Spark session")
+    return HadoopPath(HadoopFileSystem(spark), str(path))

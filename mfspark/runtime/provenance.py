@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import mfspark
+from mfspark.runtime.fs import HadoopPath
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -25,10 +26,10 @@ def versions(spark: SparkSession) -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def file_md5(path: str | Path) -> str:
-    """Hex md5 of a local file, read in chunks (release zips and ratings files are gigabytes)."""
+def file_md5(path: str | Path | HadoopPath) -> str:
+    """Hex md5 of a file (local, or a `HadoopPath`), read in chunks (release zips and ratings files are gigabytes)."""
     digest = hashlib.md5()
-    with Path(path).open("rb") as stream:
+    with (path if isinstance(path, HadoopPath) else Path(path)).open("rb") as stream:
         while chunk := stream.read(HASH_CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
