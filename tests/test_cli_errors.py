@@ -18,7 +18,7 @@ def test_ratings_that_are_not_parquet_is_one_line_naming_the_file(cli_with_test_
     assert status == 2
     assert err.startswith("mfspark train: error: ") and err.count("\n") == 1, err
     # Caught before Spark reads it (storage.check_parquet_table), so no trace exists to point at.
-    assert "part-0.csv is not a Parquet file" in err
+    assert "part-0.csv is not a whole Parquet file" in err
     assert "Traceback" not in err
 
 
