@@ -13,6 +13,7 @@
 #   stop    kills exactly the recorded pids (SIGTERM, then SIGKILL after a grace period)
 #   status  pid, port, RSS of each service; exit 1 when any is down
 #   env     prints the exports of STATE/env.sh (eval "$(scripts/hadoop_local.sh env)")
+#   conf    only writes the client files above (no service started): what a Spark session needs at its start
 # STATE is $HADOOP_LOCAL_DIR (default out/hadoop-local). Ports are fixed so a HADOOP_CONF_DIR stays valid across
 # restarts; each has an env override (below), e.g. for two checkouts on one machine. HADOOP_LOCAL_SERVICES picks a
 # subset ("hdfs s3", default "hdfs yarn s3"). Java 17 and scripts/fetch_jars.sh's .jars/ are needed; the S3 server
@@ -112,9 +113,6 @@ spark.hadoop.fs.s3a.connection.ssl.enabled false
 spark.hadoop.fs.s3a.access.key $S3_ACCESS_KEY
 spark.hadoop.fs.s3a.secret.key $S3_SECRET_KEY
 spark.hadoop.fs.s3a.aws.credentials.provider org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider
-spark.hadoop.fs.s3a.change.detection.mode none
-spark.hadoop.fs.s3a.committer.name magic
-spark.hadoop.fs.s3a.committer.magic.enabled true
 EOF
   cat > "$STATE/env.sh" <<EOF
 # Written by scripts/hadoop_local.sh: source it to point Spark, the tests and the AWS CLI at the local services.
@@ -267,5 +265,6 @@ case ${1:-} in
   stop) cmd_stop ;;
   status) mkdir -p "$STATE"; cmd_status ;;
   env) cat "$STATE/env.sh" ;;
-  *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+  conf) mkdir -p "$STATE"; write_conf; echo "$STATE" ;;
+  *) echo "usage: $0 start|stop|status|env|conf" >&2; exit 2 ;;
 esac
