@@ -14,6 +14,8 @@
 #   status  pid, port, RSS of each service; exit 1 when any is down
 #   env     prints the exports of STATE/env.sh (eval "$(scripts/hadoop_local.sh env)")
 #   conf    only writes the client files above (no service started): what a Spark session needs at its start
+#   dfs ARGS  Hadoop's FsShell on the local HDFS (`hdfs dfs ARGS` without a Hadoop install), e.g. dfs -ls -R /
+#   spark-archive  uploads pyspark's jars once to hdfs:///spark/ and prints the spark.yarn.archive value
 # STATE is $HADOOP_LOCAL_DIR (default out/hadoop-local). Ports are fixed so a HADOOP_CONF_DIR stays valid across
 # restarts; each has an env override (below), e.g. for two checkouts on one machine. HADOOP_LOCAL_SERVICES picks a
 # subset ("hdfs s3", default "hdfs yarn s3"). Java 17 and scripts/fetch_jars.sh's .jars/ are needed; the S3 server
@@ -241,6 +243,44 @@ cmd_stop() {
   for role in s3 yarn hdfs; do rm -f "$STATE/$role.pid" "$STATE/$role.ready"; done
 }
 
+fs_shell() {  # Hadoop's FsShell (`hdfs dfs ...`) from the minicluster jars, on the local HDFS
+  local java; java=$(find_java)
+  "$java" -Xmx256m -cp "$STATE/conf:$JARS/minicluster/*" -Dlog4j.configuration="file:$REPO/scripts/hadoop/log4j.properties" \
+    -Dhadoop.root.logger=WARN,console org.apache.hadoop.fs.FsShell "$@"
+}
+
+cmd_spark_archive() {
+  # spark.yarn.archive: pyspark's jars/ as one uncompressed zip on HDFS, uploaded once per Spark version, so a submit
+  # does not upload ~460 MB of jars (and YARN caches the localized archive on the NodeManager between apps).
+  local py_jars version archive local_zip
+  py_jars=$("$PYTHON" -c 'import pyspark, os; print(os.path.join(os.path.dirname(pyspark.__file__), "jars"))')
+  version=$("$PYTHON" -c 'import pyspark; print(pyspark.__version__)')
+  archive=$FS_DEFAULT/spark/spark-jars-$version.zip
+  if ! fs_shell -test -e "$archive" 2>/dev/null; then
+    local_zip=$STATE/spark-jars-$version.zip
+    rm -f "$local_zip"
+    # Stored, not deflated: jars are compressed already. Python's zipfile: no `zip` binary needed.
+    "$PYTHON" -c 'import sys, zipfile, pathlib
+with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_STORED) as z:
+    for jar in sorted(pathlib.Path(sys.argv[2]).glob("*.jar")):
+        z.write(jar, jar.name)' "$local_zip" "$py_jars"
+    fs_shell -mkdir -p "$FS_DEFAULT/spark"
+    fs_shell -put -f "$local_zip" "$archive.tmp"
+    fs_shell -mv "$archive.tmp" "$archive"  # rename: a concurrent submit never sees half an archive
+    rm -f "$local_zip"
+    log "uploaded $archive ($(du -sh "$py_jars" | cut -f1) of jars)"
+  fi
+  # A properties file for `spark-submit --properties-file`: the archive, and every Spark endpoint on 127.0.0.1 (the
+  # driver, AM and executors otherwise advertise the machine's other address).
+  cat > "$STATE/spark-yarn.conf" <<EOF
+spark.yarn.archive $archive
+spark.driver.host $HOST
+spark.yarn.appMasterEnv.SPARK_LOCAL_IP $HOST
+spark.executorEnv.SPARK_LOCAL_IP $HOST
+EOF
+  echo "$STATE/spark-yarn.conf"
+}
+
 cmd_status() {
   local role pid down=0
   {
@@ -266,5 +306,7 @@ case ${1:-} in
   status) mkdir -p "$STATE"; cmd_status ;;
   env) cat "$STATE/env.sh" ;;
   conf) mkdir -p "$STATE"; write_conf; echo "$STATE" ;;
-  *) echo "usage: $0 start|stop|status|env|conf" >&2; exit 2 ;;
+  dfs) shift; fs_shell "$@" ;;
+  spark-archive) cmd_spark_archive ;;
+  *) echo "usage: $0 start|stop|status|env|conf|dfs ARGS|spark-archive" >&2; exit 2 ;;
 esac
