@@ -120,6 +120,33 @@ def s3_root(hadoop_services: HadoopServices) -> str:
     return f"s3a://{hadoop_services.s3_bucket}/tests/{uuid.uuid4().hex}"
 
 
+def yarn_submit_command(services: HadoopServices, application: str | Path, *args: str, deploy_mode: str = "cluster",
+                        py_files: str | Path | None = None, extra_conf: dict[str, str] | None = None,
+                        ) -> tuple[list[str], dict[str, str]]:
+    """(command, env) of `spark-submit --master yarn` on the local YARN: HADOOP_CONF_DIR from the script,
+    spark.yarn.archive uploaded once (`hadoop_local.sh spark-archive`), every endpoint on 127.0.0.1, this interpreter
+    on the NodeManagers (same machine; on a real cluster: a packed venv with --archives, see docs/hadoop_local.md),
+    the s3a jars and settings, and the conf/yarn.toml sizing given as --conf so it holds from the JVM's start."""
+    done = _script("spark-archive", timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"hadoop_local.sh spark-archive failed: {done.stderr.strip()[-1000:]}")
+    properties = Path(done.stdout.strip().splitlines()[-1])
+    spark_home = Path(__import__("pyspark").__file__).parent
+    conf = {"spark.pyspark.python": sys.executable, "spark.pyspark.driver.python": sys.executable,
+            "spark.executor.instances": "2", "spark.executor.cores": "1", "spark.executor.memory": "1g",
+            "spark.driver.memory": "1g", "spark.yarn.am.memory": "512m", **spark_conf(), **(extra_conf or {})}
+    command = [str(spark_home / "bin" / "spark-submit"), "--master", "yarn", "--deploy-mode", deploy_mode,
+               "--properties-file", str(properties)]
+    if py_files:
+        command += ["--py-files", str(py_files)]
+    for key, value in conf.items():
+        command += ["--conf", f"{key}={value}"]
+    command += [str(application), *args]
+    # Only the zip provides mfspark to the job: no PYTHONPATH pointing at a checkout.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | services.env | {"SPARK_HOME": str(spark_home)}
+    return command, env
+
+
 def s3_client(services: HadoopServices):  # -> botocore S3 client (boto3 comes with moto[server])
     """A boto3 client on the local S3 server, with the credentials the Spark settings use."""
     import boto3

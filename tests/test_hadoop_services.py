@@ -9,13 +9,18 @@ commit protocol needs behave as the lead's design assumes (docs/hadoop_local.md)
 from __future__ import annotations
 
 import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+import time
 import uuid
 
 import pytest
 from py4j.protocol import Py4JJavaError
 
 from mfspark.runtime.spark_internals import hadoop_configuration, jvm
-from tests.hadoop_services import HadoopServices, s3_client
+from tests.hadoop_services import REPO, HadoopServices, s3_client, yarn_submit_command
 
 CONDITIONAL_CREATE = "fs.option.create.conditional.overwrite"
 
@@ -137,3 +142,23 @@ def test_s3a_conditional_create(spark, s3_root):
     stream = fs.open(lock)
     assert bytes(jvm(spark).org.apache.commons.io.IOUtils.toByteArray(stream)) == b"holder 1"
     stream.close()
+
+
+def test_yarn_cluster_mode_submit(spark, hadoop_services, hdfs_root, tmp_path):
+    """spark-submit --master yarn --deploy-mode cluster on the local YARN: the driver and executors run in
+    containers, import mfspark from the --py-files zip, and read and write HDFS."""
+    zip_path = tmp_path / "mfspark.zip"
+    subprocess.run([str(REPO / "scripts" / "build_pyfiles.sh"), str(zip_path)], check=True, timeout=120,
+                   env={**os.environ, "PYTHON": sys.executable}, capture_output=True)
+    command, env = yarn_submit_command(hadoop_services, REPO / "scripts" / "hadoop" / "yarn_smoke.py", hdfs_root,
+                                       py_files=zip_path)
+    started = time.monotonic()
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, check=False)
+    seconds = time.monotonic() - started
+    (tmp_path / "spark-submit.log").write_text(done.stdout + done.stderr)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    result = json.loads(spark.read.text(f"{hdfs_root}/result.json").first()["value"])
+    assert result["deploy_mode"] == "cluster" and result["master"] == "yarn"
+    assert result["rows_per_bucket"] == [1000]
+    assert all(python == sys.executable and "mfspark.zip" in module for python, module in result["executors"])
+    print(f"yarn cluster-mode submit: {seconds:.1f} s")
