@@ -134,6 +134,8 @@ EOF
 start_java() {  # start_java ROLE HEAP PORTS...: one LocalHadoop JVM in the background, pid recorded
   local role=$1 heap=$2; shift 2
   local java; java=$(find_java) || { log "java not found (Java 17+ needed)"; return 1; }
+  "$java" --list-modules 2>/dev/null | grep -q '^jdk.compiler' \
+    || { log "$java is a JRE: the launcher runs as source and needs a JDK (apt-get install openjdk-17-jdk-headless)"; return 1; }
   mkdir -p "$STATE/$role"
   rm -f "$STATE/$role.ready"
   # cwd STATE/ROLE: the minicluster puts its work dirs under ./target. JAVA_HOME is exported because the
