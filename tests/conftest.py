@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Fixtures of the local HDFS/YARN/S3 services: hadoop_services, hdfs_root, s3_root.
+pytest_plugins = ["tests.hadoop_services"]
 
 
 class KeepSession:
@@ -26,9 +28,13 @@ class KeepSession:
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     from mfspark.runtime.session import build_session, load_profile
+    from tests.hadoop_services import spark_conf as hadoop_spark_conf
 
     root = tmp_path_factory.mktemp("spark")
-    session = build_session(load_profile("test", root, conf_dir=REPO / "conf"), "mfspark-tests")
+    # The s3a jars must be on the JVM from its start: the one session of the suite carries them (and the local S3
+    # server's fs.s3a.* settings, inert until a test reads s3a://) whenever scripts/fetch_jars.sh has run.
+    profile = load_profile("test", root, overrides=hadoop_spark_conf(), conf_dir=REPO / "conf")
+    session = build_session(profile, "mfspark-tests")
     yield session
     session.stop()
 
