@@ -116,6 +116,10 @@ spark.hadoop.fs.s3a.access.key $S3_ACCESS_KEY
 spark.hadoop.fs.s3a.secret.key $S3_SECRET_KEY
 spark.hadoop.fs.s3a.aws.credentials.provider org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider
 EOF
+  # The same settings as Spark's defaults file: SPARK_CONF_DIR=$STATE/spark-conf gives them to every Spark
+  # session (mfspark commands included) without --conf lines.
+  mkdir -p "$STATE/spark-conf"
+  cp "$STATE/spark-s3.conf" "$STATE/spark-conf/spark-defaults.conf"
   cat > "$STATE/env.sh" <<EOF
 # Written by scripts/hadoop_local.sh: source it to point Spark, the tests and the AWS CLI at the local services.
 export HADOOP_CONF_DIR=$conf
@@ -124,6 +128,7 @@ export MFSPARK_HDFS=$FS_DEFAULT
 export MFSPARK_S3_ENDPOINT=$S3_ENDPOINT
 export MFSPARK_S3_BUCKET=$S3_BUCKET
 export MFSPARK_S3_SPARK_CONF=$STATE/spark-s3.conf
+export SPARK_CONF_DIR=$STATE/spark-conf
 export AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY
 export AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY
 export AWS_DEFAULT_REGION=us-east-1

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
-from mfspark.errors import MfsparkError
+from mfspark.errors import ConfigError, MfsparkError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("mfspark.commands.ingest", "read a MovieLens release into validated Parquet tables"),
@@ -147,6 +147,21 @@ def remove_checkpoint_dir(spark) -> None:
         log.warning("could not remove the checkpoint directory: %s", exc)
 
 
+def check_schemes(args: argparse.Namespace, spark) -> None:
+    """Refuse a path without a scheme when Spark's default filesystem is not the local disk (a HADOOP_CONF_DIR
+    naming HDFS): mfspark would lock and commit it locally while Spark wrote it to HDFS."""
+    from mfspark.runtime.spark_internals import hadoop_configuration
+
+    default = str(hadoop_configuration(spark).get("fs.defaultFS") or "file:///")
+    if default.startswith("file:"):
+        return
+    for option in ("out", *READER_OPTIONS):
+        value = getattr(args, option, None)
+        if value and "://" not in str(value) and not str(value).startswith("file:"):
+            raise ConfigError(f"--{option.replace('_', '-')} {value} has no scheme while Spark's default filesystem is "
+                              f"{default} (HADOOP_CONF_DIR): write {default.rstrip('/')}/... or file://{Path(value).absolute()}")
+
+
 def resolve_readers(args: argparse.Namespace, spark) -> None:
     """Point every option naming an input at what to read: the current version of an output on a Hadoop
     filesystem, or the stage of a pipeline root's latest run (or of a given run). One rule for every reader."""
@@ -197,6 +212,8 @@ def run_command(args: argparse.Namespace, module) -> dict | None:
     with output_lock(out, f"mfspark {args.command}", sweep_scratch=True) if out else contextlib.nullcontext():
         spark = session_for(args, f"mfspark-{args.command}") if needs_spark(module, args) else None
         try:
+            if spark is not None:
+                check_schemes(args, spark)
             resolve_readers(args, spark)
             with output_locks(args, spark):
                 return module.run(args, spark)

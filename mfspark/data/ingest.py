@@ -10,6 +10,7 @@ scan of a file only when the file has rejects. Rows that fail a check go to `rej
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -62,8 +63,13 @@ def ingest_release(
     out_dir: str,
     release: str | None = None,
     max_reject_fraction: float = DEFAULT_MAX_REJECT_FRACTION,
+    commit: bool = True,
 ) -> dict:
-    """Ingest one release directory into `out_dir` and return the manifest (also written there)."""
+    """Ingest one release directory into `out_dir` and return the manifest (also written there).
+
+    With `commit` the output is published in one atomic step (`atomic_output`); without, it is written straight
+    into `out_dir`, for a caller that publishes it itself (the pipeline's run directory).
+    """
     if not 0 <= max_reject_fraction <= 1:
         raise ConfigError(f"--max-reject-fraction must be between 0 and 1, got {max_reject_fraction}")
     started = time.perf_counter()
@@ -78,7 +84,7 @@ def ingest_release(
     inputs = {path.name: describe_input(path) for _, path in files}
     timings = {"checksums": time.perf_counter() - checksum_started}
     genre_names = read_genre_names(source_dir / "u.genre")
-    with atomic_output(spark, out_dir) as staging:
+    with atomic_output(spark, out_dir) if commit else contextlib.nullcontext(out_dir) as staging:
         empty_table(spark, "rejects").write.parquet(f"{staging}/rejects")
         results = [ingest_file(spark, source, path, chosen, genre_names, staging, max_reject_fraction)
                    for source, path in files]
@@ -121,9 +127,10 @@ def describe_input(path: Path) -> dict:
     return {"path": str(path), "bytes": path.stat().st_size, "md5": file_md5(path)}
 
 
-def read_lines(spark: SparkSession, path: Path) -> DataFrame:
+def read_lines(spark: SparkSession, path: Path | HadoopPath) -> DataFrame:
     """Lines of one file with their position: (split start byte, id increasing within a split)."""
-    return spark.read.text(str(path)).select(
+    # A local file as a file:// URI: Spark reads it from this disk even when its default filesystem is HDFS.
+    return spark.read.text(str(path) if isinstance(path, HadoopPath) else path.absolute().as_uri()).select(
         "value",
         F.col("_metadata.file_block_start").alias("block_start"),
         F.monotonically_increasing_id().alias("row_id"),

@@ -120,7 +120,7 @@ class StageContext:
 
 def run_ingest(ctx: StageContext, out: str) -> dict:
     c = ctx.config
-    manifest = ingest_release(ctx.spark, c.source_dir, out, c.release, c.max_reject_fraction)
+    manifest = ingest_release(ctx.spark, c.source_dir, out, c.release, c.max_reject_fraction, commit=False)
     return {"rows": {table: t["rows"] for table, t in manifest["tables"].items()},
             "rejected": manifest["rejects"]["rows"], "inputs": manifest["inputs"]}
 

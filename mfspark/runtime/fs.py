@@ -359,8 +359,8 @@ class HadoopFileSystem(FileSystem):
                 stream = builder.must(S3A_CONDITIONAL_CREATE, True).build()
             else:
                 stream = fs.create(self._path(path), False)
-        except Exception as exc:  # FileAlreadyExistsException (HDFS, or S3A's check before writing)
-            if "FileAlreadyExists" in str(exc) or "PathExistsException" in str(exc):
+        except Exception as exc:  # taken: exists (HDFS, or S3A's check before writing), or being created (HDFS lease)
+            if any(taken in str(exc) for taken in ("FileAlreadyExists", "PathExistsException", "AlreadyBeingCreated")):
                 return False
             raise
         try:

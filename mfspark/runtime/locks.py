@@ -183,9 +183,17 @@ class RemoteLockHandle(LockHandle):
     def _beat(self) -> None:
         while not self._stop.wait(heartbeat_seconds()):
             try:
+                if self.fs.object_store(self.path) and not self.still_ours():
+                    # A heartbeat on S3 rewrites the object: never over another job's lock.
+                    log.error("lost the lock %s to another job: heartbeat stopped; this job will not publish",
+                              self.path)
+                    return
                 self.fs.touch(self.path, self.text)
             except Exception as exc:  # a transient error: the next beat may succeed; check() decides
                 log.warning("lock heartbeat on %s failed: %s", self.path, str(exc).splitlines()[0][:200])
+
+    def still_ours(self) -> bool:
+        return (self.fs.read_json_or_none(self.path) or {}).get("token") == self.record["token"]
 
     def check(self) -> None:
         current = self.fs.read_json_or_none(self.path) or {}
@@ -198,7 +206,7 @@ class RemoteLockHandle(LockHandle):
         self._stop.set()
         self._thread.join(timeout=5)
         with contextlib.suppress(Exception):  # the JVM may be gone with a killed session: the lock goes stale
-            if (self.fs.read_json_or_none(self.path) or {}).get("token") == self.record["token"]:
+            if self.still_ours():
                 self.fs.delete(self.path)
 
 
