@@ -29,20 +29,23 @@ SERVICES=${HADOOP_LOCAL_SERVICES:-hdfs yarn s3}
 START_TIMEOUT=${HADOOP_LOCAL_START_TIMEOUT:-180}
 
 # Ports: the Hadoop defaults with a leading 1, so a real Hadoop install on the same machine does not collide.
-NN_PORT=${HDFS_NN_PORT:-19820}
-NN_HTTP_PORT=${HDFS_NN_HTTP_PORT:-19870}
-DN_PORT=${HDFS_DN_PORT:-19866}
-DN_IPC_PORT=${HDFS_DN_IPC_PORT:-19867}
-DN_HTTP_PORT=${HDFS_DN_HTTP_PORT:-19864}
-RM_PORT=${YARN_RM_PORT:-18032}
-RM_SCHEDULER_PORT=${YARN_RM_SCHEDULER_PORT:-18030}
-RM_TRACKER_PORT=${YARN_RM_TRACKER_PORT:-18031}
-RM_ADMIN_PORT=${YARN_RM_ADMIN_PORT:-18033}
-RM_WEB_PORT=${YARN_RM_WEB_PORT:-18088}
-NM_PORT=${YARN_NM_PORT:-18041}
-NM_LOCALIZER_PORT=${YARN_NM_LOCALIZER_PORT:-18040}
-NM_WEB_PORT=${YARN_NM_WEB_PORT:-18042}
-S3_PORT=${S3_PORT:-19000}
+# HADOOP_LOCAL_PORT_OFFSET moves them all (e.g. 1000 for a second checkout on a shared machine, with its own
+# HADOOP_LOCAL_DIR); each port also has its own override.
+OFFSET=${HADOOP_LOCAL_PORT_OFFSET:-0}
+NN_PORT=${HDFS_NN_PORT:-$((19820 + OFFSET))}
+NN_HTTP_PORT=${HDFS_NN_HTTP_PORT:-$((19870 + OFFSET))}
+DN_PORT=${HDFS_DN_PORT:-$((19866 + OFFSET))}
+DN_IPC_PORT=${HDFS_DN_IPC_PORT:-$((19867 + OFFSET))}
+DN_HTTP_PORT=${HDFS_DN_HTTP_PORT:-$((19864 + OFFSET))}
+RM_PORT=${YARN_RM_PORT:-$((18032 + OFFSET))}
+RM_SCHEDULER_PORT=${YARN_RM_SCHEDULER_PORT:-$((18030 + OFFSET))}
+RM_TRACKER_PORT=${YARN_RM_TRACKER_PORT:-$((18031 + OFFSET))}
+RM_ADMIN_PORT=${YARN_RM_ADMIN_PORT:-$((18033 + OFFSET))}
+RM_WEB_PORT=${YARN_RM_WEB_PORT:-$((18088 + OFFSET))}
+NM_PORT=${YARN_NM_PORT:-$((18041 + OFFSET))}
+NM_LOCALIZER_PORT=${YARN_NM_LOCALIZER_PORT:-$((18040 + OFFSET))}
+NM_WEB_PORT=${YARN_NM_WEB_PORT:-$((18042 + OFFSET))}
+S3_PORT=${S3_PORT:-$((19000 + OFFSET))}
 S3_BUCKET=${S3_BUCKET:-mfspark}
 # moto accepts any credentials; these are what the Spark settings and tests send.
 S3_ACCESS_KEY=${S3_ACCESS_KEY:-mfspark}
@@ -176,16 +179,35 @@ if bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
 EOF
 }
 
-wait_ready() {  # wait_ready ROLE: until ROLE's ready marker (java) or bucket (s3) appears, or its process dies
-  local role=$1 deadline=$((SECONDS + START_TIMEOUT))
-  while [ $SECONDS -lt $deadline ]; do
-    [ -n "$(pid_of "$role")" ] || { log "$role died while starting; last lines of $STATE/logs/$role.log:";
-                                    tail -20 "$STATE/logs/$role.log" >&2; return 1; }
-    if [ "$role" = s3 ]; then s3_ready && return 0; else [ -f "$STATE/$role.ready" ] && return 0; fi
+is_ready() {  # ROLE's ready marker (java) or its bucket (s3) is there
+  if [ "$1" = s3 ]; then s3_ready; else [ -f "$STATE/$1.ready" ]; fi
+}
+
+wait_ready() {  # wait_ready ROLE:T0...: poll all until each is ready (recording its seconds since T0) or one dies
+  local pending=("$@") deadline=$((SECONDS + START_TIMEOUT)) entry role left
+  while [ ${#pending[@]} -gt 0 ]; do
+    left=()
+    for entry in "${pending[@]}"; do
+      role=${entry%%:*}
+      if [ -z "$(pid_of "$role")" ]; then
+        log "$role died while starting; last lines of $STATE/logs/$role.log:"
+        tail -20 "$STATE/logs/$role.log" >&2
+        return 1
+      elif is_ready "$role"; then
+        echo "$((SECONDS - ${entry#*:}))" > "$STATE/$role.start_seconds"
+        log "$role ready in $(cat "$STATE/$role.start_seconds") s (pid $(pid_of "$role"), log $STATE/logs/$role.log)"
+      else
+        left+=("$entry")
+      fi
+    done
+    pending=("${left[@]+"${left[@]}"}")
+    [ ${#pending[@]} -eq 0 ] && break
+    if [ $SECONDS -ge $deadline ]; then
+      log "not ready after ${START_TIMEOUT}s: ${pending[*]%%:*} (logs in $STATE/logs)"
+      return 1
+    fi
     sleep 0.5
   done
-  log "$role not ready after ${START_TIMEOUT}s (log: $STATE/logs/$role.log)"
-  return 1
 }
 
 ports_of() {
@@ -222,14 +244,8 @@ cmd_start() {
     esac
     started+=("$role:$t")
   done
-  # The services start in parallel (the JVMs mostly wait on each other's compile/startup, not on CPU).
-  local entry
-  for entry in "${started[@]}"; do
-    role=${entry%%:*}
-    if ! wait_ready "$role"; then cmd_stop; return 1; fi
-    echo "$((SECONDS - ${entry#*:}))" > "$STATE/$role.start_seconds"
-    log "$role ready in $(cat "$STATE/$role.start_seconds") s (pid $(pid_of "$role"), log $STATE/logs/$role.log)"
-  done
+  # The services start in parallel; each one's start time is measured on its own.
+  if [ ${#started[@]} -gt 0 ] && ! wait_ready "${started[@]}"; then cmd_stop; return 1; fi
   [ ${#started[@]} -eq 0 ] || log "started ${started[*]%%:*} in $((SECONDS - t0)) s"
   cmd_status
   log "HADOOP_CONF_DIR=$STATE/conf; source $STATE/env.sh for the exports"

@@ -62,7 +62,7 @@ public class LocalHadoop {
 
   static String startHdfs(Path state) throws Exception {
     Path base = state.resolve("hdfs");
-    boolean fresh = !Files.isDirectory(base.resolve("data").resolve("name1").resolve("current"));
+    boolean fresh = !Files.isDirectory(base.resolve("name-0-1").resolve("current"));  // MiniDFSCluster's layout
     Configuration conf = new HdfsConfiguration();
     conf.set(MiniDFSCluster.HDFS_MINIDFS_BASEDIR, base.toString());
     conf.set("dfs.namenode.rpc-bind-host", HOST);
