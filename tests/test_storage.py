@@ -276,3 +276,39 @@ def test_cli_refuses_out_inside_input_before_starting_spark(tmp_path, capsys, co
     assert error == (f"mfspark {command}: error: --out {tmp_path}/in/out is inside --input {tmp_path}/in: "
                      "committing the output would replace the input; choose a separate output directory")
     assert list((tmp_path / "in").iterdir()) == []
+
+
+def test_an_unwritable_or_file_out_is_one_line_before_any_work(tmp_path, capsys):
+    from mfspark.commands.main import main
+
+    release = tmp_path / "release"
+    release.mkdir()
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    # Immutable: not even root may create an entry in it (permission bits do not stop root).
+    subprocess.run(["chattr", "+i", str(locked)], check=True)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    try:
+        assert main(["ingest", "--input", str(release), "--out", str(locked / "out")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("mfspark ingest: error: Operation not permitted: ") and err.count("\n") == 1, err
+        assert main(["ingest", "--input", str(release), "--out", str(a_file)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"mfspark ingest: error: --out {a_file} is a file: give a directory (it is created, or " \
+                      "replaced whole when it is an earlier output)\n"
+        assert a_file.read_text() == "not a directory"
+    finally:
+        subprocess.run(["chattr", "-i", str(locked)], check=True)
+
+
+def test_out_inside_the_data_dir_of_a_named_dataset_is_refused_before_writing(tmp_path, capsys):
+    from mfspark.commands.main import main
+
+    data_dir = tmp_path / "movielens"
+    (data_dir / "ml-latest-small").mkdir(parents=True)
+    for out in (data_dir, data_dir / "ml-latest-small"):
+        assert main(["pipeline", "--dataset", "ml-latest-small", "--data-dir", str(data_dir), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {out} is " in err and f"--data-dir {data_dir}" in err
+    assert sorted(p.name for p in data_dir.rglob("*")) == ["ml-latest-small"]

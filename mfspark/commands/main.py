@@ -196,6 +196,21 @@ def output_locks(args: argparse.Namespace, spark) -> Iterator[None]:
         yield
 
 
+def check_out_place(args: argparse.Namespace, out: str) -> None:
+    """Refuse, before any work, an `--out` that overlaps what the command reads or names a plain file."""
+    from mfspark.runtime.commit import check_disjoint
+    from mfspark.runtime.fs import local_path
+
+    for option in ("input", "data_dir", "cache_dir", "model"):
+        value = getattr(args, option, None)
+        if value:
+            check_disjoint(value, out, f"--{option.replace('_', '-')}")
+    local = local_path(out)
+    if local is not None and local.is_file() and not local.is_symlink():
+        raise ConfigError(f"--out {out} is a file: give a directory (it is created, or replaced whole when it is "
+                          "an earlier output)")
+
+
 def needs_spark(module, args: argparse.Namespace) -> bool:
     """A command's `NEEDS_SPARK`: a flag, or a function of its arguments (e.g. `runs` on a local root)."""
     flag = getattr(module, "NEEDS_SPARK", True)
@@ -204,11 +219,11 @@ def needs_spark(module, args: argparse.Namespace) -> bool:
 
 def run_command(args: argparse.Namespace, module) -> dict | None:
     """Hold the output's lock (when the command has `--out`) around the Spark session and the run."""
-    from mfspark.runtime.commit import check_disjoint, output_lock
+    from mfspark.runtime.commit import output_lock
 
     out = getattr(args, "out", None)
-    if out and getattr(args, "input", None):
-        check_disjoint(args.input, out)
+    if out:
+        check_out_place(args, out)
     with output_lock(out, f"mfspark {args.command}", sweep_scratch=True) if out else contextlib.nullcontext():
         spark = session_for(args, f"mfspark-{args.command}") if needs_spark(module, args) else None
         try:
@@ -233,6 +248,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run_command(args, args.module)
     except MfsparkError as exc:
         print(f"mfspark {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the machine said no: permissions, a read-only or full disk, a file in the way
+        where = f": {exc.filename}" if exc.filename else ""
+        log.debug("%s failed", args.command, exc_info=exc)
+        print(f"mfspark {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except Exception as exc:
         line = spark_error_line(exc)
