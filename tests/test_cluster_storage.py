@@ -20,7 +20,7 @@ from mfspark.pipeline import layout
 from mfspark.pipeline.run import run_pipeline
 from mfspark.pipeline.stages import LISTS_ALS, PipelineConfig
 from mfspark.runtime.commit import CURRENT_POINTER, atomic_output, resolve_output
-from mfspark.runtime.fs import HadoopFileSystem, input_path, join
+from mfspark.runtime.fs import HadoopFileSystem, LocalFileSystem, input_path, join
 from tests.hadoop_services import spark_conf
 from tests.test_pipeline import tiny_release
 
@@ -205,3 +205,30 @@ def test_a_single_command_killed_during_its_commit_leaves_the_old_output_readabl
             os.environ.pop(name)
     assert orphan not in fs.list_dir(f"{out}/_versions")  # swept by the next writer
     assert resolve_output(fs, out) != old
+
+
+def test_the_pipeline_submitted_to_yarn_in_cluster_mode_equals_the_local_run(
+        spark, hadoop_services, hdfs_root, tmp_path, cli_with_test_session):
+    from tests.hadoop_services import yarn_submit_command
+
+    release = tiny_release(tmp_path / "release", movies=40)
+    options = ["--rank", "2", "--max-iter", "2", "--seed", "1", "--top-n", "3"]
+    assert cli_with_test_session(["pipeline", "--input", str(release), "--out", str(tmp_path / "local"),
+                                  *options]) == 0
+    source = upload(spark, release, f"{hdfs_root}/release")
+    zip_path = tmp_path / "mfspark.zip"
+    subprocess.run([str(REPO / "scripts" / "build_pyfiles.sh"), str(zip_path)], check=True, timeout=120,
+                   env={**os.environ, "PYTHON": sys.executable}, capture_output=True)
+    # The local run's parallelism: ALS blocks and shuffle partitions decide the factors bit for bit.
+    command, env = yarn_submit_command(
+        hadoop_services, REPO / "jobs" / "pipeline.py", "--profile", "yarn", "--input", source,
+        "--out", f"{hdfs_root}/nightly", *options, "--conf", "spark.default.parallelism=2",
+        "--conf", "spark.sql.shuffle.partitions=2", py_files=zip_path)
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200, check=False)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    fs = HadoopFileSystem(spark)
+    run = layout.resolve_run(fs, f"{hdfs_root}/nightly")
+    local_run = layout.resolve_run(LocalFileSystem(), str(tmp_path / "local"))
+    assert recommendations(spark, join(run, "recommend")) == recommendations(spark, join(local_run, "recommend"))
+    remote_metrics = json.loads(fs.read_text(join(run, "manifest.json")))["metrics"]
+    assert remote_metrics == json.loads(Path(local_run, "manifest.json").read_text())["metrics"]
