@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 
 def write_ratings(spark, path, columns: str) -> None:
     spark.createDataFrame([(1, 2, 4.0)], columns).write.parquet(str(path))
@@ -34,3 +36,163 @@ def test_missing_column_is_one_line_naming_it_with_the_trace_at_debug(spark, cli
     traced = [r for r in caplog.records if r.levelno == logging.DEBUG and r.exc_info]
     assert traced and "failed inside Spark" in traced[0].getMessage()
     assert "rated_at" in str(traced[0].exc_info[1])
+
+
+# ---------------------------------------------------------------- recommend: bad options and bad models
+
+def save_model(spark, path, user_rank: int = 2, item_rank: int = 2, params_rank: int = 2) -> None:
+    """A plain model saved by hand (no fit): users 1, 2 and movies 10, 20, 30 with the given factor lengths."""
+    from mfspark.models.als.estimator import ALSModel, ALSParams
+
+    users = spark.createDataFrame([(u, [0.5 * u] * user_rank) for u in (1, 2)], "id int, features array<float>")
+    items = spark.createDataFrame([(m, [m / 10] * item_rank) for m in (10, 20, 30)], "id int, features array<float>")
+    ALSModel(users, items, ALSParams(rank=params_rank)).save(str(path))
+
+
+@pytest.fixture
+def recommend_inputs(spark, tmp_path):
+    """An ingest-like input (two users' ratings, three movies) and a train-like output holding a rank-2 model."""
+    spark.createDataFrame([(1, 10, 4.0, None), (2, 20, 3.0, None)],
+                          "user_id int, movie_id int, rating float, rated_at timestamp") \
+        .write.parquet(str(tmp_path / "ingest" / "ratings"))
+    spark.createDataFrame([(m, f"Movie {m}", 2000, ["Drama"]) for m in (10, 20, 30)],
+                          "movie_id int, title string, year int, genres array<string>") \
+        .write.parquet(str(tmp_path / "ingest" / "movies"))
+    save_model(spark, tmp_path / "model" / "factors")
+    return tmp_path
+
+
+def one_error_line(capsys, command: str) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith(f"mfspark {command}: error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("option, value", [("--top-n", "0"), ("--top-n", "-1"), ("--similar", "-1"),
+                                           ("--user-block-size", "0"), ("--item-block-size", "0")])
+def test_recommend_refuses_list_lengths_and_block_sizes_below_one(cli_with_test_session, recommend_inputs, capsys,
+                                                                   option, value):
+    root = recommend_inputs
+    status = cli_with_test_session(["recommend", "--model", str(root / "model"), "--input", str(root / "ingest"),
+                                    "--out", str(root / "recs"), option, value])
+    assert status == 2
+    assert f"{option} must be at least 1, got {value}" in one_error_line(capsys, "recommend")
+    assert not (root / "recs").exists()
+
+
+def test_recommend_refuses_an_out_that_would_replace_the_model(cli_with_test_session, recommend_inputs, capsys):
+    root = recommend_inputs
+    status = cli_with_test_session(["recommend", "--model", str(root / "model"), "--input", str(root / "ingest"),
+                                    "--out", str(root / "model")])
+    assert status == 2
+    assert "is the same as --model" in one_error_line(capsys, "recommend")
+    assert (root / "model" / "factors" / "metadata.json").is_file()
+
+
+def make_not_a_model(spark, root, kind: str):
+    """Directories a user might pass as --model: what `baseline`, MLlib and others write, and the train output's
+    factors/ folder itself (accepted, like --warm-start's)."""
+    if kind == "baseline output":
+        from mfspark.models.bias import BiasModel
+
+        ratings = spark.createDataFrame([(1, 10, 4.0), (2, 20, 3.0)], "user_id int, movie_id int, rating float")
+        BiasModel.fit(ratings).save(str(root / kind / "biases"))
+    elif kind == "MLlib model":
+        (root / kind / "metadata").mkdir(parents=True)
+        (root / kind / "metadata" / "part-00000").write_text('{"class":"org.apache.spark.ml.recommendation.ALSModel"}')
+        spark.createDataFrame([(1, [0.1, 0.2])], "id int, features array<float>") \
+            .write.parquet(str(root / kind / "userFactors"))
+    elif kind == "empty directory":
+        (root / kind).mkdir()
+    return root / kind
+
+
+@pytest.mark.parametrize("kind, said", [
+    ("baseline output", "looks like a `mfspark baseline` output"),
+    ("MLlib model", "looks like a Spark MLlib model directory"),
+    ("empty directory", "is not a `mfspark train` output (no factors/metadata.json)"),
+    ("missing", "not found"),
+])
+def test_recommend_model_that_is_not_a_train_output_is_one_line_saying_what_it_is(
+        spark, cli_with_test_session, recommend_inputs, capsys, kind, said):
+    root = recommend_inputs
+    model = make_not_a_model(spark, root, kind)
+    status = cli_with_test_session(["recommend", "--model", str(model), "--input", str(root / "ingest"),
+                                    "--out", str(root / "recs")])
+    assert status == 2
+    line = one_error_line(capsys, "recommend")
+    assert f"--model {model}" in line and said in line
+
+
+def test_recommend_accepts_the_factors_folder_itself(cli_with_test_session, recommend_inputs, capsys):
+    root = recommend_inputs
+    status = cli_with_test_session(["recommend", "--model", str(root / "model" / "factors"), "--input",
+                                    str(root / "ingest"), "--out", str(root / "recs"), "--min-ratings", "0"])
+    assert status == 0, capsys.readouterr().err
+    assert (root / "recs" / "recommendations").is_dir()
+
+
+@pytest.mark.parametrize("user_rank, item_rank", [(3, 2), (2, 3)])
+def test_a_model_whose_users_and_movies_differ_in_rank_is_refused_where_it_is_loaded(
+        spark, cli_with_test_session, recommend_inputs, capsys, user_rank, item_rank):
+    """User rank 3 against movie rank 2 made the kernel read past the movies' array; 2 against 3 ignored a
+    component. Both are refused on load, naming the model and the ranks."""
+    from mfspark.errors import InputError
+    from mfspark.models.als.estimator import ALSModel
+
+    root = recommend_inputs
+    save_model(spark, root / "bad" / "factors", user_rank, item_rank)
+    with pytest.raises(InputError, match=r"the model has rank 2 but its factors do not \((items|users) 3\)"):
+        ALSModel.load(spark, str(root / "bad" / "factors"))
+    status = cli_with_test_session(["recommend", "--model", str(root / "bad"), "--input", str(root / "ingest"),
+                                    "--out", str(root / "recs")])
+    assert status == 2
+    assert "users and movies must have the same rank" in one_error_line(capsys, "recommend")
+
+
+def test_top_n_refuses_factor_frames_of_different_rank(spark):
+    from mfspark.recommend.lists import recommend_for_users
+
+    users = spark.createDataFrame([(1, [1.0, 2.0, 3.0])], "id int, features array<float>")
+    items = spark.createDataFrame([(10, [1.0, 1.0]), (20, [2.0, 0.0])], "id int, features array<float>")
+    with pytest.raises(ValueError, match="queries' factors have rank 3 and the candidates' 2"):
+        recommend_for_users(users, items, None, 1)
+
+
+@pytest.mark.parametrize("users", ["1,2147483648", "2147483648"])
+def test_recommend_users_as_a_comma_list_are_checked_like_a_file(cli_with_test_session, recommend_inputs, capsys,
+                                                                  users):
+    root = recommend_inputs
+    status = cli_with_test_session(["recommend", "--model", str(root / "model"), "--input", str(root / "ingest"),
+                                    "--out", str(root / "recs"), "--users", users])
+    assert status == 2
+    assert "--users" in (line := one_error_line(capsys, "recommend")) and "'2147483648'" in line
+
+
+@pytest.mark.parametrize("rating, expected", [("nan", "must be finite, got 'nan'"), ("inf", "must be finite"),
+                                              ("-inf", "must be finite")])
+def test_ratings_file_refuses_ratings_that_are_not_finite(rating, expected):
+    from mfspark.commands.recommend import read_ratings_file
+    from mfspark.errors import InputError
+
+    with pytest.raises(InputError, match=f"new.csv:3: the rating {expected}"):
+        read_ratings_file(f"movie_id,rating\n10,4\n20,{rating}\n", "new.csv")
+
+
+def test_ratings_file_refuses_ratings_off_the_models_scale():
+    from mfspark.commands.recommend import read_ratings_file
+    from mfspark.errors import InputError
+
+    assert read_ratings_file("10,0.5\n20,5\n", "new.csv", (0.5, 5.0)) == [(10, 0.5), (20, 5.0)]
+    with pytest.raises(InputError, match=r"new.csv:2: the rating must be on the model's rating scale 0.5..5, got '50'"):
+        read_ratings_file("10,4\n20,50\n", "new.csv", (0.5, 5.0))
+
+
+def test_ratings_file_message_counts_a_movie_rated_twice_once(cli_with_test_session, recommend_inputs, capsys):
+    root = recommend_inputs
+    (root / "new.csv").write_text("movie_id,rating\n10,4\n10,5\n20,3\n")
+    status = cli_with_test_session(["recommend", "--model", str(root / "model"), "--input", str(root / "ingest"),
+                                    "--ratings-file", str(root / "new.csv"), "--top-n", "1"])
+    assert status == 0, capsys.readouterr().err
+    assert "new user (2 of 2 rated movies used)" in capsys.readouterr().out

@@ -51,7 +51,7 @@ from pyspark import RDD, Accumulator, StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from mfspark.errors import ConfigError
+from mfspark.errors import ConfigError, InputError
 from mfspark.models.als import blocks
 from mfspark.models.als.ids import IdIndexes
 from mfspark.models.base import DEFAULT_COLD_START, Model, clip_to_scale, with_cold_start
@@ -320,6 +320,35 @@ class ALS:
         return user_solved, item_solved, checkpoint_file
 
 
+def _read_metadata(spark: SparkSession, path: str) -> dict:
+    """A saved model's metadata.json, or an InputError naming the path when it is missing or not ours."""
+    paths = HadoopFileSystem(spark)
+    if not paths.exists(f"{path}/metadata.json"):
+        raise InputError(f"{path} holds no ALS model (no metadata.json)")
+    try:
+        meta = json.loads(paths.read_text(f"{path}/metadata.json"))
+    except ValueError as exc:
+        raise InputError(f"{path}/metadata.json is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("params"), dict):
+        raise InputError(f"{path}/metadata.json is not an mfspark ALS model's metadata (no params)")
+    return meta
+
+
+def check_factor_ranks(path: str, rank: int, users: DataFrame, items: DataFrame) -> None:
+    """Every saved factor row has the model's rank (one job over both small tables)."""
+    length = F.size("features")
+    lengths = users.select(F.lit("users").alias("side"), length.alias("n")).union(
+        items.select(F.lit("items").alias("side"), length.alias("n")))
+    found = {row["side"]: (row["lo"], row["hi"])
+             for row in lengths.groupBy("side").agg(F.min("n").alias("lo"), F.max("n").alias("hi")).collect()}
+    wrong = {side: bounds for side, bounds in found.items() if bounds != (rank, rank)}
+    if wrong:
+        shown = ", ".join(f"{side} {lo}" if lo == hi else f"{side} {lo} to {hi}"
+                          for side, (lo, hi) in sorted(wrong.items()))
+        raise InputError(f"{path}: the model has rank {rank} but its factors do not ({shown}): "
+                         "users and movies must have the same rank")
+
+
 def _factor_pairs(factors: DataFrame) -> RDD:
     """(id, features) pairs of a model's factor table, for a warm start."""
     return factors.select("id", "features").rdd.map(tuple)
@@ -567,7 +596,9 @@ class ALSModel(Model):
 
     @classmethod
     def load(cls, spark: SparkSession, path: str) -> ALSModel:
-        meta = json.loads(HadoopFileSystem(spark).read_text(f"{path}/metadata.json"))
+        """The model `save` wrote under `path`; refused in one line when `path` holds none, or its users' and
+        movies' factors do not have the model's rank (scoring would read past or ignore components)."""
+        meta = _read_metadata(spark, path)
         params = ALSParams.from_dict(meta["params"])
         baseline = None
         if HadoopFileSystem(spark).exists(f"{path}/baseline"):
@@ -579,8 +610,9 @@ class ALSModel(Model):
         if params.implicit_weight > 0:
             implicit_factors, implicit_gram = spark.read.parquet(f"{path}/implicit"), np.array(meta["implicit_gram"])
         indexes = IdIndexes.load(spark, f"{path}/index", HadoopFileSystem(spark).exists)
-        return cls(spark.read.parquet(f"{path}/users"), spark.read.parquet(f"{path}/items"), params, baseline,
-                   history, learned, implicit_factors, implicit_gram, indexes)
+        users, items = spark.read.parquet(f"{path}/users"), spark.read.parquet(f"{path}/items")
+        check_factor_ranks(path, params.rank, users, items)
+        return cls(users, items, params, baseline, history, learned, implicit_factors, implicit_gram, indexes)
 
     # Recommendation slots: thin delegates to mfspark.recommend (imported late: it builds on this package).
     def recommend_for_users(self, users: DataFrame | None, n: int, exclude: DataFrame | None = None) -> DataFrame:
