@@ -49,9 +49,10 @@ def save_model(spark, path, user_rank: int = 2, item_rank: int = 2, params_rank:
     ALSModel(users, items, ALSParams(rank=params_rank)).save(str(path))
 
 
-@pytest.fixture
-def recommend_inputs(spark, tmp_path):
+@pytest.fixture(scope="module")
+def recommend_inputs(spark, tmp_path_factory):
     """An ingest-like input (two users' ratings, three movies) and a train-like output holding a rank-2 model."""
+    tmp_path = tmp_path_factory.mktemp("recommend")
     spark.createDataFrame([(1, 10, 4.0, None), (2, 20, 3.0, None)],
                           "user_id int, movie_id int, rating float, rated_at timestamp") \
         .write.parquet(str(tmp_path / "ingest" / "ratings"))
@@ -93,11 +94,10 @@ def test_recommend_refuses_an_out_that_would_replace_the_model(cli_with_test_ses
 def make_not_a_model(spark, root, kind: str):
     """Directories a user might pass as --model: what `baseline`, MLlib and others write, and the train output's
     factors/ folder itself (accepted, like --warm-start's)."""
-    if kind == "baseline output":
-        from mfspark.models.bias import BiasModel
-
-        ratings = spark.createDataFrame([(1, 10, 4.0), (2, 20, 3.0)], "user_id int, movie_id int, rating float")
-        BiasModel.fit(ratings).save(str(root / kind / "biases"))
+    if kind == "baseline output":  # its layout: biases/{users,movies,model.json}, metrics.json
+        (root / kind / "biases").mkdir(parents=True)
+        (root / kind / "biases" / "model.json").write_text('{"mu": 3.5, "params": {}}')
+        (root / kind / "metrics.json").write_text("{}")
     elif kind == "MLlib model":
         (root / kind / "metadata").mkdir(parents=True)
         (root / kind / "metadata" / "part-00000").write_text('{"class":"org.apache.spark.ml.recommendation.ALSModel"}')
@@ -125,12 +125,12 @@ def test_recommend_model_that_is_not_a_train_output_is_one_line_saying_what_it_i
     assert f"--model {model}" in line and said in line
 
 
-def test_recommend_accepts_the_factors_folder_itself(cli_with_test_session, recommend_inputs, capsys):
+def test_a_train_output_and_its_factors_folder_both_name_the_model(spark, recommend_inputs):
+    from mfspark.commands.args import model_dir
+
     root = recommend_inputs
-    status = cli_with_test_session(["recommend", "--model", str(root / "model" / "factors"), "--input",
-                                    str(root / "ingest"), "--out", str(root / "recs"), "--min-ratings", "0"])
-    assert status == 0, capsys.readouterr().err
-    assert (root / "recs" / "recommendations").is_dir()
+    for given in (root / "model", root / "model" / "factors"):
+        assert model_dir(spark, f"{given}/", "--model") == str(root / "model" / "factors")
 
 
 @pytest.mark.parametrize("user_rank, item_rank", [(3, 2), (2, 3)])
@@ -142,10 +142,11 @@ def test_a_model_whose_users_and_movies_differ_in_rank_is_refused_where_it_is_lo
     from mfspark.models.als.estimator import ALSModel
 
     root = recommend_inputs
-    save_model(spark, root / "bad" / "factors", user_rank, item_rank)
+    bad = root / f"bad-{user_rank}-{item_rank}"
+    save_model(spark, bad / "factors", user_rank, item_rank)
     with pytest.raises(InputError, match=r"the model has rank 2 but its factors do not \((items|users) 3\)"):
-        ALSModel.load(spark, str(root / "bad" / "factors"))
-    status = cli_with_test_session(["recommend", "--model", str(root / "bad"), "--input", str(root / "ingest"),
+        ALSModel.load(spark, str(bad / "factors"))
+    status = cli_with_test_session(["recommend", "--model", str(bad), "--input", str(root / "ingest"),
                                     "--out", str(root / "recs")])
     assert status == 2
     assert "users and movies must have the same rank" in one_error_line(capsys, "recommend")
