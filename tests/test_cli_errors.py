@@ -197,3 +197,23 @@ def test_ratings_file_message_counts_a_movie_rated_twice_once(cli_with_test_sess
                                     "--ratings-file", str(root / "new.csv"), "--top-n", "1"])
     assert status == 0, capsys.readouterr().err
     assert "new user (2 of 2 rated movies used)" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- runtime and ALS options
+
+def test_log_level_must_be_a_level_name_in_any_case(capsys):
+    from mfspark.commands.main import build_parser
+
+    assert build_parser("train").parse_args(["train", "--out", "x", "--log-level", "debug"]).log_level == "DEBUG"
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser("train").parse_args(["train", "--out", "x", "--log-level", "LOUD"])
+    assert exit_info.value.code == 2
+    assert "argument --log-level: invalid choice: 'LOUD'" in capsys.readouterr().err
+
+
+def test_negative_checkpoint_interval_is_refused_before_the_input_is_read(cli_with_test_session, tmp_path, capsys):
+    """-1 used to turn checkpoints off without a word (0 does that, on purpose)."""
+    status = cli_with_test_session(["train", "--input", str(tmp_path / "missing"), "--out", str(tmp_path / "als"),
+                                    "--checkpoint-interval", "-1"])
+    assert status == 2
+    assert "checkpoint_interval (--checkpoint-interval) must be 0 or more, got -1" in one_error_line(capsys, "train")

@@ -144,7 +144,9 @@ def als_params(args: argparse.Namespace) -> ALSParams:
         implicit_weight=args.implicit_weight, implicit=args.implicit, alpha=args.alpha,
         implicit_sides=args.implicit_sides, scale_reg=not args.constant_reg,
     )
-    return replace(params, **PRESETS[args.preset]) if args.preset else params
+    params = replace(params, **PRESETS[args.preset]) if args.preset else params
+    params.validate()  # before any data is read
+    return params
 
 
 def model_dir(spark: SparkSession, path: str, option: str) -> str:

@@ -135,12 +135,13 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
     if args.tune and args.split == "kfold":  # a carve of fold 1's training holds folds 2..k's test ratings
         raise ConfigError("--tune cannot be combined with --split kfold (it would tune on other folds' test "
                           "ratings): tune with --split random or temporal, then pass --lambda-u/--lambda-i")
+    params = BiasParams(args.lambda_u, args.lambda_i, args.sweeps, args.min_rating, args.max_rating)
+    params.validate()
     ratings, dataset = load_ratings(spark, args.input) if args.input else (None, "ml-100k")
     if ratings is not None:
         ratings = ratings.select("user_id", "movie_id", "rating", "rated_at").persist()
     splits = make_splits(ratings, args.split, test_fraction=args.test_fraction, seed=args.seed, folds=args.folds,
                          predefined_dir=args.predefined_dir, predefined_name=args.predefined_name, spark=spark)
-    params = BiasParams(args.lambda_u, args.lambda_i, args.sweeps, args.min_rating, args.max_rating)
     tuning = None
     if args.tune:
         params, tuning = tune_params(splits[0], params, args)

@@ -61,6 +61,8 @@ def configure_logging(level: str) -> None:
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    from mfspark.runtime.session import LOG_LEVELS
+
     group = parser.add_argument_group("runtime")
     group.add_argument("--profile", default="local", help="<profile>.toml, packaged or in an override directory "
                        "(default: local)")
@@ -68,7 +70,8 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
                        help="override a Spark setting (spark.*) or an mfspark setting; repeatable")
     group.add_argument("--conf-dir", help="directory whose <profile>.toml overrides $MFSPARK_CONF_DIR's, ./conf's "
                        "and the packaged one")
-    group.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default from the profile)")
+    group.add_argument("--log-level", default=None, type=str.upper, choices=LOG_LEVELS,
+                       help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default from the profile)")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

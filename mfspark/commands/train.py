@@ -45,8 +45,8 @@ def load_initial_model(spark: SparkSession, path: str) -> ALSModel:
 
 
 def run(args: argparse.Namespace, spark: SparkSession) -> dict:
-    split = load_split(spark, args)
     params = als_params(args)
+    split = load_split(spark, args)
     started = time.perf_counter()
     initial = load_initial_model(spark, args.warm_start) if args.warm_start else None
     model = ALS(**vars(params)).fit(split.train, initial_model=initial)

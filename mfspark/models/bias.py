@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
 
-from mfspark.errors import InputError
+from mfspark.errors import ConfigError, InputError
 from mfspark.models.base import DEFAULT_COLD_START, Model, clip_to_scale, with_cold_start
 from mfspark.models.inputs import validate_ratings
 from mfspark.runtime.commit import read_json, write_json
@@ -43,6 +43,17 @@ class BiasParams:
     sweeps: int = 10
     min_rating: float | None = 0.5
     max_rating: float | None = 5.0
+
+    def validate(self) -> None:
+        """A negative damping can cancel a count (n + lambda = 0: infinite or NaN biases); no sweep fits nothing."""
+        for name in ("lambda_u", "lambda_i"):
+            value = getattr(self, name)
+            if not value >= 0:  # NaN too
+                raise ConfigError(f"{name} (--{name.replace('_', '-')}) must be 0 or more, got {value}")
+        if self.sweeps < 1:
+            raise ConfigError(f"sweeps (--sweeps) must be at least 1, got {self.sweeps}")
+        if None not in (self.min_rating, self.max_rating) and self.min_rating > self.max_rating:
+            raise ConfigError(f"min_rating {self.min_rating} is above max_rating {self.max_rating}")
 
 
 def global_mean(ratings: DataFrame) -> float:
@@ -128,6 +139,7 @@ def clipped(value: Column, params: BiasParams) -> Column:
 
 def fit_biases(ratings: DataFrame, params: BiasParams) -> BiasModel:
     """`BiasModel.fit` on ratings `validate_ratings` has already checked (e.g. by the ALS estimator)."""
+    params.validate()
     started = time.perf_counter()
     mu = global_mean(ratings)
     centered = centered_ratings(ratings, mu).withColumns(
@@ -206,6 +218,8 @@ def tune(train: DataFrame, validation: DataFrame, lambdas_u: list[float], lambda
 
     Returns the chosen params and each grid point's score, best first.
     """
+    for lambda_u, lambda_i in ((lu, li) for lu in lambdas_u for li in lambdas_i):
+        replace(base, lambda_u=lambda_u, lambda_i=lambda_i).validate()
     spark = train.sparkSession
     grid = spark.createDataFrame(
         [(i, float(lu), float(li)) for i, (lu, li) in enumerate((lu, li) for lu in lambdas_u for li in lambdas_i)],

@@ -118,8 +118,14 @@ class ALSParams:
         return cls(**{k: v for k, v in saved.items() if k != "cold_start"})
 
     def validate(self) -> None:
-        if self.rank < 1 or self.max_iter < 0 or self.reg < 0:
-            raise ConfigError(f"need rank >= 1, max_iter >= 0, reg >= 0 (got {self.rank}, {self.max_iter}, {self.reg})")
+        # Each bound names the field and its option; a negative checkpoint interval is refused rather than
+        # silently turning checkpoints off (0 does that).
+        for name, low in (("rank", 1), ("max_iter", 0), ("reg", 0), ("checkpoint_interval", 0), ("bias_reg_user", 0),
+                          ("bias_reg_item", 0), ("bias_sweeps", 1)):
+            value = getattr(self, name)
+            if not value >= low:  # NaN too
+                option = "" if name == "bias_sweeps" else f" (--{name.replace('_', '-')})"
+                raise ConfigError(f"{name}{option} must be {low} or more, got {value}")
         if self.implicit and (self.biases or self.alpha < 0):
             raise ConfigError(f"implicit feedback needs alpha >= 0 (got {self.alpha}) and no biases")
         if None not in (self.min_rating, self.max_rating) and self.min_rating > self.max_rating:
