@@ -217,3 +217,31 @@ def test_negative_checkpoint_interval_is_refused_before_the_input_is_read(cli_wi
                                     "--checkpoint-interval", "-1"])
     assert status == 2
     assert "checkpoint_interval (--checkpoint-interval) must be 0 or more, got -1" in one_error_line(capsys, "train")
+
+
+HIDE_MATPLOTLIB = """
+import sys
+from importlib.abc import MetaPathFinder
+
+
+class NoMatplotlib(MetaPathFinder):  # as if the `plots` extra were not installed
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "matplotlib":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+sys.meta_path.insert(0, NoMatplotlib())
+from mfspark.commands.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_report_without_the_plots_extra_is_one_line_naming_it():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", HIDE_MATPLOTLIB, "report", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == "mfspark report: error: needs matplotlib, which is not installed: " \
+                          "pip install 'mfspark[plots]'\n"

@@ -155,7 +155,7 @@ def test_queries_and_candidates_of_different_rank_are_refused_before_the_compile
     candidates = rng.integers(-2, 3, (5, candidate_rank)).astype(np.float32)
     ids = np.arange(10, 15)
     top = TopN.empty(2, 3)
-    with pytest.raises(ValueError, match=r"queries \(2, %d\) and candidates \(5, %d\)" % (query_rank, candidate_rank)):
+    with pytest.raises(ValueError, match=rf"queries \(2, {query_rank}\) and candidates \(5, {candidate_rank}\)"):
         update_top_n(top, rng.integers(-2, 3, (2, query_rank)).astype(np.float32), ids, candidates)
     assert (top.counts == 0).all()
     queries = rng.integers(-2, 3, (2, candidate_rank)).astype(np.float32)

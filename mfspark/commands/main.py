@@ -41,6 +41,8 @@ READER_OPTIONS = {"input": "ingest", "ingest": "ingest", "model": "train", "warm
                   "recs": "recommend"}
 
 log = logging.getLogger("mfspark")
+# Optional dependencies and the extra that installs each (pyproject.toml): a command needing one says so.
+EXTRAS = {"matplotlib": "plots"}
 
 
 def configure_logging(level: str) -> None:
@@ -82,12 +84,25 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         if name != command:
             continue
-        module = importlib.import_module(module_name)
+        module = import_command(name, module_name)
         module.add_arguments(cmd)
         if getattr(module, "NEEDS_SPARK", True):
             add_runtime_arguments(cmd)
         cmd.set_defaults(module=module)
     return parser
+
+
+def import_command(name: str, module_name: str):
+    """The command's module; a missing optional dependency is one line naming the extra to install, exit 2."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"mfspark {name}: error: needs {exc.name}, which is not installed: pip install 'mfspark[{extra}]'",
+              file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def scratch_root(out: str | None) -> str:
