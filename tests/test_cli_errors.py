@@ -245,3 +245,55 @@ def test_report_without_the_plots_extra_is_one_line_naming_it():
     assert done.returncode == 2, done.stderr
     assert done.stderr == "mfspark report: error: needs matplotlib, which is not installed: " \
                           "pip install 'mfspark[plots]'\n"
+
+
+# ---------------------------------------------------------------- a JVM that dies under a command
+
+def java_child(pid: int) -> int:
+    """The pid of the JVM a Python driver launched (its child running java)."""
+    from pathlib import Path
+
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        if "java" in Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace"):
+            return int(child)
+    raise AssertionError(f"process {pid} has no java child")
+
+
+def test_a_jvm_killed_during_a_command_is_one_line_and_exit_2(tmp_path):
+    """As the OOM killer would: SIGKILL the driver's JVM (not the Python driver) while ALS fits. The session's
+    stop() used to raise ConnectionRefusedError over the fit's error: 136-183 lines of traces, exit 1."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "ingest" / "ratings").mkdir(parents=True)
+    rows = [(u, m, float((u * m) % 5 + 1)) for u in range(1, 21) for m in range(1, 11)]
+    pq.write_table(pa.table({"user_id": pa.array([r[0] for r in rows], pa.int32()),
+                             "movie_id": pa.array([r[1] for r in rows], pa.int32()),
+                             "rating": pa.array([r[2] for r in rows], pa.float32()),
+                             "rated_at": pa.array([None] * len(rows), pa.timestamp("us"))}),
+                   tmp_path / "ingest" / "ratings" / "part-0.parquet")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mfspark.commands.main", "train", "--input", str(tmp_path / "ingest"), "--out",
+         str(tmp_path / "als"), "--rank", "2", "--max-iter", "200", "--profile", "test", "--conf-dir",
+         str(repo / "conf"), "--log-level", "INFO"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)})
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if "ALS layout:" in line:
+            os.kill(java_child(process.pid), signal.SIGKILL)
+            break
+    seen += process.stderr.readlines()
+    assert process.wait(timeout=120) == 2, "".join(seen[-40:])
+    assert seen[-1].startswith("mfspark train: error: the Spark JVM died (killed or out of memory) during train: "), \
+        "".join(seen[-40:])
+    assert not [line for line in seen if "Traceback" in line or "Exception" in line], "".join(seen)
+    assert not (tmp_path / "als").exists()

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
-from mfspark.errors import ConfigError, MfsparkError
+from mfspark.errors import ConfigError, MfsparkError, SparkJvmDiedError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("mfspark.commands.ingest", "read a MovieLens release into validated Parquet tables"),
@@ -45,6 +45,13 @@ log = logging.getLogger("mfspark")
 EXTRAS = {"matplotlib": "plots"}
 
 
+class Py4JRootRecords(logging.Filter):
+    """Drops what py4j logs on the root logger (`logging.exception("Exception while sending command.")`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return Path(record.pathname).parent.name != "py4j"
+
+
 def configure_logging(level: str) -> None:
     """Log to stderr at `level`. Called again once the profile is read: the level is set every
     time (basicConfig alone would keep the first call's level and ignore the profile's)."""
@@ -54,6 +61,12 @@ def configure_logging(level: str) -> None:
     logging.getLogger().setLevel(numeric)
     # py4j logs each gateway connection at INFO (and every command at DEBUG): shown only when debugging.
     logging.getLogger("py4j").setLevel(logging.INFO if numeric <= logging.DEBUG else logging.WARNING)
+    # ... and a lost connection (a dead JVM) with its trace on the root logger: the same.
+    root = logging.getLogger()
+    for kept in [f for f in root.filters if isinstance(f, Py4JRootRecords)]:
+        root.removeFilter(kept)
+    if numeric > logging.DEBUG:
+        root.addFilter(Py4JRootRecords())
     if "pyspark" in sys.modules:  # a Spark command (its module imported pyspark)
         from pyspark.logger import PySparkLogger
 
@@ -238,6 +251,7 @@ def needs_spark(module, args: argparse.Namespace) -> bool:
 def run_command(args: argparse.Namespace, module) -> dict | None:
     """Hold the output's lock (when the command has `--out`) around the Spark session and the run."""
     from mfspark.runtime.commit import output_lock
+    from mfspark.runtime.spark_internals import jvm_alive
 
     out = getattr(args, "out", None)
     if out:
@@ -250,10 +264,30 @@ def run_command(args: argparse.Namespace, module) -> dict | None:
             resolve_readers(args, spark)
             with output_locks(args, spark):
                 return module.run(args, spark)
+        except Exception as exc:
+            if spark is not None and not jvm_alive(spark):
+                raise SparkJvmDiedError(f"the Spark JVM died (killed or out of memory) during {args.command}: "
+                                        f"{first_line(exc)}") from exc
+            raise
         finally:
             if spark is not None:
-                remove_checkpoint_dir(spark)
-                spark.stop()
+                stop_quietly(spark)
+
+
+def first_line(exc: BaseException) -> str:
+    """The error's first line; other than ours (which name what failed) prefixed by its type (e.g. Py4JError)."""
+    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    return text if isinstance(exc, MfsparkError) else f"{type(exc).__name__}: {text}".rstrip(": ")
+
+
+def stop_quietly(spark) -> None:
+    """Remove the checkpoint directory and stop the session, unless the JVM is gone: then there is nothing to
+    stop, and `spark.stop()` would raise a ConnectionRefusedError that hides the error that ended the run."""
+    from mfspark.runtime.spark_internals import jvm_alive
+
+    if jvm_alive(spark):
+        remove_checkpoint_dir(spark)
+        spark.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
