@@ -35,3 +35,7 @@ class PipelineStageError(MfsparkError):
 
 class SparkJvmDiedError(MfsparkError):
     """The Spark driver JVM exited under the command (killed, or out of memory): the message names what was running."""
+
+
+class NoSpaceLeftError(MfsparkError):
+    """A write failed on a full disk (the message names the path written)."""

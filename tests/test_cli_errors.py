@@ -297,3 +297,51 @@ def test_a_jvm_killed_during_a_command_is_one_line_and_exit_2(tmp_path):
         "".join(seen[-40:])
     assert not [line for line in seen if "Traceback" in line or "Exception" in line], "".join(seen)
     assert not (tmp_path / "als").exists()
+
+
+# ---------------------------------------------------------------- a full disk
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KB tmpfs (needs root; skipped where mounting is not allowed)."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_full_disk_is_one_line_saying_so_and_where(cli_with_test_session, small_disk, tmp_path, capsys):
+    """Spark's own line named the failed write (TASK_WRITE_FAILED, or a Py4JJavaError 'while calling oNNNN.parquet')
+    but not the cause, four Java causes down."""
+    release = tmp_path / "release"
+    release.mkdir()
+    (release / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "".join(
+        f"{u},{m},{(u + m) % 10 / 2 + 0.5},{1_000_000_000 + u * 997 + m * 13}\n"
+        for u in range(1, 201) for m in range(1, 101)))
+    (release / "movies.csv").write_text("movieId,title,genres\n" + "".join(
+        f"{m},Movie {m} (2000),Drama\n" for m in range(1, 101)))
+    status = cli_with_test_session(["ingest", "--input", str(release), "--out", str(small_disk / "ingest")])
+    assert status == 2
+    line = one_error_line(capsys, "ingest")
+    assert line.startswith(f"mfspark ingest: error: no space left on device writing file:{small_disk}/"), line
+
+
+def test_the_disk_full_line_finds_the_cause_in_python_and_java_chains():
+    from mfspark.errors import PipelineStageError
+    from mfspark.runtime.failures import no_space_left
+
+    full = OSError(28, "No space left on device", "/data/out/metrics.json")
+    assert no_space_left(full, "/data/out") == "no space left on device writing /data/out/metrics.json"
+    try:
+        try:
+            raise full
+        except OSError as exc:
+            raise PipelineStageError("stage evaluate failed: OSError") from exc
+    except PipelineStageError as wrapped:
+        assert no_space_left(wrapped, "/data") == "no space left on device writing /data/out/metrics.json"
+    assert no_space_left(OSError(13, "Permission denied", "/data/out"), "/data") is None

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
-from mfspark.errors import ConfigError, MfsparkError, SparkJvmDiedError
+from mfspark.errors import ConfigError, MfsparkError, NoSpaceLeftError, SparkJvmDiedError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("mfspark.commands.ingest", "read a MovieLens release into validated Parquet tables"),
@@ -251,6 +251,7 @@ def needs_spark(module, args: argparse.Namespace) -> bool:
 def run_command(args: argparse.Namespace, module) -> dict | None:
     """Hold the output's lock (when the command has `--out`) around the Spark session and the run."""
     from mfspark.runtime.commit import output_lock
+    from mfspark.runtime.failures import connection_lost, no_space_left
     from mfspark.runtime.spark_internals import jvm_alive
 
     out = getattr(args, "out", None)
@@ -265,9 +266,13 @@ def run_command(args: argparse.Namespace, module) -> dict | None:
             with output_locks(args, spark):
                 return module.run(args, spark)
         except Exception as exc:
-            if spark is not None and not jvm_alive(spark):
+            if spark is not None and connection_lost(exc) and not jvm_alive(spark):
                 raise SparkJvmDiedError(f"the Spark JVM died (killed or out of memory) during {args.command}: "
                                         f"{first_line(exc)}") from exc
+            full = no_space_left(exc, out)
+            if full is not None:  # Spark's own line names the write that failed, not why
+                raise NoSpaceLeftError(full + (f" ({first_line(exc)})" if isinstance(exc, MfsparkError) else "")) \
+                    from exc
             raise
         finally:
             if spark is not None:
