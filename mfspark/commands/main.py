@@ -85,7 +85,7 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
                        help="override a Spark setting (spark.*) or an mfspark setting; repeatable")
     group.add_argument("--conf-dir", help="directory whose <profile>.toml overrides $MFSPARK_CONF_DIR's, ./conf's "
                        "and the packaged one")
-    group.add_argument("--log-level", default=None, type=str.upper, choices=LOG_LEVELS,
+    group.add_argument("--log-level", default=None, type=str.upper, choices=LOG_LEVELS, metavar="LEVEL",
                        help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default from the profile)")
 
 

@@ -54,7 +54,15 @@ from pyspark.sql import functions as F
 from mfspark.errors import ConfigError, InputError
 from mfspark.models.als import blocks
 from mfspark.models.als.ids import IdIndexes
-from mfspark.models.base import DEFAULT_COLD_START, Model, clip_to_scale, with_cold_start
+from mfspark.models.base import (
+    DEFAULT_COLD_START,
+    OBSERVED,
+    Model,
+    check_scale,
+    clip_to_scale,
+    resolve_scale,
+    with_cold_start,
+)
 from mfspark.models.bias import BiasModel, BiasParams, baseline_value, fit_biases, with_bias_columns
 from mfspark.models.inputs import check_ratings, checkable_while_packing
 from mfspark.runtime.fs import HadoopFileSystem
@@ -90,8 +98,10 @@ class ALSParams:
     bias_reg_user: float = 5.0
     bias_reg_item: float = 5.0
     bias_sweeps: int = 2
-    min_rating: float | None = 0.5  # rating scale every prediction is clipped to; None: no clipping
-    max_rating: float | None = 5.0
+    # Rating scale every prediction is clipped to; None: no clipping; OBSERVED: the lowest or highest training
+    # rating, set by `fit` (the fitted model's params hold the numbers).
+    min_rating: float | str | None = OBSERVED
+    max_rating: float | str | None = OBSERVED
     bias_fit: str = "baseline"  # with biases: "baseline" (fitted first) or "learned" (inside ALS)
     implicit_weight: float = 0.0  # > 0: fit who rated what too (needs learned biases)
     implicit_sides: str = "users"  # implicit information for the users' factors only, or "both" sides
@@ -128,8 +138,7 @@ class ALSParams:
                 raise ConfigError(f"{name}{option} must be {low} or more, got {value}")
         if self.implicit and (self.biases or self.alpha < 0):
             raise ConfigError(f"implicit feedback needs alpha >= 0 (got {self.alpha}) and no biases")
-        if None not in (self.min_rating, self.max_rating) and self.min_rating > self.max_rating:
-            raise ConfigError(f"min_rating {self.min_rating} is above max_rating {self.max_rating}")
+        check_scale(self.min_rating, self.max_rating)
         for name in ("num_user_blocks", "num_item_blocks"):
             count = getattr(self, name)
             if count is not None and not 1 <= count <= blocks.MAX_BLOCKS:
@@ -223,6 +232,10 @@ class ALS:
         if checked is None:
             checked = self._layout(ratings, check_first=True)
         ratings, baseline, indexes, layout = checked
+        # The observed scale: the layout's own count when it holds the ratings, else the baseline's (which was
+        # fitted on them, with the same bounds as every variant, LAYOUT_FIELDS).
+        scale = (baseline().params.min_rating, baseline().params.max_rating) if p.biases and not p.learned_biases \
+            else resolve_scale(p.min_rating, p.max_rating, layout.rating_range)
         if initial_model is not None:
             initial_model = initial_model.encoded(indexes)
         users, items, num_ratings = layout.users, layout.items, layout.num_ratings
@@ -238,7 +251,8 @@ class ALS:
                 if checkpoint_file:  # the model's blocks have their own checkpoint
                     HadoopFileSystem(spark).delete(checkpoint_file)
                 history.fit_seconds = build_seconds + time.perf_counter() - variant_started
-                yield ALSModel.from_blocks(spark, variant, user_factors, item_factors, baseline, history, indexes)
+                yield ALSModel.from_blocks(spark, replace(variant, min_rating=scale[0], max_rating=scale[1]),
+                                           user_factors, item_factors, baseline, history, indexes)
         finally:
             layout.release()
 
