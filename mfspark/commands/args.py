@@ -23,8 +23,7 @@ from mfspark.runtime.provenance import versions
 NOT_A_MODEL = (
     ("biases/model.json", "a `mfspark baseline` output (bias tables, no factors)"),
     ("metadata/part-00000", "a Spark MLlib model directory"),
-    ("latest", "a `mfspark pipeline` output root (its model is ROOT/latest/train)"),
-    ("manifest.json", "an ingest output or a pipeline run (its model is RUN/train)"),
+    ("manifest.json", "an `mfspark ingest` output"),
 )
 
 
