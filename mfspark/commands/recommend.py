@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 from mfspark.commands.args import model_dir, read_ratings
 from mfspark.errors import ConfigError, InputError
 from mfspark.models.als.estimator import ALSModel
+from mfspark.models.base import resolve_scale
 from mfspark.recommend import lists as recs
 from mfspark.recommend.foldin import folded_frames
 from mfspark.recommend.topn import BlockSizes
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
 
 def _fold_in_and_print(spark: SparkSession, model: ALSModel, baseline, movies: DataFrame, candidates, sizes,
                        args: argparse.Namespace) -> dict:
-    scale = (model.params.min_rating, model.params.max_rating)
+    scale = resolve_scale(model.params.min_rating, model.params.max_rating, None)  # a model not fitted: unbounded
     ratings = read_ratings_file(HadoopFileSystem(spark).read_text(args.ratings_file), args.ratings_file, scale)
     folded = model.folded_user(ratings)
     users, seen, user_baseline = folded_frames(spark, FOLDED_USER_ID, folded, ratings, baseline)
