@@ -290,7 +290,7 @@ def stop_quietly(spark) -> None:
     stop, and `spark.stop()` would raise a ConnectionRefusedError that hides the error that ended the run."""
     from mfspark.runtime.spark_internals import jvm_alive
 
-    if jvm_alive(spark):
+    if jvm_alive(spark, grace_seconds=0):  # not waiting: a JVM that died under the run was waited for there
         remove_checkpoint_dir(spark)
         spark.stop()
 
