@@ -260,7 +260,7 @@ def java_child(pid: int) -> int:
 
 
 def test_a_jvm_killed_during_a_command_is_one_line_and_exit_2(tmp_path):
-    """As the OOM killer would: SIGKILL the driver's JVM (not the Python driver) while ALS fits. The session's
+    """As the OOM killer would: SIGKILL the driver's JVM (not the Python driver) while train runs. The session's
     stop() used to raise ConnectionRefusedError over the fit's error: 136-183 lines of traces, exit 1."""
     import os
     import signal
@@ -288,7 +288,7 @@ def test_a_jvm_killed_during_a_command_is_one_line_and_exit_2(tmp_path):
     seen = []
     for line in process.stderr:
         seen.append(line)
-        if "ALS layout:" in line:
+        if "mfspark.runtime.session: Spark" in line:  # the session is up: the command's next Spark call fails
             os.kill(java_child(process.pid), signal.SIGKILL)
             break
     seen += process.stderr.readlines()

@@ -223,8 +223,8 @@ def test_predictions_are_clipped_to_the_training_ratings_observed_range_by_defau
     Now a model clips to the range its training ratings span, and keeps it in its params (saved with it)."""
     rows, truth = planted(scale, offset)
     ratings = spark.createDataFrame(rows, SCHEMA)
-    model = ALS(rank=3, reg=1e-4, max_iter=15, seed=1).fit(ratings)  # rank 3: the offset needs one more
-    unclipped = ALS(rank=3, reg=1e-4, max_iter=15, seed=1, min_rating=None, max_rating=None).fit(ratings)
+    model = ALS(rank=3, reg=1e-4, max_iter=8, seed=1).fit(ratings)  # rank 3: the offset needs one more
+    unclipped = ALS(rank=3, reg=1e-4, max_iter=8, seed=1, min_rating=None, max_rating=None).fit(ratings)
     low, high = float(np.float32(truth.min())), float(np.float32(truth.max()))
     assert (model.params.min_rating, model.params.max_rating) == pytest.approx((low, high))
     assert rmse_of(unclipped, spark, rows) < 0.01
@@ -232,7 +232,7 @@ def test_predictions_are_clipped_to_the_training_ratings_observed_range_by_defau
     predicted = model.predict(ratings).toPandas()["prediction"]
     assert predicted.min() >= low - 1e-6 and predicted.max() <= high + 1e-6
     assert predicted.min() < 0.5 or predicted.max() > 5.0  # what the old default would have cut
-    biases = BiasModel.fit(ratings)
+    biases = BiasModel.fit(ratings, BiasParams(sweeps=1))
     assert (biases.params.min_rating, biases.params.max_rating) == pytest.approx((truth.min(), truth.max()))
 
 
@@ -242,7 +242,7 @@ def test_the_observed_scale_is_saved_and_a_model_saved_before_keeps_its_own(spar
     from mfspark.models.als.estimator import ALSModel
 
     rows, truth = planted(2.0, 0.0)
-    model = ALS(rank=2, reg=1e-4, max_iter=5, seed=1, biases=True).fit(spark.createDataFrame(rows, SCHEMA))
+    model = ALS(rank=2, max_iter=1, seed=1, biases=True, bias_sweeps=1).fit(spark.createDataFrame(rows, SCHEMA))
     model.save(str(tmp_path / "model"))
     loaded = ALSModel.load(spark, str(tmp_path / "model"))
     assert (loaded.params.min_rating, loaded.params.max_rating) == pytest.approx((truth.min(), truth.max()))
