@@ -28,7 +28,7 @@ from mfspark.models.base import resolve_scale
 from mfspark.recommend import lists as recs
 from mfspark.recommend.foldin import folded_frames
 from mfspark.recommend.topn import BlockSizes
-from mfspark.runtime.commit import atomic_output, check_disjoint
+from mfspark.runtime.commit import atomic_output
 from mfspark.runtime.fs import HadoopFileSystem
 
 log = logging.getLogger(__name__)
@@ -57,13 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_options(args: argparse.Namespace) -> None:
-    """Refuse list lengths and block sizes the engine cannot use, and an --out that would replace the model."""
+    """Refuse list lengths and block sizes the engine cannot use (an --out overlapping --model is refused before
+    the run, `commands.main.check_out_place`)."""
     for option, value in (("--top-n", args.top_n), ("--similar", args.similar),
                           ("--user-block-size", args.user_block_size), ("--item-block-size", args.item_block_size)):
         if value is not None and value < 1:
             raise ConfigError(f"{option} must be at least 1, got {value}")
-    if args.out:
-        check_disjoint(args.model, args.out, "--model")
 
 
 def run(args: argparse.Namespace, spark: SparkSession) -> dict:
