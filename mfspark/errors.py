@@ -31,3 +31,11 @@ class OutputLockedError(MfsparkError):
 
 class PipelineStageError(MfsparkError):
     """A pipeline stage failed (the message names the stage and the cause)."""
+
+
+class SparkJvmDiedError(MfsparkError):
+    """The Spark driver JVM exited under the command (killed, or out of memory): the message names what was running."""
+
+
+class NoSpaceLeftError(MfsparkError):
+    """A write failed on a full disk (the message names the path written)."""

@@ -103,3 +103,19 @@ def test_implicit_fit_refuses_bad_input_with_the_full_checks_one_line_error(spar
     schema, rows, message = BAD_INPUTS[kind]
     with pytest.raises(InputError, match=message):
         ALS(rank=2, max_iter=1, implicit=True).fit(spark.createDataFrame(rows, schema))
+
+
+def test_a_dense_input_behind_a_random_filter_stops_the_fit(spark):
+    """Each read of a random filter keeps other rows, but in a dense input every block pair still exchanges the
+    same ids, so the id fingerprints agreed and the fit went on with the users solved on one read's ratings and
+    the movies on another's. The layout's two reads are now compared whole (count and fingerprint)."""
+    import random
+
+    from pyspark.sql import functions as F
+
+    dense = spark.createDataFrame([(u, m, float((u * m) % 5 + 1)) for u in range(1, 41) for m in range(1, 21)],
+                                  "user_id int, movie_id int, rating float")
+    # SystemRandom: workers forked from one daemon share the `random` module's state, so two reads could agree.
+    keep = F.udf(lambda: random.SystemRandom().random() < 0.9, "boolean").asNondeterministic()
+    with pytest.raises(InputError, match="two reads of the ratings disagreed .* nondeterministic"):
+        ALS(rank=2, max_iter=1, num_user_blocks=2, num_item_blocks=2).fit(dense.where(keep()))

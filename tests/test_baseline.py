@@ -149,3 +149,27 @@ def test_tune_scores_each_grid_point_like_a_separate_fit(spark, ratings):
         assert point["rmse"] == pytest.approx(rmse, abs=1e-9)
     assert (chosen.lambda_u, chosen.lambda_i) == (table[0]["lambda_u"], table[0]["lambda_i"])
     assert chosen.sweeps == 1
+
+
+@pytest.mark.parametrize(("params", "said"), [
+    (BiasParams(lambda_u=-1.0), r"lambda_u \(--lambda-u\) must be 0 or more, got -1.0"),
+    (BiasParams(lambda_i=float("nan")), r"lambda_i \(--lambda-i\) must be 0 or more, got nan"),
+    (BiasParams(sweeps=0), r"sweeps \(--sweeps\) must be at least 1, got 0"),
+    (BiasParams(min_rating=5.0, max_rating=1.0), "min_rating 5.0 is above max_rating 1.0"),
+])
+def test_bias_params_that_would_give_infinite_or_no_biases_are_refused(ratings, params, said):
+    """lambda_u = -1 cancels a one-rating user's count (b_u = sum / 0: inf or NaN); zero sweeps fit nothing."""
+    from mfspark.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=said):
+        BiasModel.fit(ratings, params)
+    with pytest.raises(ConfigError, match=said):
+        tune(ratings, ratings, [params.lambda_u], [params.lambda_i], params)
+
+
+def test_baseline_command_refuses_a_negative_damping_before_reading_anything(cli_with_test_session, tmp_path, capsys):
+    status = cli_with_test_session(["baseline", "--input", str(tmp_path / "missing"), "--out", str(tmp_path / "out"),
+                                    "--lambda-u", "-2"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1, err
+    assert "lambda_u (--lambda-u) must be 0 or more, got -2.0" in err

@@ -295,3 +295,35 @@ def test_invalid_utf8_is_rejected_with_its_line_not_stored_as_mojibake(spark, tm
     rejects = spark.read.parquet(str(tmp_path / "out" / "rejects")).collect()
     assert [(r.line_number, r.reason, r.raw_line) for r in rejects] == [(2, "invalid_utf8", "1,1,caf\ufffd,100")]
     assert manifest["rejects"]["by_reason"] == {"invalid_utf8": 1}
+
+
+def test_a_header_with_cr_only_line_endings_is_shown_with_escapes(spark, tmp_path):
+    """Printed raw, the CRs sent the terminal back to the line's start and the header looked right."""
+    source = csv_release(tmp_path / "src")
+    write(source, "ratings.csv", ["userId,movieId,rating,timestamp", "1,1,4.0,964982703"], eol="\r")
+    with pytest.raises(InputError) as error:
+        ingest_release(spark, source, str(tmp_path / "out"))
+    message = str(error.value)
+    assert "\r" not in message
+    assert "unrecognised header 'userId,movieId,rating,timestamp\\r1,1,4.0,964982703' (its lines end in CR " \
+           "alone: convert them to LF or CRLF), expected 'userId,movieId,rating,timestamp'" in message
+
+
+def test_a_quoted_title_holding_a_line_break_is_one_movie(spark, tmp_path):
+    source = csv_release(tmp_path / "ml-latest-small")
+    write(source, "movies.csv", [
+        "movieId,title,genres",
+        '1,"Toy Story,\nthe first (1995)",Animation',
+        '2,"Two ""quoted""\nlines\nthree (1996)",Drama',
+        "3,Jumanji (1995),Adventure",
+        '4,"Unclosed, Movie (1997),Drama',
+        "5,Grumpier Old Men (1995),Comedy",
+    ], eol="\r\n")
+    manifest = ingest_release(spark, source, str(tmp_path / "out"), max_reject_fraction=1.0)
+    assert_table(spark, tmp_path / "out", "movies", [(1, "Toy Story,\nthe first", 1995, ["Animation"]),
+                                                     (2, 'Two "quoted"\nlines\nthree', 1996, ["Drama"]),
+                                                     (3, "Jumanji", 1995, ["Adventure"])])
+    rejects = spark.read.parquet(str(tmp_path / "out" / "rejects")).where("table = 'movies'").collect()
+    # The unclosed quote swallows the rest of the file: one rejected record, reported where it starts (line 8).
+    assert [(r.line_number, r.reason) for r in rejects] == [(8, "field_count")]
+    assert manifest["inputs"]["movies.csv"]["rows"] == 3

@@ -200,3 +200,57 @@ def test_fit_refuses_input_that_would_corrupt_the_model(spark, case, kind):
     schema, rows, message = BAD_INPUTS[kind]
     with pytest.raises(InputError, match=message):
         case.fit(spark.createDataFrame(rows, schema))
+
+
+# ---------------------------------------------------------------- rating scales that are not MovieLens' (ALSSuite)
+
+def planted(scale: float, offset: float, seed: int = 7, users: int = 30, movies: int = 20, rank: int = 2):
+    """Ratings of an exact rank-2 model, mapped to [offset - scale, offset + scale]: every rating is known."""
+    rng = np.random.default_rng(seed)
+    truth = rng.standard_normal((users, rank)) @ rng.standard_normal((rank, movies))
+    truth = offset + scale * truth / np.abs(truth).max()
+    return [(u + 1, m + 1, float(truth[u, m])) for u in range(users) for m in range(movies)], truth
+
+
+def rmse_of(model, spark, rows) -> float:
+    scored = model.predict(spark.createDataFrame(rows, SCHEMA)).toPandas()
+    return float(np.sqrt(np.mean((scored["prediction"] - scored["rating"]) ** 2)))
+
+
+@pytest.mark.parametrize("scale, offset", [(2.0, 0.0), (4.5, 5.5)])  # ratings in [-2, 2]; a 1-10 scale
+def test_predictions_are_clipped_to_the_training_ratings_observed_range_by_default(spark, scale, offset):
+    """The 0.5-5 default cut ratings in [-2, 2] (test RMSE 0.547 where unclipped gave 0.0004) and a 1-10 scale at 5.
+    Now a model clips to the range its training ratings span, and keeps it in its params (saved with it)."""
+    rows, truth = planted(scale, offset)
+    ratings = spark.createDataFrame(rows, SCHEMA)
+    model = ALS(rank=3, reg=1e-4, max_iter=8, seed=1).fit(ratings)  # rank 3: the offset needs one more
+    unclipped = ALS(rank=3, reg=1e-4, max_iter=8, seed=1, min_rating=None, max_rating=None).fit(ratings)
+    low, high = float(np.float32(truth.min())), float(np.float32(truth.max()))
+    assert (model.params.min_rating, model.params.max_rating) == pytest.approx((low, high))
+    assert rmse_of(unclipped, spark, rows) < 0.01
+    assert rmse_of(model, spark, rows) <= rmse_of(unclipped, spark, rows) + 1e-6
+    predicted = model.predict(ratings).toPandas()["prediction"]
+    assert predicted.min() >= low - 1e-6 and predicted.max() <= high + 1e-6
+    assert predicted.min() < 0.5 or predicted.max() > 5.0  # what the old default would have cut
+    biases = BiasModel.fit(ratings, BiasParams(sweeps=1))
+    assert (biases.params.min_rating, biases.params.max_rating) == pytest.approx((truth.min(), truth.max()))
+
+
+def test_the_observed_scale_is_saved_and_a_model_saved_before_keeps_its_own(spark, tmp_path):
+    import json
+
+    from mfspark.models.als.estimator import ALSModel
+
+    rows, truth = planted(2.0, 0.0)
+    model = ALS(rank=2, max_iter=1, seed=1, biases=True, bias_sweeps=1).fit(spark.createDataFrame(rows, SCHEMA))
+    model.save(str(tmp_path / "model"))
+    loaded = ALSModel.load(spark, str(tmp_path / "model"))
+    assert (loaded.params.min_rating, loaded.params.max_rating) == pytest.approx((truth.min(), truth.max()))
+    # An older model's metadata holds the 0.5-5 default it was fitted with: loaded, it clips as it did.
+    meta_path = tmp_path / "model" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["params"] |= {"min_rating": 0.5, "max_rating": 5.0}
+    meta_path.write_text(json.dumps(meta))
+    (tmp_path / "model" / ".metadata.json.crc").unlink(missing_ok=True)  # Hadoop's checksum of the old text
+    old = ALSModel.load(spark, str(tmp_path / "model"))
+    assert old.predict(spark.createDataFrame(rows, SCHEMA)).toPandas()["prediction"].min() == 0.5

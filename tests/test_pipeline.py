@@ -388,3 +388,21 @@ def test_runs_lists_each_run_and_latest_prints_the_uri_programs_read(spark, tmp_
     assert capsys.readouterr().out.strip() == str(root / "runs" / first["run_id"] / "ingest")
     assert main(["runs", str(tmp_path / "nothing-here"), "--latest"]) == 2
     assert "neither a pipeline run nor root" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("option", "said"), [
+    (["--rank", "0"], "rank (--rank) must be 1 or more, got 0"),
+    (["--reg", "-0.1"], "reg (--reg) must be 0 or more, got -0.1"),
+    (["--test-fraction", "1.5"], "--test-fraction must be between 0 and 1, got 1.5"),
+    (["--lambda-u", "-5"], "lambda_u (--lambda-u) must be 0 or more, got -5.0"),
+    (["--checkpoint-interval", "-1"], "checkpoint_interval (--checkpoint-interval) must be 0 or more, got -1"),
+    (["--max-reject-fraction", "2"], "--max-reject-fraction must be between 0 and 1, got 2.0"),
+])
+def test_bad_stage_parameters_are_refused_before_any_stage_runs(cli_with_test_session, tmp_path, capsys, option,
+                                                                said):
+    status = cli_with_test_session(["pipeline", "--input", str(tiny_release(tmp_path / "release")),
+                                    "--out", str(tmp_path / "root"), *option])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1, err
+    assert err.startswith("mfspark pipeline: error: ") and said in err
+    assert not (tmp_path / "root").exists()  # no stage ran

@@ -145,3 +145,21 @@ def test_grouped_lists_equal_brute_force_within_each_group(n, monkeypatch):
             np.testing.assert_array_equal(top.scores[row, :count], want_scores)
             row += 1
     assert row == len(lists.groups) and lists.owners().tolist() == [q for q, g in enumerate(per_query) for _ in g]
+
+
+@pytest.mark.parametrize("query_rank, candidate_rank", [(4, 3), (2, 3)])
+def test_queries_and_candidates_of_different_rank_are_refused_before_the_compiled_loop(query_rank, candidate_rank):
+    """Rank 4 queries against rank 3 candidates would read past the candidates' array (scores ~1e35); rank 2
+    would silently ignore a component. Equal ranks score exactly as numpy does."""
+    rng = np.random.default_rng(3)
+    candidates = rng.integers(-2, 3, (5, candidate_rank)).astype(np.float32)
+    ids = np.arange(10, 15)
+    top = TopN.empty(2, 3)
+    with pytest.raises(ValueError, match=rf"queries \(2, {query_rank}\) and candidates \(5, {candidate_rank}\)"):
+        update_top_n(top, rng.integers(-2, 3, (2, query_rank)).astype(np.float32), ids, candidates)
+    assert (top.counts == 0).all()
+    queries = rng.integers(-2, 3, (2, candidate_rank)).astype(np.float32)
+    update_top_n(top, queries, ids, candidates)
+    for q, (want_ids, want_scores) in enumerate(brute_force(queries, ids, candidates, [[], []], 3)):
+        np.testing.assert_array_equal(top.ids[q], want_ids)
+        np.testing.assert_array_equal(top.scores[q], want_scores)

@@ -174,7 +174,7 @@ def test_ratings_file_folds_in_a_new_user_and_prints_titles(spark, workspace, tm
                                    "--ratings-file", str(ratings), "--top-n", "3"])
     assert result["folded_ratings"] == 2
     printed = capsys.readouterr().out
-    assert "Top 3 for new user (2 of 3 ratings used):" in printed
+    assert "Top 3 for new user (2 of 3 rated movies used):" in printed
     assert "Movie 1 (1991)" not in printed and "Movie 3 (1993)" not in printed  # rated: excluded
 
 
@@ -194,7 +194,7 @@ def test_ratings_file_folds_a_new_user_into_an_implicit_model(spark, workspace, 
     scores = {r["id"]: float(np.dot(x, r["features"])) for r in model.item_factors.collect() if r["id"] not in (10, 30)}
     best = sorted(scores, key=lambda m: (-scores[m], m))[:3]
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0] == "Top 3 for new user (2 of 2 ratings used):"
+    assert printed[0] == "Top 3 for new user (2 of 2 rated movies used):"
     assert [line.split(". ", 1)[1].split(" (")[0] for line in printed[1:4]] == [f"Movie {m // 10}" for m in best]
     assert printed[1].endswith(f"score {scores[best[0]]:.3f}")
 

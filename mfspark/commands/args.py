@@ -11,13 +11,20 @@ from pyspark.sql import DataFrame, SparkSession
 
 from mfspark.data.datasets import resolve_dataset
 from mfspark.data.movielens import RELEASES
-from mfspark.errors import ConfigError
+from mfspark.errors import ConfigError, InputError
 from mfspark.evaluation import split as splits
 from mfspark.models.als.estimator import BIAS_FITS, IMPLICIT_SIDES, PRESETS, ALSParams
 from mfspark.models.base import COLD_START_STRATEGIES, DEFAULT_COLD_START
 from mfspark.runtime.commit import check_parquet_table
-from mfspark.runtime.fs import HadoopPath, input_path
+from mfspark.runtime.fs import HadoopFileSystem, HadoopPath, input_path
 from mfspark.runtime.provenance import versions
+
+# What a directory that is not a model holds, by a file it has: said in the refusal, so the user sees what they passed.
+NOT_A_MODEL = (
+    ("biases/model.json", "a `mfspark baseline` output (bias tables, no factors)"),
+    ("metadata/part-00000", "a Spark MLlib model directory"),
+    ("manifest.json", "an `mfspark ingest` output"),
+)
 
 
 def add_release_arguments(parser: argparse.ArgumentParser) -> None:
@@ -136,4 +143,21 @@ def als_params(args: argparse.Namespace) -> ALSParams:
         implicit_weight=args.implicit_weight, implicit=args.implicit, alpha=args.alpha,
         implicit_sides=args.implicit_sides, scale_reg=not args.constant_reg,
     )
-    return replace(params, **PRESETS[args.preset]) if args.preset else params
+    params = replace(params, **PRESETS[args.preset]) if args.preset else params
+    params.validate()  # before any data is read
+    return params
+
+
+def model_dir(spark: SparkSession, path: str, option: str) -> str:
+    """The ALS model directory of `path`: a `mfspark train` output (the model in factors/) or that factors/
+    directory itself; anything else is refused in one line saying what it looks like."""
+    path = path.rstrip("/") or "/"
+    paths = HadoopFileSystem(spark)
+    for candidate in (f"{path}/factors", path):
+        if paths.exists(f"{candidate}/metadata.json"):
+            return candidate
+    if not paths.exists(path):
+        raise InputError(f"{option} {path} not found: expected a `mfspark train` output directory")
+    looks = next((what for marker, what in NOT_A_MODEL if paths.exists(f"{path}/{marker}")), None)
+    raise InputError(f"{option} {path} is not a `mfspark train` output (no factors/metadata.json)"
+                     + (f": it looks like {looks}" if looks else ""))

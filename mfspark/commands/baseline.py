@@ -20,6 +20,7 @@ from mfspark.commands.args import read_ratings
 from mfspark.errors import ConfigError
 from mfspark.evaluation.metrics import DEFAULT_THRESHOLD, ranking_metrics, rating_metrics
 from mfspark.evaluation.split import PREDEFINED_SPLITS, SPLIT_KINDS, Split, cold_start_counts, make_splits
+from mfspark.models.base import OBSERVED
 from mfspark.models.bias import BiasModel, BiasParams, tune
 from mfspark.runtime.commit import atomic_output, read_json, write_json
 from mfspark.runtime.fs import HadoopFileSystem
@@ -41,6 +42,16 @@ def float_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from exc
 
 
+def scale_bound(text: str) -> float | str | None:
+    """argparse type of a rating-scale bound: a number, 'none' (no clipping) or OBSERVED."""
+    if text.strip().lower() in ("none", OBSERVED):
+        return None if text.strip().lower() == "none" else OBSERVED
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, 'none' or '{OBSERVED}', got '{text}'") from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", metavar="DIR", help="ingest output (reads DIR/ratings and DIR/manifest.json)")
     parser.add_argument("--out", required=True, help="output directory (replaced atomically)")
@@ -53,8 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lambda-u", type=float, default=DEFAULTS.lambda_u, help="user bias damping")
     parser.add_argument("--lambda-i", type=float, default=DEFAULTS.lambda_i, help="movie bias damping")
     parser.add_argument("--sweeps", type=int, default=DEFAULTS.sweeps, help="alternating refits (1 = damped means)")
-    parser.add_argument("--min-rating", type=float, default=DEFAULTS.min_rating)
-    parser.add_argument("--max-rating", type=float, default=DEFAULTS.max_rating)
+    for bound in ("min", "max"):
+        parser.add_argument(f"--{bound}-rating", type=scale_bound, default=getattr(DEFAULTS, f"{bound}_rating"),
+                            help=f"predictions are clipped to this {bound}imum: a number, 'none' or '{OBSERVED}' "
+                                 f"(default: the training ratings' {'lowest' if bound == 'min' else 'highest'})")
     parser.add_argument("--tune", action="store_true",
                         help="pick lambda_u, lambda_i on a validation split carved from training")
     parser.add_argument("--grid-lambda-u", type=float_list, default=float_list(DEFAULT_GRID))
@@ -135,12 +148,13 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
     if args.tune and args.split == "kfold":  # a carve of fold 1's training holds folds 2..k's test ratings
         raise ConfigError("--tune cannot be combined with --split kfold (it would tune on other folds' test "
                           "ratings): tune with --split random or temporal, then pass --lambda-u/--lambda-i")
+    params = BiasParams(args.lambda_u, args.lambda_i, args.sweeps, args.min_rating, args.max_rating)
+    params.validate()
     ratings, dataset = load_ratings(spark, args.input) if args.input else (None, "ml-100k")
     if ratings is not None:
         ratings = ratings.select("user_id", "movie_id", "rating", "rated_at").persist()
     splits = make_splits(ratings, args.split, test_fraction=args.test_fraction, seed=args.seed, folds=args.folds,
                          predefined_dir=args.predefined_dir, predefined_name=args.predefined_name, spark=spark)
-    params = BiasParams(args.lambda_u, args.lambda_i, args.sweeps, args.min_rating, args.max_rating)
     tuning = None
     if args.tune:
         params, tuning = tune_params(splits[0], params, args)
@@ -154,7 +168,8 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
                   "folds": args.folds if args.split == "kfold" else None,
                   "predefined": args.predefined_name if args.split == "predefined" else None},
         "parameters": {"lambda_u": params.lambda_u, "lambda_i": params.lambda_i, "sweeps": params.sweeps,
-                       "min_rating": params.min_rating, "max_rating": params.max_rating, "top_k": args.top_k,
+                       "min_rating": model.params.min_rating, "max_rating": model.params.max_rating,
+                       "top_k": args.top_k,
                        "relevance_threshold": args.relevance_threshold, "candidates": args.candidates},
         "biases_fitted_on": "all ratings" if args.split == "kfold" else "training part",
         "mu": model.mu,

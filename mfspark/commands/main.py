@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
-from mfspark.errors import ConfigError, MfsparkError
+from mfspark.errors import ConfigError, MfsparkError, NoSpaceLeftError, SparkJvmDiedError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("mfspark.commands.ingest", "read a MovieLens release into validated Parquet tables"),
@@ -41,6 +41,15 @@ READER_OPTIONS = {"input": "ingest", "ingest": "ingest", "model": "train", "warm
                   "recs": "recommend"}
 
 log = logging.getLogger("mfspark")
+# Optional dependencies and the extra that installs each (pyproject.toml): a command needing one says so.
+EXTRAS = {"matplotlib": "plots"}
+
+
+class Py4JRootRecords(logging.Filter):
+    """Drops what py4j logs on the root logger (`logging.exception("Exception while sending command.")`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return Path(record.pathname).parent.name != "py4j"
 
 
 def configure_logging(level: str) -> None:
@@ -52,6 +61,12 @@ def configure_logging(level: str) -> None:
     logging.getLogger().setLevel(numeric)
     # py4j logs each gateway connection at INFO (and every command at DEBUG): shown only when debugging.
     logging.getLogger("py4j").setLevel(logging.INFO if numeric <= logging.DEBUG else logging.WARNING)
+    # ... and a lost connection (a dead JVM) with its trace on the root logger: the same.
+    root = logging.getLogger()
+    for kept in [f for f in root.filters if isinstance(f, Py4JRootRecords)]:
+        root.removeFilter(kept)
+    if numeric > logging.DEBUG:
+        root.addFilter(Py4JRootRecords())
     if "pyspark" in sys.modules:  # a Spark command (its module imported pyspark)
         from pyspark.logger import PySparkLogger
 
@@ -61,6 +76,8 @@ def configure_logging(level: str) -> None:
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    from mfspark.runtime.session import LOG_LEVELS
+
     group = parser.add_argument_group("runtime")
     group.add_argument("--profile", default="local", help="<profile>.toml, packaged or in an override directory "
                        "(default: local)")
@@ -68,7 +85,8 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
                        help="override a Spark setting (spark.*) or an mfspark setting; repeatable")
     group.add_argument("--conf-dir", help="directory whose <profile>.toml overrides $MFSPARK_CONF_DIR's, ./conf's "
                        "and the packaged one")
-    group.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default from the profile)")
+    group.add_argument("--log-level", default=None, type=str.upper, choices=LOG_LEVELS, metavar="LEVEL",
+                       help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default from the profile)")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -79,12 +97,25 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         if name != command:
             continue
-        module = importlib.import_module(module_name)
+        module = import_command(name, module_name)
         module.add_arguments(cmd)
         if getattr(module, "NEEDS_SPARK", True):
             add_runtime_arguments(cmd)
         cmd.set_defaults(module=module)
     return parser
+
+
+def import_command(name: str, module_name: str):
+    """The command's module; a missing optional dependency is one line naming the extra to install, exit 2."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"mfspark {name}: error: needs {exc.name}, which is not installed: pip install 'mfspark[{extra}]'",
+              file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def scratch_root(out: str | None) -> str:
@@ -220,6 +251,8 @@ def needs_spark(module, args: argparse.Namespace) -> bool:
 def run_command(args: argparse.Namespace, module) -> dict | None:
     """Hold the output's lock (when the command has `--out`) around the Spark session and the run."""
     from mfspark.runtime.commit import output_lock
+    from mfspark.runtime.failures import connection_lost, no_space_left
+    from mfspark.runtime.spark_internals import jvm_alive
 
     out = getattr(args, "out", None)
     if out:
@@ -232,10 +265,34 @@ def run_command(args: argparse.Namespace, module) -> dict | None:
             resolve_readers(args, spark)
             with output_locks(args, spark):
                 return module.run(args, spark)
+        except Exception as exc:
+            if spark is not None and connection_lost(exc) and not jvm_alive(spark):
+                raise SparkJvmDiedError(f"the Spark JVM died (killed or out of memory) during {args.command}: "
+                                        f"{first_line(exc)}") from exc
+            full = no_space_left(exc, out)
+            if full is not None:  # Spark's own line names the write that failed, not why
+                raise NoSpaceLeftError(full + (f" ({first_line(exc)})" if isinstance(exc, MfsparkError) else "")) \
+                    from exc
+            raise
         finally:
             if spark is not None:
-                remove_checkpoint_dir(spark)
-                spark.stop()
+                stop_quietly(spark)
+
+
+def first_line(exc: BaseException) -> str:
+    """The error's first line; other than ours (which name what failed) prefixed by its type (e.g. Py4JError)."""
+    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    return text if isinstance(exc, MfsparkError) else f"{type(exc).__name__}: {text}".rstrip(": ")
+
+
+def stop_quietly(spark) -> None:
+    """Remove the checkpoint directory and stop the session, unless the JVM is gone: then there is nothing to
+    stop, and `spark.stop()` would raise a ConnectionRefusedError that hides the error that ended the run."""
+    from mfspark.runtime.spark_internals import jvm_alive
+
+    if jvm_alive(spark, grace_seconds=0):  # not waiting: a JVM that died under the run was waited for there
+        remove_checkpoint_dir(spark)
+        spark.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,14 +15,16 @@ import argparse
 import csv
 import io
 import logging
+import math
 import re
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from mfspark.commands.args import read_ratings
-from mfspark.errors import InputError
+from mfspark.commands.args import model_dir, read_ratings
+from mfspark.errors import ConfigError, InputError
 from mfspark.models.als.estimator import ALSModel
+from mfspark.models.base import resolve_scale
 from mfspark.recommend import lists as recs
 from mfspark.recommend.foldin import folded_frames
 from mfspark.recommend.topn import BlockSizes
@@ -54,8 +56,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--item-block-size", type=int, default=BlockSizes().candidates)
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse list lengths and block sizes the engine cannot use (an --out overlapping --model is refused before
+    the run, `commands.main.check_out_place`)."""
+    for option, value in (("--top-n", args.top_n), ("--similar", args.similar),
+                          ("--user-block-size", args.user_block_size), ("--item-block-size", args.item_block_size)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{option} must be at least 1, got {value}")
+
+
 def run(args: argparse.Namespace, spark: SparkSession) -> dict:
-    model = ALSModel.load(spark, f"{args.model.rstrip('/')}/factors")
+    check_options(args)
+    model = ALSModel.load(spark, model_dir(spark, args.model, "--model"))
     movies = spark.read.parquet(f"{args.input.rstrip('/')}/movies")
     sizes = BlockSizes(args.user_block_size, args.item_block_size)
     baseline = recs.Baseline.of(model.scoring_biases) if model.params.biases else None
@@ -93,12 +105,14 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
 
 def _fold_in_and_print(spark: SparkSession, model: ALSModel, baseline, movies: DataFrame, candidates, sizes,
                        args: argparse.Namespace) -> dict:
-    ratings = read_ratings_file(HadoopFileSystem(spark).read_text(args.ratings_file), args.ratings_file)
+    scale = resolve_scale(model.params.min_rating, model.params.max_rating, None)  # a model not fitted: unbounded
+    ratings = read_ratings_file(HadoopFileSystem(spark).read_text(args.ratings_file), args.ratings_file, scale)
     folded = model.folded_user(ratings)
     users, seen, user_baseline = folded_frames(spark, FOLDED_USER_ID, folded, ratings, baseline)
     lists = recs.recommend_for_users(users, model.item_factors, seen, args.top_n, user_baseline, None, candidates,
                                      sizes)
-    _print_list(f"new user ({folded.used} of {len(ratings)} ratings used)", lists, movies)
+    movies_rated = len({movie for movie, _ in ratings})  # a movie rated twice counts once, as fold-in uses it
+    _print_list(f"new user ({folded.used} of {movies_rated} rated movies used)", lists, movies)
     return {"folded_ratings": folded.used, "bias": folded.bias}
 
 
@@ -126,26 +140,34 @@ def _id_frame(spark: SparkSession, value: str | None, option: str, column: str =
     if value is None:
         return None
     if column == "user_id" and _ID_LIST.match(value):
-        ids = [int(v) for v in value.split(",")]
+        ids = [_checked_id(v, option, value) for v in value.split(",")]
     else:
         ids = parse_id_lines(HadoopFileSystem(spark).read_text(value), value, option)
     return spark.createDataFrame([(i,) for i in sorted(set(ids))], f"{column} int")
+
+
+def _checked_id(value: str, option: str, where: str) -> int:
+    if not value.isdigit() or int(value) >= 2**31:
+        raise InputError(f"{option} {where}: expected an id (non-negative int below 2^31), got '{value}'")
+    return int(value)
 
 
 def parse_id_lines(text: str, source: str, option: str) -> list[int]:
     ids = []
     for number, line in enumerate(text.splitlines(), 1):
         value = line.split("#", 1)[0].strip()
-        if not value:
-            continue
-        if not value.isdigit() or int(value) >= 2**31:
-            raise InputError(f"{option} {source}:{number}: expected an id (non-negative int), got '{value}'")
-        ids.append(int(value))
+        if value:
+            ids.append(_checked_id(value, option, f"{source}:{number}"))
     return ids
 
 
-def read_ratings_file(text: str, source: str) -> list[tuple[int, float]]:
-    """(movie_id, rating) pairs from CSV lines `movie_id,rating` (a header line movie_id/movieId,rating is skipped)."""
+def read_ratings_file(text: str, source: str, scale: tuple[float | None, float | None] = (None, None)
+                      ) -> list[tuple[int, float]]:
+    """(movie_id, rating) pairs from CSV lines `movie_id,rating` (a header line movie_id/movieId,rating is skipped).
+
+    Ratings must be finite and on the model's `scale` (min, max; None: unbounded): one NaN would make the
+    folded user's factors NaN, and an off-scale rating is a typo, not a preference."""
+    low, high = (-math.inf if scale[0] is None else scale[0]), (math.inf if scale[1] is None else scale[1])
     pairs = []
     for number, fields in enumerate(csv.reader(io.StringIO(text)), 1):
         if not fields or not "".join(fields).strip():
@@ -158,6 +180,9 @@ def read_ratings_file(text: str, source: str) -> list[tuple[int, float]]:
             movie_id, rating = int(fields[0]), float(fields[1])
         except ValueError:
             raise InputError(f"{source}:{number}: expected movie_id,rating, got '{','.join(fields)}'") from None
+        if not (low <= rating <= high and math.isfinite(rating)):  # the comparison is also false for NaN
+            bounds = f"on the model's rating scale {scale[0]:g}..{scale[1]:g}" if None not in scale else "finite"
+            raise InputError(f"{source}:{number}: the rating must be {bounds}, got '{fields[1].strip()}'")
         pairs.append((movie_id, rating))
     if not pairs:
         raise InputError(f"{source}: no ratings")

@@ -15,11 +15,17 @@ import time
 
 from pyspark.sql import SparkSession
 
-from mfspark.commands.args import add_als_arguments, add_split_arguments, als_params, load_split, run_info
+from mfspark.commands.args import (
+    add_als_arguments,
+    add_split_arguments,
+    als_params,
+    load_split,
+    model_dir,
+    run_info,
+)
 from mfspark.evaluation.metrics import ranking_metrics, rating_metrics
 from mfspark.models.als.estimator import ALS, ALSModel, model_name
 from mfspark.runtime.commit import atomic_output, write_json
-from mfspark.runtime.fs import HadoopFileSystem
 
 log = logging.getLogger(__name__)
 IMPLICIT_TOP_N = 10
@@ -35,13 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_initial_model(spark: SparkSession, path: str) -> ALSModel:
     """The model under `path`: a train output (model in factors/) or a model directory itself."""
-    model_dir = f"{path}/factors" if HadoopFileSystem(spark).exists(f"{path}/factors/metadata.json") else path
-    return ALSModel.load(spark, model_dir)
+    return ALSModel.load(spark, model_dir(spark, path, "--warm-start"))
 
 
 def run(args: argparse.Namespace, spark: SparkSession) -> dict:
-    split = load_split(spark, args)
     params = als_params(args)
+    split = load_split(spark, args)
     started = time.perf_counter()
     initial = load_initial_model(spark, args.warm_start) if args.warm_start else None
     model = ALS(**vars(params)).fit(split.train, initial_model=initial)

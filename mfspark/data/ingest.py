@@ -117,10 +117,13 @@ def input_files(source_dir: Path, release: Release) -> list[tuple[SourceFile, Pa
 
 
 def check_header(path: Path, source: SourceFile) -> None:
+    """The first line must be the release's header. Shown quoted with escapes: a raw CR would send the terminal
+    back to the line's start, and a file whose lines end in CR alone would print as if its header were right."""
     with path.open("rb") as stream:
         first = stream.readline().decode("utf-8-sig", errors="replace").rstrip("\r\n")
     if tuple(first.split(",")) != source.header:
-        raise InputError(f"{path}: unrecognised header '{first[:200]}', expected '{','.join(source.header)}'")
+        hint = " (its lines end in CR alone: convert them to LF or CRLF)" if "\r" in first else ""
+        raise InputError(f"{path}: unrecognised header {first[:200]!r}{hint}, expected '{','.join(source.header)}'")
 
 
 def describe_input(path: Path) -> dict:
@@ -200,9 +203,31 @@ def check_file(spark: SparkSession, source: SourceFile, path: Path, release: Rel
     lines = read_lines(spark, path)
     if source.header:
         lines = lines.filter((F.col("block_start") != 0) | (F.col("row_id") != 0))
+    if source.multiline:
+        lines = join_quoted_lines(lines)
     parsed = parse_lines(lines, source, release, genre_names)
     kept = [*TABLE_COLUMNS[source.table], "reason", "block_start", "row_id", *(["raw_line"] if with_raw_lines else [])]
     return mark_duplicates(parsed.select(*kept), source.table)
+
+
+def join_quoted_lines(lines: DataFrame) -> DataFrame:
+    """Lines of one CSV record as one: a line read while a quoted field is open (an odd number of quotes so far,
+    `""` counting twice) is joined, after a newline, to the line that opened it, so a quoted title holding a line
+    break is one row. The record keeps its first line's position, so a rejected record is reported at the line
+    where it starts; an unclosed quote makes the rest of the split one (rejected) record.
+
+    Within a file split: Hadoop splits files by line, so a record across a split boundary (128 MB in) stays two.
+    """
+    order = Window.partitionBy("block_start").orderBy("row_id")
+    odd = ((F.size(F.split("value", '"', -1)) - 1) % 2).cast("int")
+    opened_before = F.coalesce(F.sum(odd).over(order.rowsBetween(Window.unboundedPreceding, -1)), F.lit(0)) % 2
+    starts = lines.withColumn("_starts", (opened_before == 0).cast("int"))
+    records = starts.withColumn("_record", F.sum("_starts").over(order.rowsBetween(Window.unboundedPreceding, 0)))
+    parts = F.array_sort(F.collect_list(F.struct("row_id", "value")))
+    return records.groupBy("block_start", "_record").agg(
+        F.concat_ws("\n", F.transform(parts, lambda part: part["value"])).alias("value"),
+        F.min("row_id").alias("row_id"),
+    ).select("value", "block_start", "row_id")
 
 
 def mark_duplicates(parsed: DataFrame, table: str) -> DataFrame:

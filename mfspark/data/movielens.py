@@ -61,6 +61,7 @@ class SourceFile:
     header: tuple[str, ...] | None = None  # CSV releases: the exact header line, as fields
     quoted: bool = False  # CSV quoting is possible (titles and tags contain commas)
     required: bool = False
+    multiline: bool = False  # a quoted field may hold a line break (titles): lines are joined into records
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ LAYOUT_FILES: dict[str, tuple[SourceFile, ...]] = {
         SourceFile("ratings", "ratings.csv", RATING_FIELDS, ",", header=("userId", "movieId", "rating", "timestamp"),
                    required=True),
         SourceFile("movies", "movies.csv", DAT_MOVIE_FIELDS, ",", header=("movieId", "title", "genres"),
-                   quoted=True, required=True),
+                   quoted=True, required=True, multiline=True),
         SourceFile("tags", "tags.csv", TAG_FIELDS, ",", header=("userId", "movieId", "tag", "timestamp"), quoted=True),
         SourceFile("links", "links.csv", ("movie_id", "imdb_id", "tmdb_id"), ",",
                    header=("movieId", "imdbId", "tmdbId")),
@@ -251,7 +252,7 @@ def parse_movies(raw: dict[str, Column], release: Release, genre_names: tuple[st
     return {"movie_id": movie_id, "title": title, "year": year, "genres": genres}, id_checks + title_checks
 
 
-TITLE_YEAR = r"^(.*\S)\s*\((\d{4})\)$"
+TITLE_YEAR = r"(?s)^(.*\S)\s*\((\d{4})\)$"  # (?s): a title may hold a line break (multiline)
 
 
 def split_title_year(title: Column) -> tuple[Column, Column]:

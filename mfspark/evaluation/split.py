@@ -44,14 +44,14 @@ def uniform_draw(seed: int) -> Column:
     return F.shiftrightunsigned(hashed, 11).cast("double") / float(2**53)
 
 
-def _check_fraction(test_fraction: float) -> None:
+def check_fraction(test_fraction: float) -> None:
     if not 0.0 < test_fraction < 1.0:
-        raise ConfigError(f"test fraction must be between 0 and 1, got {test_fraction}")
+        raise ConfigError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
 
 
 def random_split(ratings: DataFrame, test_fraction: float, seed: int) -> Split:
     """Each rating goes to test with probability `test_fraction`."""
-    _check_fraction(test_fraction)
+    check_fraction(test_fraction)
     in_test = uniform_draw(seed) < test_fraction
     return Split("random", ratings.where(~in_test), ratings.where(in_test))
 
@@ -71,7 +71,7 @@ def temporal_split(ratings: DataFrame, test_fraction: float | None = None, last_
             raise ConfigError(f"last_k must be >= 1, got {last_k}")
         n_test = F.lit(last_k)
     else:
-        _check_fraction(test_fraction)
+        check_fraction(test_fraction)
         n_test = F.round(F.count(F.lit(1)).over(by_user) * test_fraction)
     flagged = ratings.withColumn("_in_test", F.row_number().over(newest_first) <= n_test)
     return Split("temporal", flagged.where(~F.col("_in_test")).drop("_in_test"),

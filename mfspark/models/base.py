@@ -13,7 +13,9 @@ The prediction rule every model follows:
 
 - A *known* pair (the model saw both its user and its movie at fit time) gets the model's score,
   clipped to the model's rating scale (`min_rating`..`max_rating`, fit parameters; None = no clipping).
-  The cold-start strategy never changes it.
+  By default (`OBSERVED`) each bound is the lowest or highest training rating, found at fit time and
+  saved with the model, so ratings in [-2, 2] or on a 1-10 scale are not cut to MovieLens' 0.5-5
+  (models saved before keep the bounds they were saved with). The cold-start strategy never changes it.
 - An *unknown* pair follows `cold_start`, chosen at prediction time: "nan" (NaN, as MLlib), "drop"
   (the row is removed), "baseline" (mu + the biases of the pre-fitted baseline, unknown ones 0, clipped)
   or "learned" (the same with the biases a model learned inside ALS; a model without them: as
@@ -48,8 +50,30 @@ def check_cold_start(strategy: str) -> str:
     return strategy
 
 
+# A rating-scale bound that `fit` replaces by the lowest (min_rating) or highest (max_rating) training rating.
+OBSERVED = "observed"
+
+
+def check_scale(min_rating: float | str | None, max_rating: float | str | None) -> None:
+    for name, bound in (("min_rating", min_rating), ("max_rating", max_rating)):
+        if not (bound is None or bound == OBSERVED or isinstance(bound, (int, float))):
+            raise ConfigError(f"{name} must be a number, '{OBSERVED}' or None (no clipping), got {bound!r}")
+    if all(isinstance(b, (int, float)) for b in (min_rating, max_rating)) and min_rating > max_rating:
+        raise ConfigError(f"min_rating {min_rating} is above max_rating {max_rating}")
+
+
+def resolve_scale(min_rating: float | str | None, max_rating: float | str | None,
+                  observed: tuple[float, float] | None) -> tuple[float | None, float | None]:
+    """The bounds with OBSERVED replaced by the observed (lowest, highest) training rating."""
+    low, high = observed if observed is not None else (None, None)
+    return (low if min_rating == OBSERVED else min_rating), (high if max_rating == OBSERVED else max_rating)
+
+
 def clip_to_scale(value: Column, min_rating: float | None, max_rating: float | None) -> Column:
     """value clipped to [min_rating, max_rating]; a None bound does not clip."""
+    if OBSERVED in (min_rating, max_rating):
+        raise ValueError(f"the rating scale ({min_rating}, {max_rating}) is resolved by fit: predict with a fitted "
+                         "model's parameters")
     if min_rating is not None:
         value = F.greatest(value, F.lit(float(min_rating)))
     if max_rating is not None:

@@ -18,13 +18,21 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
 
-from mfspark.errors import InputError
-from mfspark.models.base import DEFAULT_COLD_START, Model, clip_to_scale, with_cold_start
+from mfspark.errors import ConfigError, InputError
+from mfspark.models.base import (
+    DEFAULT_COLD_START,
+    OBSERVED,
+    Model,
+    check_scale,
+    clip_to_scale,
+    resolve_scale,
+    with_cold_start,
+)
 from mfspark.models.inputs import validate_ratings
 from mfspark.runtime.commit import read_json, write_json
 
@@ -36,20 +44,38 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BiasParams:
-    """Damping of the user and movie biases, number of alternating sweeps, rating scale for clipping (None: no clip)."""
+    """Damping of the user and movie biases, number of alternating sweeps, rating scale for clipping (None: no clip;
+    OBSERVED, the default: the training ratings' lowest and highest, set by `fit`)."""
 
     lambda_u: float = 5.0
     lambda_i: float = 5.0
     sweeps: int = 10
-    min_rating: float | None = 0.5
-    max_rating: float | None = 5.0
+    min_rating: float | str | None = OBSERVED
+    max_rating: float | str | None = OBSERVED
+
+    def validate(self) -> None:
+        """A negative damping can cancel a count (n + lambda = 0: infinite or NaN biases); no sweep fits nothing."""
+        for name in ("lambda_u", "lambda_i"):
+            value = getattr(self, name)
+            if not value >= 0:  # NaN too
+                raise ConfigError(f"{name} (--{name.replace('_', '-')}) must be 0 or more, got {value}")
+        if self.sweeps < 1:
+            raise ConfigError(f"sweeps (--sweeps) must be at least 1, got {self.sweeps}")
+        check_scale(self.min_rating, self.max_rating)
+
+    def resolved(self, observed: tuple[float, float] | None) -> BiasParams:
+        """These params with OBSERVED bounds replaced by the observed (lowest, highest) training rating."""
+        low, high = resolve_scale(self.min_rating, self.max_rating, observed)
+        return replace(self, min_rating=low, max_rating=high)
 
 
-def global_mean(ratings: DataFrame) -> float:
-    mu = ratings.agg(F.avg(F.col("rating").cast("double"))).first()[0]
-    if mu is None:
+def rating_summary(ratings: DataFrame) -> tuple[float, tuple[float, float]]:
+    """(global mean, (lowest, highest) rating) in one pass."""
+    rating = F.col("rating").cast("double")
+    row = ratings.agg(F.avg(rating), F.min(rating), F.max(rating)).first()
+    if row[0] is None:
         raise InputError("cannot fit the bias baseline: the ratings table is empty")
-    return float(mu)
+    return float(row[0]), (float(row[1]), float(row[2]))
 
 
 def centered_ratings(ratings: DataFrame, mu: float) -> DataFrame:
@@ -128,8 +154,10 @@ def clipped(value: Column, params: BiasParams) -> Column:
 
 def fit_biases(ratings: DataFrame, params: BiasParams) -> BiasModel:
     """`BiasModel.fit` on ratings `validate_ratings` has already checked (e.g. by the ALS estimator)."""
+    params.validate()
     started = time.perf_counter()
-    mu = global_mean(ratings)
+    mu, observed = rating_summary(ratings)
+    params = params.resolved(observed)
     centered = centered_ratings(ratings, mu).withColumns(
         {"lambda_u": F.lit(float(params.lambda_u)), "lambda_i": F.lit(float(params.lambda_i))}).persist()
     try:
@@ -206,18 +234,20 @@ def tune(train: DataFrame, validation: DataFrame, lambdas_u: list[float], lambda
 
     Returns the chosen params and each grid point's score, best first.
     """
+    for lambda_u, lambda_i in ((lu, li) for lu in lambdas_u for li in lambdas_i):
+        replace(base, lambda_u=lambda_u, lambda_i=lambda_i).validate()
     spark = train.sparkSession
     grid = spark.createDataFrame(
         [(i, float(lu), float(li)) for i, (lu, li) in enumerate((lu, li) for lu in lambdas_u for li in lambdas_i)],
         "grid_id int, lambda_u double, lambda_i double")
-    mu = global_mean(train)
+    mu, observed = rating_summary(train)
     centered = centered_ratings(train, mu).crossJoin(F.broadcast(grid)).persist()
     try:
         user_biases, movie_biases = alternate(centered, base.sweeps, keys=["grid_id"])
     finally:
         centered.unpersist()
     scored = with_bias_columns(validation.crossJoin(F.broadcast(grid)), user_biases, movie_biases, ["grid_id"])
-    error = clipped(baseline_value(mu), base) - F.col("rating")
+    error = clipped(baseline_value(mu), base.resolved(observed)) - F.col("rating")
     scores = (scored.groupBy("grid_id", "lambda_u", "lambda_i")
               .agg(F.sqrt(F.avg(error * error)).alias("rmse")).orderBy("rmse", "grid_id").collect())
     table = [{"lambda_u": s["lambda_u"], "lambda_i": s["lambda_i"], "rmse": s["rmse"]} for s in scores]

@@ -111,6 +111,7 @@ def update_top_n(top: TopN, queries: np.ndarray, candidate_ids: np.ndarray, cand
     candidate_groups = np.full(len(candidate_ids), ALL, np.int64) if candidate_groups is None \
         else np.asarray(candidate_groups, dtype=np.int64)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
+    _check_shapes(queries, candidates, candidate_ids, candidate_groups)
     norms = np.sqrt(np.einsum("ij,ij->i", candidates, candidates, dtype=np.float64))
     order = np.lexsort((candidate_ids, -norms))  # largest norm first: see _score_and_select
     if exclude_indptr is None:
@@ -124,6 +125,17 @@ def update_top_n(top: TopN, queries: np.ndarray, candidate_ids: np.ndarray, cand
     _score_and_select(queries, query_norms, np.ascontiguousarray(candidates[order].T), candidate_ids[order],
                       candidate_groups[order], norms[order][::TILE].copy(), exclude_indptr, exclude_ids,
                       np.asarray(lists.indptr, np.int64), lists.masks(), top.scores, top.ids, top.counts, TILE)
+
+
+def _check_shapes(queries: np.ndarray, candidates: np.ndarray, candidate_ids: np.ndarray,
+                  candidate_groups: np.ndarray) -> None:
+    """The compiled loop trusts the shapes: a query longer than the candidates would read past their array."""
+    if queries.ndim != 2 or candidates.ndim != 2 or queries.shape[1] != candidates.shape[1]:
+        raise ValueError(f"queries {queries.shape} and candidates {candidates.shape} must be (rows, rank) "
+                         "arrays of one rank")
+    if not len(candidate_ids) == len(candidate_groups) == len(candidates):
+        raise ValueError(f"{len(candidates)} candidates with {len(candidate_ids)} ids and "
+                         f"{len(candidate_groups)} group masks")
 
 
 def exclusion_csr(rows: np.ndarray, ids: np.ndarray, num_rows: int) -> tuple[np.ndarray, np.ndarray]:

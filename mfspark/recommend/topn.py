@@ -87,8 +87,13 @@ def top_n(queries: DataFrame, candidates: DataFrame, n: int, exclude: DataFrame 
         raise ValueError(f"n must be >= 1, got {n}")
     sizes = sizes or BlockSizes()
     grouped = LIST_GROUPS in queries.columns
-    num_candidate_blocks = _num_blocks(candidates, sizes.candidates)
-    query_blocks = _blocks(queries, _num_blocks(queries, sizes.queries), LIST_GROUPS if grouped else None, exclude)
+    (num_queries, query_ranks), (num_candidates, candidate_ranks) = _shape(queries), _shape(candidates)
+    if len(query_ranks | candidate_ranks) > 1:
+        raise ValueError(f"the queries' factors have rank {_ranks(query_ranks)} and the candidates' "
+                         f"{_ranks(candidate_ranks)}: scores need one rank")
+    num_candidate_blocks = max(1, math.ceil(num_candidates / sizes.candidates))
+    query_blocks = _blocks(queries, max(1, math.ceil(num_queries / sizes.queries)), LIST_GROUPS if grouped else None,
+                           exclude)
     candidate_blocks = _blocks(candidates, num_candidate_blocks,
                                GROUP_MASK if GROUP_MASK in candidates.columns else None)
     # shuffle_replicate_nl: a cartesian product, never a broadcast (which would collect a side to the driver)
@@ -100,8 +105,15 @@ def top_n(queries: DataFrame, candidates: DataFrame, n: int, exclude: DataFrame 
     return lists if num_candidate_blocks == 1 else _merge_lists(lists, n, grouped)
 
 
-def _num_blocks(factors: DataFrame, block_size: int) -> int:
-    return max(1, math.ceil(factors.count() / block_size))
+def _shape(factors: DataFrame) -> tuple[int, set[int]]:
+    """(rows, the set of feature lengths) of a factor frame, in one job (the blocks are sized by the rows)."""
+    length = F.size("features")
+    row = factors.agg(F.count(F.lit(1)), F.min(length), F.max(length)).first()
+    return row[0], {n for n in row[1:] if n is not None}
+
+
+def _ranks(ranks: set[int]) -> str:
+    return " to ".join(str(n) for n in sorted(ranks)) or "(none: no rows)"
 
 
 def _blocks(factors: DataFrame, num_blocks: int, extra: str | None, exclude: DataFrame | None = None) -> DataFrame:

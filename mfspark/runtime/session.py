@@ -24,7 +24,7 @@ import tomllib
 
 from mfspark.errors import ConfigError, JavaError
 from mfspark.runtime.logs import spark_console_level, with_console_logging
-from mfspark.runtime.spark_internals import check_classic
+from mfspark.runtime.spark_internals import check_classic, quiet_accumulator_server_when_the_jvm_dies
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -194,6 +194,7 @@ def build_session(profile: Profile, app_name: str = "mfspark") -> SparkSession:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     check_classic(spark)
+    quiet_accumulator_server_when_the_jvm_dies(spark)
     spark.sparkContext.setLogLevel(spark_console_level(profile.log_level))
     spark.sparkContext.setCheckpointDir(profile.checkpoint_dir)
     log.info("Spark %s session '%s' (profile %s from %s, master %s)", spark.version, app_name, profile.name,

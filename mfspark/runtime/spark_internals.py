@@ -222,3 +222,45 @@ def cached_kernel(compile_cached: Callable[[], Any], compile_in_memory: Callable
     except (OSError, RuntimeError, AttributeError) as error:
         log.warning("numba cannot cache %s on disk (%s): compiling it in memory in every worker", name, error)
         return compile_in_memory()
+
+
+def jvm_alive(spark: SparkSession, grace_seconds: float = 1.0) -> bool:
+    """Whether the driver JVM is still running.
+
+    `SparkContext._gateway.proc` is the JVM this Python process launched (pyspark keeps the
+    Popen there). A JVM being killed closes its sockets a moment before it can be reaped, so
+    a caller that saw a connection fail waits up to `grace_seconds` for the exit. A JVM that
+    launched Python itself (spark-submit) has no such handle and is asked for the time.
+    """
+    import subprocess
+
+    from py4j.protocol import Py4JError
+
+    process = getattr(spark.sparkContext._gateway, "proc", None)
+    if process is not None:
+        try:
+            process.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            return True
+        return False
+    try:
+        spark.sparkContext._jvm.java.lang.System.currentTimeMillis()
+    except (Py4JError, OSError):
+        return False
+    return True
+
+
+def quiet_accumulator_server_when_the_jvm_dies(spark: SparkSession) -> None:
+    """pyspark's accumulator server (`SparkContext._accumulatorServer`, a socketserver) prints a traceback to
+    stderr when its JVM connection ends mid-read: for a killed JVM that is noise over the one line that says
+    so, logged at DEBUG instead. Errors while the JVM lives are printed as before."""
+    server = spark.sparkContext._accumulatorServer
+    print_error = server.handle_error
+
+    def handle_error(request, client_address) -> None:
+        if jvm_alive(spark):
+            print_error(request, client_address)
+        else:
+            log.debug("accumulator server: the JVM is gone", exc_info=True)
+
+    server.handle_error = handle_error

@@ -51,10 +51,18 @@ from pyspark import RDD, Accumulator, StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from mfspark.errors import ConfigError
+from mfspark.errors import ConfigError, InputError
 from mfspark.models.als import blocks
 from mfspark.models.als.ids import IdIndexes
-from mfspark.models.base import DEFAULT_COLD_START, Model, clip_to_scale, with_cold_start
+from mfspark.models.base import (
+    DEFAULT_COLD_START,
+    OBSERVED,
+    Model,
+    check_scale,
+    clip_to_scale,
+    resolve_scale,
+    with_cold_start,
+)
 from mfspark.models.bias import BiasModel, BiasParams, baseline_value, fit_biases, with_bias_columns
 from mfspark.models.inputs import check_ratings, checkable_while_packing
 from mfspark.runtime.fs import HadoopFileSystem
@@ -90,8 +98,10 @@ class ALSParams:
     bias_reg_user: float = 5.0
     bias_reg_item: float = 5.0
     bias_sweeps: int = 2
-    min_rating: float | None = 0.5  # rating scale every prediction is clipped to; None: no clipping
-    max_rating: float | None = 5.0
+    # Rating scale every prediction is clipped to; None: no clipping; OBSERVED: the lowest or highest training
+    # rating, set by `fit` (the fitted model's params hold the numbers).
+    min_rating: float | str | None = OBSERVED
+    max_rating: float | str | None = OBSERVED
     bias_fit: str = "baseline"  # with biases: "baseline" (fitted first) or "learned" (inside ALS)
     implicit_weight: float = 0.0  # > 0: fit who rated what too (needs learned biases)
     implicit_sides: str = "users"  # implicit information for the users' factors only, or "both" sides
@@ -118,12 +128,17 @@ class ALSParams:
         return cls(**{k: v for k, v in saved.items() if k != "cold_start"})
 
     def validate(self) -> None:
-        if self.rank < 1 or self.max_iter < 0 or self.reg < 0:
-            raise ConfigError(f"need rank >= 1, max_iter >= 0, reg >= 0 (got {self.rank}, {self.max_iter}, {self.reg})")
+        # Each bound names the field and its option; a negative checkpoint interval is refused rather than
+        # silently turning checkpoints off (0 does that).
+        for name, low in (("rank", 1), ("max_iter", 0), ("reg", 0), ("checkpoint_interval", 0), ("bias_reg_user", 0),
+                          ("bias_reg_item", 0), ("bias_sweeps", 1)):
+            value = getattr(self, name)
+            if not value >= low:  # NaN too
+                option = "" if name == "bias_sweeps" else f" (--{name.replace('_', '-')})"
+                raise ConfigError(f"{name}{option} must be {low} or more, got {value}")
         if self.implicit and (self.biases or self.alpha < 0):
             raise ConfigError(f"implicit feedback needs alpha >= 0 (got {self.alpha}) and no biases")
-        if None not in (self.min_rating, self.max_rating) and self.min_rating > self.max_rating:
-            raise ConfigError(f"min_rating {self.min_rating} is above max_rating {self.max_rating}")
+        check_scale(self.min_rating, self.max_rating)
         for name in ("num_user_blocks", "num_item_blocks"):
             count = getattr(self, name)
             if count is not None and not 1 <= count <= blocks.MAX_BLOCKS:
@@ -217,6 +232,10 @@ class ALS:
         if checked is None:
             checked = self._layout(ratings, check_first=True)
         ratings, baseline, indexes, layout = checked
+        # The observed scale: the layout's own count when it holds the ratings, else the baseline's (which was
+        # fitted on them, with the same bounds as every variant, LAYOUT_FIELDS).
+        scale = (baseline().params.min_rating, baseline().params.max_rating) if p.biases and not p.learned_biases \
+            else resolve_scale(p.min_rating, p.max_rating, layout.rating_range)
         if initial_model is not None:
             initial_model = initial_model.encoded(indexes)
         users, items, num_ratings = layout.users, layout.items, layout.num_ratings
@@ -232,7 +251,8 @@ class ALS:
                 if checkpoint_file:  # the model's blocks have their own checkpoint
                     HadoopFileSystem(spark).delete(checkpoint_file)
                 history.fit_seconds = build_seconds + time.perf_counter() - variant_started
-                yield ALSModel.from_blocks(spark, variant, user_factors, item_factors, baseline, history, indexes)
+                yield ALSModel.from_blocks(spark, replace(variant, min_rating=scale[0], max_rating=scale[1]),
+                                           user_factors, item_factors, baseline, history, indexes)
         finally:
             layout.release()
 
@@ -318,6 +338,35 @@ class ALS:
                 _keep_model_factors(solved, level)
             blocks.materialise(user_solved, item_solved)
         return user_solved, item_solved, checkpoint_file
+
+
+def _read_metadata(spark: SparkSession, path: str) -> dict:
+    """A saved model's metadata.json, or an InputError naming the path when it is missing or not ours."""
+    paths = HadoopFileSystem(spark)
+    if not paths.exists(f"{path}/metadata.json"):
+        raise InputError(f"{path} holds no ALS model (no metadata.json)")
+    try:
+        meta = json.loads(paths.read_text(f"{path}/metadata.json"))
+    except ValueError as exc:
+        raise InputError(f"{path}/metadata.json is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("params"), dict):
+        raise InputError(f"{path}/metadata.json is not an mfspark ALS model's metadata (no params)")
+    return meta
+
+
+def check_factor_ranks(path: str, rank: int, users: DataFrame, items: DataFrame) -> None:
+    """Every saved factor row has the model's rank (one job over both small tables)."""
+    length = F.size("features")
+    lengths = users.select(F.lit("users").alias("side"), length.alias("n")).union(
+        items.select(F.lit("items").alias("side"), length.alias("n")))
+    found = {row["side"]: (row["lo"], row["hi"])
+             for row in lengths.groupBy("side").agg(F.min("n").alias("lo"), F.max("n").alias("hi")).collect()}
+    wrong = {side: bounds for side, bounds in found.items() if bounds != (rank, rank)}
+    if wrong:
+        shown = ", ".join(f"{side} {lo}" if lo == hi else f"{side} {lo} to {hi}"
+                          for side, (lo, hi) in sorted(wrong.items()))
+        raise InputError(f"{path}: the model has rank {rank} but its factors do not ({shown}): "
+                         "users and movies must have the same rank")
 
 
 def _factor_pairs(factors: DataFrame) -> RDD:
@@ -567,7 +616,9 @@ class ALSModel(Model):
 
     @classmethod
     def load(cls, spark: SparkSession, path: str) -> ALSModel:
-        meta = json.loads(HadoopFileSystem(spark).read_text(f"{path}/metadata.json"))
+        """The model `save` wrote under `path`; refused in one line when `path` holds none, or its users' and
+        movies' factors do not have the model's rank (scoring would read past or ignore components)."""
+        meta = _read_metadata(spark, path)
         params = ALSParams.from_dict(meta["params"])
         baseline = None
         if HadoopFileSystem(spark).exists(f"{path}/baseline"):
@@ -579,8 +630,9 @@ class ALSModel(Model):
         if params.implicit_weight > 0:
             implicit_factors, implicit_gram = spark.read.parquet(f"{path}/implicit"), np.array(meta["implicit_gram"])
         indexes = IdIndexes.load(spark, f"{path}/index", HadoopFileSystem(spark).exists)
-        return cls(spark.read.parquet(f"{path}/users"), spark.read.parquet(f"{path}/items"), params, baseline,
-                   history, learned, implicit_factors, implicit_gram, indexes)
+        users, items = spark.read.parquet(f"{path}/users"), spark.read.parquet(f"{path}/items")
+        check_factor_ranks(path, params.rank, users, items)
+        return cls(users, items, params, baseline, history, learned, implicit_factors, implicit_gram, indexes)
 
     # Recommendation slots: thin delegates to mfspark.recommend (imported late: it builds on this package).
     def recommend_for_users(self, users: DataFrame | None, n: int, exclude: DataFrame | None = None) -> DataFrame:

@@ -431,3 +431,15 @@ def splitmix64_one(x):  # pragma: no cover - compiled
     z = (z ^ (z >> _SHIFT_0)) * _MIX_1
     z = (z ^ (z >> _SHIFT_1)) * _MIX_2
     return z ^ (z >> _SHIFT_2)
+
+
+@compiled()
+def ratings_fingerprint(users, items, rating_bits):  # pragma: no cover - compiled
+    """Order-free 64-bit fingerprint of (user, item, rating) triples: the wrapping sum of a hash of each (ids
+    as uint32, the rating's float32 bits). Two reads of one input agree on it when they return the same ratings."""
+    total = np.uint64(0)
+    shift = np.uint64(32)
+    for k in range(len(users)):
+        key = (np.uint64(np.uint32(users[k])) << shift) | np.uint64(np.uint32(items[k]))
+        total += splitmix64_one(splitmix64_one(key) ^ np.uint64(rating_bits[k]))
+    return total
