@@ -76,7 +76,7 @@ def test_packaged_profiles_are_found_from_any_directory(elsewhere):
     assert profile.source.endswith("(packaged)")
     assert profile.spark["spark.master"] == "local[*]"
     assert profile.spark == load_profile("local", elsewhere / "out", conf_dir=REPO / "conf").spark
-    assert packaged_profiles() == ["cluster", "local", "test"]
+    assert packaged_profiles() == ["cluster", "local", "test", "yarn"]
 
 
 def test_override_directories_win_by_name_in_order(elsewhere, monkeypatch):

@@ -205,13 +205,13 @@ def test_old_designs_half_commit_is_restored(tmp_path):
 
 
 @pytest.mark.parametrize("input_rel, out_rel, relation", [
-    ("data", "data", "the same as"), ("data", "data/out", "inside"), ("data/release", "data", "contains"),
-    ("data", "link", "the same as"),
+    ("data", "data", "is the same as"), ("data", "data/out", "is inside"), ("data/release", "data", "contains"),
+    ("data", "link", "is the same as"),
 ])
 def test_out_overlapping_input_is_refused(tmp_path, input_rel, out_rel, relation):
     (tmp_path / "data" / "release").mkdir(parents=True)
     (tmp_path / "link").symlink_to(tmp_path / "data")
-    with pytest.raises(ConfigError, match=f"is {relation} --input"):
+    with pytest.raises(ConfigError, match=rf"/{out_rel} {relation} --input "):
         check_disjoint(tmp_path / input_rel, tmp_path / out_rel)
     check_disjoint(tmp_path / "data", tmp_path / "data-out")  # a sibling with a common prefix is fine
 

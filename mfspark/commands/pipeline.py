@@ -18,14 +18,12 @@ from pyspark.sql import SparkSession
 from mfspark.commands.args import add_release_arguments, release_source
 from mfspark.data.ingest import DEFAULT_MAX_REJECT_FRACTION
 from mfspark.errors import ConfigError
-from mfspark.evaluation.split import check_fraction
 from mfspark.models.als.estimator import PRESETS
 from mfspark.models.bias import BiasParams
 from mfspark.pipeline.run import check_run_id, run_pipeline
-from mfspark.pipeline.stages import LIST_MODELS, LISTS_ALS, PipelineConfig, SplitParams
+from mfspark.pipeline.stages import LIST_MODELS, LISTS_ALS, PIPELINE_SPLITS, PipelineConfig, SplitParams
 from mfspark.runtime.session import profile_text
 
-SPLIT_KINDS = ("random", "temporal")
 # Options a profile's [pipeline] table may set, with their built-in defaults.
 DEFAULTS = {
     "split": "random", "test_fraction": 0.2, "seed": 42, "max_reject_fraction": DEFAULT_MAX_REJECT_FRACTION,
@@ -53,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="refuse input files older than this (stale-input check; default off)")
     stage = parser.add_argument_group("stage options (default: the profile's [pipeline] table, then built-in)")
     stage.add_argument("--max-reject-fraction", type=float, help="ingest: fail above this share of rejected rows")
-    stage.add_argument("--split", choices=SPLIT_KINDS, help="test split (default random)")
+    stage.add_argument("--split", choices=PIPELINE_SPLITS, help="test split (default random)")
     stage.add_argument("--test-fraction", type=float, help="share of ratings held out for evaluate (default 0.2)")
     stage.add_argument("--seed", type=int, help="seed of the split and of ALS (default 42)")
     stage.add_argument("--lambda-u", type=float, help="baseline: user bias damping")
@@ -135,21 +133,9 @@ def pipeline_config(args: argparse.Namespace, spark: SparkSession | None = None)
         max_input_age_hours=s["max_input_age_hours"], run_id=run_id(args), warm_start=s["warm_start"],
         lists=s["lists"], lists_als=lists_als,
     )
-    check_stage_parameters(config)  # before a --dataset download and before any stage runs
+    config.validate()  # before a --dataset download and before any stage runs
     source, release = release_source(args, spark)
     return replace(config, source_dir=source, release=release)
-
-
-def check_stage_parameters(config: PipelineConfig) -> None:
-    """What the stages would refuse, refused before the first of them runs (a bad --rank is not found after
-    ingest and the baseline have run)."""
-    if not 0 <= config.max_reject_fraction <= 1:
-        raise ConfigError(f"--max-reject-fraction must be between 0 and 1, got {config.max_reject_fraction}")
-    if config.split.kind not in SPLIT_KINDS:
-        raise ConfigError(f"split must be one of {', '.join(SPLIT_KINDS)}, got '{config.split.kind}'")
-    check_fraction(config.split.test_fraction)
-    config.bias.validate()
-    config.als.validate()
 
 
 def run(args: argparse.Namespace, spark: SparkSession) -> dict:

@@ -89,7 +89,8 @@ def is_root(fs: FileSystem, path: str) -> bool:
 
 
 def is_run(fs: FileSystem, path: str) -> bool:
-    return fs.exists(join(path, PLAN)) or fs.exists(join(path, MANIFEST))
+    """A pipeline run directory: it has a plan (an ingest output has a manifest.json too, but no plan)."""
+    return fs.exists(join(path, PLAN))
 
 
 def root_of_run(run: str) -> str:

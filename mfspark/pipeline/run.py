@@ -283,6 +283,7 @@ def check_input_age(config: PipelineConfig, stages: list[Stage]) -> None:
 def run_pipeline(spark: SparkSession | None, config: PipelineConfig, dry_run: bool = False,
                  keep: int | None = None) -> dict:
     """Run (or with `dry_run`, only plan) the pipeline; returns the run's summary."""
+    config.validate()
     if config.run_id is not None:
         check_run_id(config.run_id)
     root = Root(filesystem(config.root, spark), str(config.root).rstrip("/"))

@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 
 from mfspark.data.ingest import DEFAULT_MAX_REJECT_FRACTION, describe_input, ingest_release, input_files
 from mfspark.data.movielens import detect_release, release_named
+from mfspark.errors import ConfigError
 from mfspark.evaluation import split as splits
 from mfspark.evaluation.metrics import held_out_ranking, rating_metrics
 from mfspark.models.als.estimator import ALS, ALSModel, ALSParams, model_name
@@ -39,6 +40,9 @@ RANKING_K = 10  # the evaluate stage's list length, as the report's ranking colu
 LIST_MODELS = ("implicit", "ratings")
 LISTS_MIN_RATING = 4.0
 LISTS_ALS = ALSParams(rank=10, reg=0.1, max_iter=10, implicit=True, alpha=1.0)
+
+
+PIPELINE_SPLITS = ("random", "temporal")
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,18 @@ class PipelineConfig:
     warm_start: str | None = None  # train: a model directory to start from (e.g. the last run's)
     lists: str = "implicit"  # what recommend's lists come from: the train_lists model, or "ratings": train's
     lists_als: ALSParams = field(default_factory=lambda: replace(LISTS_ALS))
+
+    def validate(self) -> None:
+        """What the stages would refuse, refused before the first of them runs (a bad rank is not found after
+        ingest and the baseline have run)."""
+        if not 0 <= self.max_reject_fraction <= 1:
+            raise ConfigError(f"--max-reject-fraction must be between 0 and 1, got {self.max_reject_fraction}")
+        if self.split.kind not in PIPELINE_SPLITS:
+            raise ConfigError(f"split must be one of {', '.join(PIPELINE_SPLITS)}, got '{self.split.kind}'")
+        splits.check_fraction(self.split.test_fraction)
+        self.bias.validate()
+        self.als.validate()
+        self.lists_als.validate()
 
     @property
     def lists_stage(self) -> str:

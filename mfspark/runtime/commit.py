@@ -95,8 +95,8 @@ def check_disjoint(input_path: str | os.PathLike, out_path: str | os.PathLike, i
         return
     for a, b in ((source, out), (source.resolve(), out.resolve())):
         if a == b or a in b.parents or b in a.parents:
-            relation = "the same as" if a == b else ("inside" if a in b.parents else "contains")
-            raise ConfigError(f"--out {out_path} is {relation} {input_flag} {input_path}: committing the output "
+            relation = "is the same as" if a == b else ("is inside" if a in b.parents else "contains")
+            raise ConfigError(f"--out {out_path} {relation} {input_flag} {input_path}: committing the output "
                               f"would replace the input; choose a separate output directory")
 
 
