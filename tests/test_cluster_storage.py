@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from mfspark.pipeline.stages import LISTS_ALS, PipelineConfig
 from mfspark.runtime.commit import CURRENT_POINTER, atomic_output, resolve_output
 from mfspark.runtime.fs import HadoopFileSystem, LocalFileSystem, input_path, join
 from tests.hadoop_services import spark_conf
-from tests.test_pipeline import tiny_release
+from tests.test_pipeline import finish, kill_at, tiny_release
 
 REPO = Path(__file__).resolve().parents[1]
 FAST_LOCKS = {"MFSPARK_LOCK_HEARTBEAT_SECONDS": "1", "MFSPARK_LOCK_STALE_SECONDS": "6"}
@@ -115,23 +114,6 @@ def cli(args: list[str], extra_env: dict | None = None) -> subprocess.Popen:
                str(REPO / "conf"), "--log-level", "INFO", *conf]
     return subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO,
                             env={**os.environ, "PYTHONPATH": str(REPO), **FAST_LOCKS, **(extra_env or {})})
-
-
-def kill_at(process: subprocess.Popen, line_part: str) -> str:
-    seen = []
-    for line in process.stderr:
-        seen.append(line)
-        if line_part in line:
-            process.send_signal(signal.SIGKILL)  # the JVM exits when the driver's pipe to it closes
-            process.wait()
-            return "".join(seen)
-    raise AssertionError(f"no log line with {line_part!r}; exit {process.wait()}:\n{''.join(seen[-30:])}")
-
-
-def finish(process: subprocess.Popen) -> str:
-    log = process.stderr.read()
-    assert process.wait() == 0, log[-3000:]
-    return log
 
 
 PIPELINE_OPTIONS = ["--rank", "2", "--max-iter", "2", "--seed", "1", "--top-n", "3"]

@@ -225,13 +225,13 @@ def test_stale_input_is_refused_when_the_check_is_on(spark, tmp_path):
 
 def start(args: list[str], env: dict | None = None) -> subprocess.Popen:
     command = [sys.executable, "-m", "mfspark.commands.main", "pipeline", *args, "--profile", "test",
-               "--conf-dir", str(REPO / "conf"), "--log-level", "INFO", "--top-n", "0", "--rank", "2",
+               "--conf-dir", str(REPO / "conf"), "--log-level", "INFO", "--top-n", "3", "--rank", "2",
                "--max-iter", "2", "--seed", "1"]
     return subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO,
                             env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
 
 
-def kill_at(process: subprocess.Popen, line_part: str) -> list[str]:
+def kill_at(process: subprocess.Popen, line_part: str) -> str:
     """SIGKILL the pipeline (driver and, through it, its JVM) as soon as it logs a line containing `line_part`."""
     seen = []
     for line in process.stderr:
@@ -239,7 +239,7 @@ def kill_at(process: subprocess.Popen, line_part: str) -> list[str]:
         if line_part in line:
             process.send_signal(signal.SIGKILL)  # its JVM exits when the driver's pipe to it closes
             process.wait()
-            return seen
+            return "".join(seen)
     raise AssertionError(f"no log line with {line_part!r}; exit {process.wait()}:\n{''.join(seen[-20:])}")
 
 
@@ -249,48 +249,66 @@ def finish(process: subprocess.Popen) -> str:
     return log
 
 
+def latest_id(root: Path) -> str:
+    return json.loads((root / "LATEST").read_text())["run_id"]
+
+
 def assert_latest_is_complete(root: Path, run_id: str) -> None:
+    """LATEST names `run_id`, complete, and its tables hold what its manifest says."""
     run_dir = root / "runs" / run_id
-    assert os.readlink(root / "latest") == f"runs/{run_id}" and (run_dir / "_SUCCESS").is_file()
-    manifest = json.loads((root / "latest" / "manifest.json").read_text())
-    assert pq.read_table(root / "latest" / "ingest" / "ratings").num_rows == manifest["rows"]["ingest"]["ratings"]
-    assert pq.read_table(root / "latest" / "train" / "factors" / "users").num_rows > 0
+    assert latest_id(root) == run_id and os.readlink(root / "latest") == f"runs/{run_id}"
+    assert (run_dir / "_SUCCESS").is_file()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    fs = LocalFileSystem()
+    stage = {name: Path(layout.stage_location(fs, str(run_dir), name)) for name in ("ingest", "train", "recommend")}
+    assert pq.read_table(stage["ingest"] / "ratings").num_rows == manifest["rows"]["ingest"]["ratings"]
+    assert pq.read_table(stage["train"] / "factors" / "users").num_rows > 0
+    assert pq.read_table(stage["recommend"] / "recommendations").num_rows == manifest["rows"]["recommendations"]
 
 
-@pytest.mark.slow
-def test_sigkill_during_ingest_training_and_commit_leaves_latest_complete_and_rerun_matches(tmp_path):
+# The moment of each kill -> (MFSPARK_TEST_PAUSE, the log line the kill follows). Each run after the first resumes
+# the run the previous kill interrupted, one stage further each time.
+KILLS = [
+    ("mid-ingest", "", "movies.csv: 40 rows"),
+    ("mid-train", "", "ALS iteration 1/2"),
+    ("mid-train_lists", "", "stage 4/6 train_lists: running"),
+    ("mid-recommend", "", "stage 6/6 recommend: running"),
+    ("after the manifest", "manifest:600", "pausing"),
+    ("while the pointer is written", "latest:600", "pausing"),
+]
+
+
+def test_sigkill_at_six_moments_of_all_six_stages_leaves_latest_complete_and_the_rerun_matches(tmp_path):
     root = tmp_path / "root"
-    day1 = tiny_release(tmp_path / "day1")
-    day2 = tiny_release(tmp_path / "day2", extra=5)  # the next night's export: five more ratings
+    day1 = tiny_release(tmp_path / "day1", movies=40)
+    day2 = tiny_release(tmp_path / "day2", movies=40, extra=5)  # the next night's export: five more ratings
     finish(start(["--input", str(day1), "--out", str(root)]))
-    day1_run = os.readlink(root / "latest").removeprefix("runs/")
+    day1_run = latest_id(root)
     assert_latest_is_complete(root, day1_run)
 
-    for moment in ("movies.csv: 20 rows", "ALS iteration 1/2", "pausing"):
-        process = start(["--input", str(day2), "--out", str(root)], env={"MFSPARK_TEST_PAUSE": "latest:600"})
-        log = "".join(kill_at(process, moment))
+    for number, (moment, pause, line) in enumerate(KILLS):
+        log = kill_at(start(["--input", str(day2), "--out", str(root)],
+                            {"MFSPARK_TEST_PAUSE": pause} if pause else None), line)
         assert_latest_is_complete(root, day1_run)
-        if moment == "ALS iteration 1/2":  # resumed the run killed during ingest: ingest was redone
-            assert "stage 2/4 baseline: running" in log
-        if moment == "pausing":  # resumed the run killed during training: ingest and baseline are kept
-            assert "stage 1/4 ingest: skipped" in log and "stage 2/4 baseline: skipped" in log
+        if number >= 2:  # resumed: the stages done before the previous kill are kept
+            assert "stage 1/6 ingest: skipped" in log, moment
 
-    finish(start(["--input", str(day2), "--out", str(root)]))  # the run completed before the kill: latest moves
-    resumed = os.readlink(root / "latest").removeprefix("runs/")
+    log = finish(start(["--input", str(day2), "--out", str(root)]))  # complete before the last kill: LATEST moves
+    assert "up to date" in log
+    resumed = latest_id(root)
     assert resumed != day1_run
     assert_latest_is_complete(root, resumed)
-    assert not list(root.glob("runs/*/.ingest.versions/*-*/_temporary"))
+    assert not list(root.glob(".latest.link-*")) and not list(root.glob(".LATEST.tmp-*"))
 
     finish(start(["--input", str(day2), "--out", str(root), "--force"]))  # uninterrupted, same seed
-    uninterrupted = os.readlink(root / "latest").removeprefix("runs/")
+    uninterrupted = latest_id(root)
     assert uninterrupted != resumed
     for stage in ("baseline", "evaluate"):
         assert (root / "runs" / resumed / stage / "metrics.json").read_text() == \
             (root / "runs" / uninterrupted / stage / "metrics.json").read_text()
-    factors = [pq.read_table(root / "runs" / run / "train" / "factors" / "items").sort_by("id").to_pylist()
-               for run in (resumed, uninterrupted)]
-    assert factors[0] == factors[1]
-    assert sorted(p.name for p in root.parent.glob("_checkpoints/*")) == []  # swept or removed on exit
+    lists = [pq.read_table(root / "runs" / run / "recommend" / "recommendations").sort_by(
+        [("user_id", "ascending"), ("rank", "ascending")]).to_pylist() for run in (resumed, uninterrupted)]
+    assert lists[0] == lists[1]
 
 
 # ---------------------------------------------------------------- what is reused must be what the code makes
