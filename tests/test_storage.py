@@ -312,3 +312,27 @@ def test_out_inside_the_data_dir_of_a_named_dataset_is_refused_before_writing(tm
         err = capsys.readouterr().err
         assert f"--out {out} is " in err and f"--data-dir {data_dir}" in err
     assert sorted(p.name for p in data_dir.rglob("*")) == ["ml-latest-small"]
+
+
+def test_data_and_the_pointer_reach_the_disk_before_the_pointer_names_them(tmp_path, monkeypatch):
+    """A power loss must not leave LATEST (or an output link) naming data that never reached the disk: every file
+    and directory of the new version is fsynced, then the pointer file, then the directory holding the pointer."""
+    from mfspark.runtime.fs import LocalFileSystem
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    run = tmp_path / "root" / "runs" / "r1"
+    (run / "ingest" / "ratings").mkdir(parents=True)
+    (run / "ingest" / "ratings" / "part-0.parquet").write_bytes(b"PAR1....PAR1")
+    (run / "_SUCCESS").write_text("{}")
+    fs = LocalFileSystem()
+    fs.sync_tree(str(run))
+    fs.publish_text(str(tmp_path / "root" / "LATEST"), '{"run_id": "r1"}')
+    data = [str(run / "ingest" / "ratings" / "part-0.parquet"), str(run / "_SUCCESS"),
+            str(run / "ingest" / "ratings"), str(run)]
+    assert all(path in synced for path in data), synced
+    pointer_at = max(i for i, path in enumerate(synced) if "/.LATEST.tmp-" in path)
+    assert max(synced.index(path) for path in data) < pointer_at  # data first, then the pointer
+    assert synced[-1] == str(tmp_path / "root")  # the rename itself made durable
+    assert json.loads((tmp_path / "root" / "LATEST").read_text()) == {"run_id": "r1"}
