@@ -306,6 +306,8 @@ EOF
 
 cmd_status() {
   local role pid down=0
+  # The table goes through tee; the exit status is worked out here, not in tee's pipeline (a subshell).
+  for role in $SERVICES; do [ -n "$(pid_of "$role")" ] || down=1; done
   {
     printf '%-5s %-8s %-9s %-8s %s\n' service pid rss_mb start_s ports
     for role in hdfs yarn s3; do
@@ -315,7 +317,6 @@ cmd_status() {
           "$(cat "$STATE/$role.start_seconds" 2>/dev/null || echo ?)" "$(ports_of "$role")"
       else
         printf '%-5s %-8s\n' "$role" down
-        case " $SERVICES " in *" $role "*) down=1 ;; esac
       fi
     done
     echo "fs.defaultFS=$FS_DEFAULT  yarn RM=$HOST:$RM_PORT (web http://$HOST:$RM_WEB_PORT)  s3=$S3_ENDPOINT bucket=$S3_BUCKET"
