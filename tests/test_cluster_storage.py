@@ -153,7 +153,7 @@ def test_sigkill_of_the_driver_leaves_the_previous_run_latest_and_intact_and_the
     resumed = layout.latest_run_id(fs, root)
     assert resumed != day1_run
     manifest = json.loads(fs.read_text(join(root, "runs", resumed, "manifest.json")))
-    assert manifest["rows"]["ingest"]["ratings"] == 805  # day 2's export: 800 ratings (two thirds of 30 users x 40 movies) + 5
+    assert manifest["rows"]["ingest"]["ratings"] == 805  # day 2: two thirds of 30 x 40, and 5 more
 
 
 @pytest.mark.parametrize(("store", "command"), [("hdfs", "ingest"), ("s3", "ingest"), ("hdfs", "train"),
