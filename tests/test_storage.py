@@ -336,3 +336,17 @@ def test_data_and_the_pointer_reach_the_disk_before_the_pointer_names_them(tmp_p
     assert max(synced.index(path) for path in data) < pointer_at  # data first, then the pointer
     assert synced[-1] == str(tmp_path / "root")  # the rename itself made durable
     assert json.loads((tmp_path / "root" / "LATEST").read_text()) == {"run_id": "r1"}
+
+
+def test_checkpoints_of_an_hdfs_or_s3_output_go_beside_it_on_that_store_and_scratch_stays_local():
+    import tempfile
+
+    from mfspark.commands.main import scratch_root
+    from mfspark.runtime.session import load_profile
+    from tests.conftest import REPO
+
+    assert scratch_root("hdfs://nn:8020/recs/nightly/") == "hdfs://nn:8020/recs"
+    assert scratch_root("s3a://bucket/nightly") == "s3a://bucket/"
+    profile = load_profile("local", scratch_root("s3a://bucket/recs/nightly"), conf_dir=REPO / "conf")
+    assert profile.checkpoint_dir == "s3a://bucket/recs/_checkpoints"
+    assert profile.spark["spark.local.dir"] == f"{tempfile.gettempdir()}/mfspark/_spark_tmp"

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from mfspark.errors import ConfigError, MfsparkError, NoSpaceLeftError, SparkJvmDiedError
 
@@ -123,7 +123,10 @@ def scratch_root(out: str | None) -> str:
     because the output directory is swapped whole when the job commits."""
     if not out:
         return "out"
-    return str(PurePosixPath(out.rstrip("/")).parent) if "://" in out else str(Path(out).resolve().parent)
+    if "://" in out:  # a URI's parent by its last "/" (PurePosixPath would fold "hdfs://" into "hdfs:/")
+        parent = out.rstrip("/").rsplit("/", 1)[0]
+        return parent if "/" in parent.split("://", 1)[1] else parent + "/"
+    return str(Path(out).resolve().parent)
 
 
 def session_for(args: argparse.Namespace, app_name: str):
