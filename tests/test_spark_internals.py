@@ -36,8 +36,18 @@ def test_a_pyspark_without_the_hooks_gets_one_clear_error():
         spark_internals.check_classic(SessionWithoutJsc())
 
 
-def test_the_classic_session_passes(spark):
+def test_the_classic_session_passes_and_its_hooks_reach_the_jvm_the_session_runs_on(spark):
     spark_internals.check_classic(spark)
+    # The Hadoop configuration is the session's own: a setting made through the public conf API shows in it.
+    conf = spark_internals.hadoop_configuration(spark)
+    conf.set("mfspark.test.marker", "42")
+    assert spark_internals.hadoop_configuration(spark).get("mfspark.test.marker") == "42"
+    # The JVM view builds Java objects; a Java array holds the values given, in order.
+    hadoop = spark_internals.jvm(spark).org.apache.hadoop.fs
+    renames = spark_internals.java_array(spark, hadoop.Options.Rename, [hadoop.Options.Rename.OVERWRITE,
+                                                                       hadoop.Options.Rename.NONE])
+    assert len(renames) == 2 and [str(r) for r in renames] == ["OVERWRITE", "NONE"]
+    assert str(hadoop.Path("file:///a/b").getName()) == "b"
 
 
 def test_missing_arrow_batch_rdd_falls_back_with_a_warning(caplog):
