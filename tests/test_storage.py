@@ -349,4 +349,7 @@ def test_checkpoints_of_an_hdfs_or_s3_output_go_beside_it_on_that_store_and_scra
     assert scratch_root("s3a://bucket/nightly") == "s3a://bucket/"
     profile = load_profile("local", scratch_root("s3a://bucket/recs/nightly"), conf_dir=REPO / "conf")
     assert profile.checkpoint_dir == "s3a://bucket/recs/_checkpoints"
-    assert profile.spark["spark.local.dir"] == f"{tempfile.gettempdir()}/mfspark/_spark_tmp"
+    scratch = profile.spark["spark.local.dir"]
+    assert scratch.startswith(f"{tempfile.gettempdir()}/mfspark/") and scratch.endswith("/_spark_tmp")
+    other = load_profile("local", scratch_root("hdfs://nn:8020/other/nightly"), conf_dir=REPO / "conf")
+    assert other.spark["spark.local.dir"] != scratch  # one scratch directory per output root

@@ -8,6 +8,7 @@ Nothing here runs at import time: a session exists only once a job asks for one.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -106,8 +107,10 @@ def load_profile(
         raise ConfigError(f"{source}: unknown table [{unknown_tables[0]}] (a profile has [spark], [mfspark] "
                           "and [pipeline])")
     root = str(Path(output_root).resolve()) if "://" not in str(output_root) else str(output_root)
-    # Spark's scratch space must be on this machine's disk: beside a local output, else in the temp directory.
-    local_root = root if "://" not in root else str(Path(tempfile.gettempdir()) / "mfspark")
+    # Spark's scratch space must be on this machine's disk: beside a local output, else in the temp directory, one
+    # directory per output root (jobs writing different roots never share one).
+    local_root = root if "://" not in root else \
+        str(Path(tempfile.gettempdir()) / "mfspark" / hashlib.sha256(root.encode()).hexdigest()[:12])
 
     def fill(value: object, key: str = "") -> str:
         return str(value).replace("{output_root}", local_root if key == "spark.local.dir" else root)
