@@ -13,10 +13,9 @@ from mfspark.pipeline.layout import (
     STAGES,
     format_runs,
     list_runs,
-    lists_stage,
     resolve_run,
+    resolve_stage,
     runs_json,
-    stage_location,
 )
 from mfspark.runtime.fs import filesystem, local_path
 
@@ -41,10 +40,9 @@ def run(args: argparse.Namespace, spark) -> None:
     if args.latest or args.stage:
         run_uri = fs.qualify(resolve_run(fs, root))
         if args.stage:
-            stage = lists_stage(fs, run_uri) if args.stage == "lists" else args.stage
-            location = stage_location(fs, run_uri, stage)
+            location = resolve_stage(fs, run_uri, args.stage)
             if not fs.exists(location):
-                raise InputError(f"run {run_uri} has no {stage} stage")
+                raise InputError(f"run {run_uri} has no {args.stage} stage")
             print(fs.qualify(location))
         else:
             print(run_uri)

@@ -60,9 +60,6 @@ class Root:
     def run(self, run_id: str) -> str:
         return run_dir(self.uri, run_id)
 
-    def write_json(self, path: str, obj: object) -> None:
-        self.fs.write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
 
 # ---------------------------------------------------------------- checks of what is on disk
 
@@ -204,7 +201,7 @@ def start_run_dir(root: Root, resumed: str | None, run_id: str | None, keys: dic
     run = root.run(chosen)
     root.fs.mkdirs(run)
     plan = root.fs.read_json_or_none(join(run, PLAN)) or {}
-    root.write_json(join(run, PLAN), {"keys": keys,
+    root.fs.write_json(join(run, PLAN), {"keys": keys,
                                       "started_at": plan.get("started_at") or datetime.now(timezone.utc).isoformat(
                                           timespec="seconds")})
     return chosen
@@ -308,9 +305,9 @@ def run_pipeline(spark: SparkSession | None, config: PipelineConfig, dry_run: bo
         ctx = StageContext(spark, root.fs, config, root.run(run_id))
         records = {p.stage.name: run_stage(ctx, p, i, len(planned)) for i, p in enumerate(planned, 1)}
         manifest = run_manifest(spark, root, config, run_id, planned, records)
-        root.write_json(join(root.run(run_id), MANIFEST), manifest)
+        root.fs.write_json(join(root.run(run_id), MANIFEST), manifest)
         pause_point("manifest")
-        root.write_json(join(root.run(run_id), SUCCESS), {"run_id": run_id})
+        root.fs.write_json(join(root.run(run_id), SUCCESS), {"run_id": run_id})
         root.fs.sync_tree(root.run(run_id))
         pause_point("latest")
         lock.check()
@@ -342,7 +339,7 @@ def run_stage(ctx: StageContext, planned: PlannedStage, number: int, total: int)
         root = layout.root_of_run(ctx.run_dir)
         record = {"key": planned.key, "seconds": original["seconds"], "summary": original["summary"],
                   "reused_from": planned.source_run, "location": planned.source.removeprefix(root + "/")}
-        ctx.write_json(join(out, SUCCESS), record)
+        ctx.fs.write_json(join(out, SUCCESS), record)
         log.info("%s: reused, %s", progress, planned.why)
         return {**record, "action": "reuse"}
     log.info("%s: running (%s)", progress, planned.why)
@@ -359,7 +356,7 @@ def run_stage(ctx: StageContext, planned: PlannedStage, number: int, total: int)
         raise PipelineStageError(f"stage {name} failed: {type(exc).__name__}: {first}") from exc
     seconds = round(time.perf_counter() - started, 3)
     record = {"key": planned.key, "seconds": seconds, "summary": summary, "files": stage_files(fs, out)}
-    ctx.write_json(join(out, SUCCESS), record)
+    ctx.fs.write_json(join(out, SUCCESS), record)
     log.info("%s: done in %.1f s", progress, seconds)
     return {**record, "action": "run"}
 

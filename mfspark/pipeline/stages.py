@@ -117,9 +117,6 @@ class StageContext:
         """Where stage `name`'s outputs are (this run's directory, or the earlier run's it reuses)."""
         return stage_location(self.fs, self.run_dir, name)
 
-    def write_json(self, path: str, obj: object) -> None:
-        self.fs.write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
     @functools.cached_property
     def split(self) -> splits.Split:
         """The ingested ratings split once: baseline, train and evaluate see the same rows."""
@@ -146,7 +143,7 @@ def run_baseline(ctx: StageContext, out: str) -> dict:
     model = BiasModel.fit(split.train, ctx.config.bias)
     model.save(join(out, "biases"))
     metrics = rating_metrics(model.predict(split.test))
-    ctx.write_json(join(out, "metrics.json"), metrics)
+    ctx.fs.write_json(join(out, "metrics.json"), metrics)
     return {"rows": {"train": split.train.count(), "test": split.test.count()}, "metrics": metrics}
 
 
@@ -190,7 +187,7 @@ def run_evaluate(ctx: StageContext, out: str) -> dict:
         "split": asdict(c.split) | splits.cold_start_counts(split), "baseline": metrics["baseline"],
         "lists": metrics.get("lists", metrics["als"]),
     }
-    ctx.write_json(join(out, "metrics.json"), report_view)
+    ctx.fs.write_json(join(out, "metrics.json"), report_view)
     return {"metrics": metrics}
 
 

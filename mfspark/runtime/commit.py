@@ -68,7 +68,7 @@ def replace_local_dir(staging: Path, final: Path) -> None:
 
 
 def write_json(spark: SparkSession, path: str, obj: Any) -> None:
-    HadoopFileSystem(spark).write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    HadoopFileSystem(spark).write_json(path, obj)
 
 
 def read_json(spark: SparkSession, path: str) -> Any:

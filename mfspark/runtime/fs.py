@@ -118,6 +118,10 @@ class FileSystem(ABC):
     def read_json(self, path: str) -> Any:
         return json.loads(self.read_text(path))
 
+    def write_json(self, path: str, obj: Any) -> None:
+        """`write_text` of `obj` as indented JSON with sorted keys (the form of every mfspark side file)."""
+        self.write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
     def read_json_or_none(self, path: str) -> Any:
         try:
             return self.read_json(path)
@@ -295,9 +299,8 @@ class HadoopFileSystem(FileSystem):
 
     def head(self, path: str, size: int) -> bytes:
         stream = self._fs(path).open(self._path(path))
-        try:  # byte by byte: py4j copies a Python buffer instead of filling it
-            values = (stream.read() for _ in range(size))
-            return bytes(value for value in values if value >= 0)
+        try:  # readNBytes returns a byte[], which Py4J hands over as bytes (it cannot fill a Python buffer)
+            return bytes(stream.readNBytes(size))
         finally:
             stream.close()
 
@@ -308,8 +311,7 @@ class HadoopFileSystem(FileSystem):
         stream = fs.open(self._path(path))
         try:
             stream.seek(max(0, length - size))
-            values = (stream.read() for _ in range(min(size, length)))
-            return bytes(value for value in values if value >= 0)
+            return bytes(stream.readNBytes(size))
         finally:
             stream.close()
 
