@@ -259,7 +259,7 @@ def test_one_job_per_checkpoint_interval(max_iter, interval, ends):
 def test_block_counts_are_validated():
     from mfspark.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="num_item_blocks must be between 1 and 65536"):
+    with pytest.raises(ConfigError, match=r"num_item_blocks \(--item-blocks\) must be 1 or more, got 0"):
         ALS(num_item_blocks=0)
 
 

@@ -1,6 +1,7 @@
 """`mfspark tune`: every grid point scored on a validation split carved from training, the best once on test."""
 
 import argparse
+import json
 
 import pytest
 
@@ -27,7 +28,7 @@ def test_grid_leaves_out_implicit_points_without_learned_biases_and_groups_by_la
     # One layout per (bias fit, bias reg): ranks and implicit weights share it.
     assert sorted(len(g) for g in groups) == [2, 2, 4, 4]
     assert all(len({p.layout_key() for p in g}) == 1 for g in groups)
-    with pytest.raises(ConfigError, match="bias_fit must be one of"):
+    with pytest.raises(ConfigError, match=r"bias_fit \(--bias-fit\) must be one of baseline, learned, got .both."):
         Grid(bias_fits=("both",)).points(ALSParams())
 
 
@@ -43,7 +44,12 @@ def test_tune_writes_every_point_and_the_table_and_scores_only_the_best_on_test(
     best = min(points, key=lambda p: p["validation_rmse"])
     assert (summary["best"]["rank"], summary["best"]["implicit_weight"]) == (best["rank"], best["implicit_weight"])
     table = (out / "tune.md").read_text()
-    assert capsys.readouterr().out.endswith(table)
+    assert capsys.readouterr().out.endswith(f"{table}chosen parameters: {out}/params.json (mfspark train/pipeline "
+                                            "--params FILE)\n")
+    chosen = json.loads((out / "params.json").read_text())
+    assert chosen["format"] == "mfspark-params/1" and chosen["cold_start"] == best["cold_start"]
+    assert (chosen["als"]["rank"], chosen["als"]["implicit_weight"], chosen["als"]["max_iter"]) == (
+        best["rank"], best["implicit_weight"], 2)
     rows = [line for line in table.splitlines() if line.startswith("| ")][2:]
     assert len(rows) == 4 and rows[0].startswith(f"| **{best['model']}** (chosen) | {best['rank']} |")
     assert f"{best['validation_rmse']:.4f}" in rows[0] and f"| {best['cold_start']} |" in rows[0]

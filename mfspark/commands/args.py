@@ -4,19 +4,23 @@ the split it evaluates on, and ALS's hyper-parameters."""
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
+import json
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
+from mfspark import params
 from mfspark.data.datasets import resolve_dataset
 from mfspark.data.movielens import RELEASES
 from mfspark.errors import ConfigError, InputError
 from mfspark.evaluation import split as splits
-from mfspark.models.als.estimator import BIAS_FITS, IMPLICIT_SIDES, PRESETS, ALSParams
+from mfspark.models.als.estimator import PRESETS, ALSParams
 from mfspark.models.base import COLD_START_STRATEGIES, DEFAULT_COLD_START
+from mfspark.pipeline.stages import LISTS_FIELDS
 from mfspark.runtime.commit import check_parquet_table
-from mfspark.runtime.fs import HadoopFileSystem, HadoopPath, input_path
+from mfspark.runtime.fs import HadoopFileSystem, HadoopPath, filesystem, input_path
 from mfspark.runtime.provenance import versions
 
 # What a directory that is not a model holds, by a file it has: said in the refusal, so the user sees what they passed.
@@ -25,6 +29,7 @@ NOT_A_MODEL = (
     ("metadata/part-00000", "a Spark MLlib model directory"),
     ("manifest.json", "an `mfspark ingest` output"),
 )
+PARAMS_FORMAT = "mfspark-params/1"  # a parameter file's "format" (read_params_file)
 
 
 def add_release_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,56 +101,127 @@ def run_info(spark: SparkSession, args: argparse.Namespace, split: splits.Split)
     }
 
 
+def _dest(name: str, prefix: str) -> str:
+    return prefix.replace("-", "_") + name
+
+
+def add_model_options(group: Any, cls: type, *, prefix: str = "", names: Iterable[str] | None = None,
+                defaults: object | None = None, default_note: str = "") -> None:
+    """An option per settable field of `cls` (only `names`, if given) on an argparse parser or group.
+
+    Options parse to None when not given (see `given_params`); the help shows the default of `defaults` (an
+    instance of `cls`) or, with `default_note`, says where the default comes from.
+    """
+    wanted = set(names) if names is not None else None
+    shown = defaults if defaults is not None else cls()
+    for f, spec in params.specs(cls):
+        if not spec.settable or (wanted is not None and f.name not in wanted):
+            continue
+        value = getattr(shown, f.name)
+        default = default_note or ("" if value is None else f" (default: {_shown(value, spec)})")
+        kwargs: dict[str, Any] = {"dest": _dest(f.name, prefix), "default": None, "help": spec.doc + default}
+        if spec.kind is bool:
+            kwargs["action"] = "store_const" if spec.negate else argparse.BooleanOptionalAction
+            if spec.negate:
+                kwargs["const"] = False
+        else:
+            kwargs["type"] = spec.kind
+            kwargs["metavar"] = {int: "N", float: "X"}.get(spec.kind, "NAME")
+            if spec.choices:
+                kwargs["choices"], kwargs["metavar"] = spec.choices, None
+        group.add_argument(params.option_of(f, spec, prefix), **kwargs)
+
+
+def _shown(value: object, spec: params.Spec) -> str:
+    if spec.kind is bool:
+        return "off" if value == spec.negate else "on"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def given_params(args: argparse.Namespace, cls: type, *, prefix: str = "") -> dict[str, Any]:
+    """The fields of `cls` given on the command line (options added by `add_options` with `prefix`)."""
+    values = {f.name: getattr(args, _dest(f.name, prefix), None) for f, spec in params.specs(cls) if spec.settable}
+    return {name: value for name, value in values.items() if value is not None}
+
+
 def add_als_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = ALSParams()
-    group = parser.add_argument_group("ALS")
-    group.add_argument("--rank", type=int, default=defaults.rank)
-    group.add_argument("--reg", type=float, default=defaults.reg, help="lambda, scaled by each entity's rating count")
-    group.add_argument("--max-iter", type=int, default=defaults.max_iter)
-    group.add_argument("--user-blocks", type=int, help="default: spark.default.parallelism")
-    group.add_argument("--item-blocks", type=int, help="default: spark.default.parallelism")
-    group.add_argument("--nonnegative", action="store_true")
-    group.add_argument("--checkpoint-interval", type=int, default=defaults.checkpoint_interval)
-    group.add_argument("--storage-level", default=defaults.storage_level)
-    group.add_argument("--biases", action="store_true", help="user and movie biases (see --bias-fit)")
-    group.add_argument("--bias-fit", choices=BIAS_FITS, default=defaults.bias_fit,
-                       help="with --biases: baseline (fitted first, factors on its residuals; default) or learned "
-                            "(inside ALS, jointly with the factors)")
-    group.add_argument("--bias-reg-user", type=float, default=defaults.bias_reg_user)
-    group.add_argument("--bias-reg-item", type=float, default=defaults.bias_reg_item)
-    group.add_argument("--implicit-weight", type=float, default=defaults.implicit_weight,
-                       help="> 0 (with --biases --bias-fit learned): also fit who rated what with this weight")
-    group.add_argument("--implicit-sides", choices=IMPLICIT_SIDES, default=defaults.implicit_sides,
-                       help="with --implicit-weight: implicit information for the users only (default) or both sides")
-    group.add_argument("--constant-reg", action="store_true",
-                       help="with --bias-fit learned: reg * |f|^2 per entity, not ALS-WR's reg * n * |f|^2 "
-                            "(reg then ~10, not ~0.1)")
-    group.add_argument("--preset", choices=sorted(PRESETS),
-                       help="accurate: rank, reg, iterations and biases chosen on validation splits "
-                            "(docs/accuracy.md); replaces those options, the others apply")
-    group.add_argument("--implicit", action="store_true",
-                       help="implicit feedback (Hu/Koren/Volinsky, MLlib's implicitPrefs): ratings are confidences")
-    group.add_argument("--alpha", type=float, default=defaults.alpha, help="implicit: confidence 1 + alpha * |rating|")
-    group.add_argument("--cold-start", choices=COLD_START_STRATEGIES, default=DEFAULT_COLD_START,
+    """ALS's options, derived from `ALSParams` (`mfspark.params`), plus --preset, --params and --cold-start."""
+    group = parser.add_argument_group("ALS (later wins: built-in default, --preset, --params FILE, an option given)")
+    add_model_options(group, ALSParams)
+    add_preset_and_params_file(group)
+    group.add_argument("--cold-start", choices=COLD_START_STRATEGIES, default=None,
                        help="test ratings of users or movies unseen in training: baseline (mu + the pre-fitted "
                             "biases), learned (mu + the biases learned inside ALS), nan or drop (left out of the RMSE) "
-                            "(default: %(default)s)")
+                            f"(default: the --params file's, else {DEFAULT_COLD_START})")
 
 
-def als_params(args: argparse.Namespace) -> ALSParams:
-    if args.max_iter < 1:  # zero iterations would write the random initial factors as if they were a model
-        raise ConfigError(f"--max-iter must be at least 1, got {args.max_iter}")
-    params = ALSParams(
-        rank=args.rank, reg=args.reg, max_iter=args.max_iter, num_user_blocks=args.user_blocks,
-        num_item_blocks=args.item_blocks, seed=args.seed, nonnegative=args.nonnegative,
-        checkpoint_interval=args.checkpoint_interval, storage_level=args.storage_level, biases=args.biases,
-        bias_reg_user=args.bias_reg_user, bias_reg_item=args.bias_reg_item, bias_fit=args.bias_fit,
-        implicit_weight=args.implicit_weight, implicit=args.implicit, alpha=args.alpha,
-        implicit_sides=args.implicit_sides, scale_reg=not args.constant_reg,
-    )
-    params = replace(params, **PRESETS[args.preset]) if args.preset else params
-    params.validate()  # before any data is read
-    return params
+def add_preset_and_params_file(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--preset", choices=sorted(PRESETS),
+                       help="accurate: rank, reg, iterations and biases chosen on validation splits "
+                            "(docs/accuracy.md); options given and a --params file win over it")
+    group.add_argument("--params", metavar="FILE",
+                       help="a parameter file (JSON, e.g. the params.json `mfspark tune` writes): its values replace "
+                            "the defaults; options given win over it")
+
+
+def als_params(args: argparse.Namespace, spark: SparkSession | None = None) -> ALSParams:
+    """The ALS parameters of a model command: defaults, --preset, --params FILE, the options given; checked."""
+    chosen = params.layered(ALSParams(), PRESETS[args.preset] if args.preset else {},
+                            read_params_file(args.params, spark)["als"] if args.params else {},
+                            given_params(args, ALSParams), {"seed": args.seed})
+    check_command_params(chosen)
+    return chosen
+
+
+def check_command_params(chosen: ALSParams) -> None:
+    """`ALSParams.validate`, and the one thing a command refuses that the library allows: zero iterations
+    (it would write the random initial factors as if they were a model)."""
+    chosen.validate()
+    if chosen.max_iter < 1:
+        raise ConfigError(f"max_iter (--max-iter) must be 1 or more, got {chosen.max_iter}")
+
+
+def cold_start(args: argparse.Namespace, spark: SparkSession | None = None) -> str:
+    """--cold-start, else the --params file's choice, else the default strategy."""
+    if args.cold_start:
+        return args.cold_start
+    chosen = read_params_file(args.params, spark).get("cold_start") if args.params else None
+    return chosen or DEFAULT_COLD_START
+
+
+def read_params_file(path: str, spark: SparkSession | None = None) -> dict:
+    """A parameter file's sections, checked field by field: `als` (a model's `ALSParams`), `lists` (the
+    pipeline's lists model: LISTS_FIELDS) and `cold_start`; a missing or malformed file is one line."""
+    fs = filesystem(path, spark)
+    if not fs.exists(path):
+        raise InputError(f"--params {path} not found")
+    try:
+        document = json.loads(fs.read_text(path))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--params {path}: not JSON ({exc})") from None
+    if not isinstance(document, dict) or document.get("format") != PARAMS_FORMAT:
+        raise InputError(f"--params {path}: not a parameter file (expected \"format\": \"{PARAMS_FORMAT}\")")
+    unknown = sorted(set(document) - {"format", "als", "lists", "cold_start", "chosen_by"})
+    if unknown:
+        raise InputError(f"--params {path}: unknown section {unknown[0]}")
+    cold = document.get("cold_start")
+    if cold is not None and cold not in COLD_START_STRATEGIES:
+        raise InputError(f"--params {path}: cold_start must be one of {', '.join(COLD_START_STRATEGIES)}, got {cold!r}")
+    return {"als": params.from_table(ALSParams, document.get("als", {}), f"--params {path}: als"),
+            "lists": params.from_table(ALSParams, document.get("lists", {}), f"--params {path}: lists",
+                                       names=LISTS_FIELDS),
+            "cold_start": cold}
+
+
+def params_document(chosen_by: dict, als: ALSParams | None = None, lists: ALSParams | None = None,
+                    cold_start: str | None = None) -> dict:
+    """What `read_params_file` reads: every settable field of each model given (the seed is the run's)."""
+    def section(model: ALSParams, names: tuple[str, ...]) -> dict:
+        return {name: getattr(model, name) for name in names if getattr(model, name) is not None}
+    return {"format": PARAMS_FORMAT, "chosen_by": chosen_by,
+            **({"als": section(als, params.settable_names(ALSParams))} if als else {}),
+            **({"lists": section(lists, LISTS_FIELDS)} if lists else {}),
+            **({"cold_start": cold_start} if cold_start else {})}
 
 
 def model_dir(spark: SparkSession, path: str, option: str) -> str:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
-from mfspark.commands.args import read_ratings
+from mfspark.commands.args import add_model_options, given_params, read_ratings
 from mfspark.errors import ConfigError
 from mfspark.evaluation.metrics import DEFAULT_THRESHOLD, ranking_metrics, rating_metrics
 from mfspark.evaluation.split import PREDEFINED_SPLITS, SPLIT_KINDS, Split, cold_start_counts, make_splits
@@ -61,9 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--folds", type=int, default=5, help="k for --split kfold (default 5)")
     parser.add_argument("--predefined-dir", metavar="DIR", help="ml-100k directory holding u1.base, u1.test, ...")
     parser.add_argument("--predefined-name", choices=PREDEFINED_SPLITS, default="u1")
-    parser.add_argument("--lambda-u", type=float, default=DEFAULTS.lambda_u, help="user bias damping")
-    parser.add_argument("--lambda-i", type=float, default=DEFAULTS.lambda_i, help="movie bias damping")
-    parser.add_argument("--sweeps", type=int, default=DEFAULTS.sweeps, help="alternating refits (1 = damped means)")
+    add_model_options(parser, BiasParams)
     for bound in ("min", "max"):
         parser.add_argument(f"--{bound}-rating", type=scale_bound, default=getattr(DEFAULTS, f"{bound}_rating"),
                             help=f"predictions are clipped to this {bound}imum: a number, 'none' or '{OBSERVED}' "
@@ -148,7 +147,8 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
     if args.tune and args.split == "kfold":  # a carve of fold 1's training holds folds 2..k's test ratings
         raise ConfigError("--tune cannot be combined with --split kfold (it would tune on other folds' test "
                           "ratings): tune with --split random or temporal, then pass --lambda-u/--lambda-i")
-    params = BiasParams(args.lambda_u, args.lambda_i, args.sweeps, args.min_rating, args.max_rating)
+    params = replace(BiasParams(**given_params(args, BiasParams)), min_rating=args.min_rating,
+                     max_rating=args.max_rating)
     params.validate()
     ratings, dataset = load_ratings(spark, args.input) if args.input else (None, "ml-100k")
     if ratings is not None:

@@ -1,37 +1,71 @@
 """`mfspark pipeline`: ingest -> baseline -> train -> train_lists -> evaluate -> recommend into
 ROOT/runs/<run_id>/ (see `mfspark.pipeline.run`).
 
-Settings come from the built-in defaults, then the profile's `[pipeline]` table
-(`conf/<profile>.toml`), then the command line.
+Settings come from the built-in defaults, then the profile's `[pipeline]` table and its model tables
+`[pipeline.baseline]`, `[pipeline.als]`, `[pipeline.lists]` (`conf/<profile>.toml`), then (models only) the
+`--preset` and a `--params` file, then the command line.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-from dataclasses import asdict, fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 import tomllib
 from pyspark.sql import SparkSession
 
-from mfspark.commands.args import add_release_arguments, release_source
+from mfspark import params
+from mfspark.commands.args import (
+    add_model_options,
+    add_preset_and_params_file,
+    add_release_arguments,
+    given_params,
+    read_params_file,
+    release_source,
+)
 from mfspark.data.ingest import DEFAULT_MAX_REJECT_FRACTION
 from mfspark.errors import ConfigError
-from mfspark.models.als.estimator import PRESETS
+from mfspark.models.als.estimator import PRESETS, ALSParams
+from mfspark.models.base import COLD_START_STRATEGIES, DEFAULT_COLD_START
 from mfspark.models.bias import BiasParams
 from mfspark.pipeline.run import check_run_id, run_pipeline
-from mfspark.pipeline.stages import LIST_MODELS, LISTS_ALS, PIPELINE_SPLITS, PipelineConfig, SplitParams
+from mfspark.pipeline.stages import (
+    ALS_FIELDS,
+    BASELINE_FIELDS,
+    LIST_MODELS,
+    LISTS_ALS,
+    LISTS_FIELDS,
+    PIPELINE_ALS,
+    PIPELINE_SPLITS,
+    PipelineConfig,
+    SplitParams,
+)
 from mfspark.runtime.session import profile_text
 
-# Options a profile's [pipeline] table may set, with their built-in defaults.
+log = logging.getLogger(__name__)
+
+# Settings of the run a profile's [pipeline] table may set, with their built-in defaults. The models' parameters
+# are declared by their dataclasses (mfspark.params) and set in the [pipeline.baseline], [pipeline.als] and
+# [pipeline.lists] tables, by a --params file or by their options.
 DEFAULTS = {
     "split": "random", "test_fraction": 0.2, "seed": 42, "max_reject_fraction": DEFAULT_MAX_REJECT_FRACTION,
-    "rank": 10, "reg": 0.1, "max_iter": 10, "biases": True, "checkpoint_interval": 10,
-    "lambda_u": BiasParams.lambda_u, "lambda_i": BiasParams.lambda_i, "top_n": 10, "max_input_age_hours": None,
-    "preset": None,
-    "warm_start": None, "lists": "implicit", "lists_alpha": LISTS_ALS.alpha,
+    "top_n": 10, "max_input_age_hours": None, "preset": None, "warm_start": None, "lists": "implicit",
+    "cold_start": DEFAULT_COLD_START,
 }
+# table -> (its dataclass, the fields it may set, the option prefix, the pipeline's built-in model)
+MODELS = {
+    "baseline": (BiasParams, BASELINE_FIELDS, "", BiasParams()),
+    "als": (ALSParams, ALS_FIELDS, "", PIPELINE_ALS),
+    "lists": (ALSParams, LISTS_FIELDS, "lists-", LISTS_ALS),
+}
+# [pipeline] keys from before the models had tables of their own: still read, with a warning naming the new place.
+LEGACY_KEYS = {"rank": ("als", "rank"), "reg": ("als", "reg"), "max_iter": ("als", "max_iter"),
+               "biases": ("als", "biases"), "checkpoint_interval": ("als", "checkpoint_interval"),
+               "lambda_u": ("baseline", "lambda_u"), "lambda_i": ("baseline", "lambda_i"),
+               "lists_alpha": ("lists", "alpha")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,27 +84,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-input-age-hours", type=float,
                         help="refuse input files older than this (stale-input check; default off)")
     stage = parser.add_argument_group("stage options (default: the profile's [pipeline] table, then built-in)")
-    stage.add_argument("--max-reject-fraction", type=float, help="ingest: fail above this share of rejected rows")
-    stage.add_argument("--split", choices=PIPELINE_SPLITS, help="test split (default random)")
-    stage.add_argument("--test-fraction", type=float, help="share of ratings held out for evaluate (default 0.2)")
-    stage.add_argument("--seed", type=int, help="seed of the split and of ALS (default 42)")
-    stage.add_argument("--lambda-u", type=float, help="baseline: user bias damping")
-    stage.add_argument("--lambda-i", type=float, help="baseline: movie bias damping")
-    stage.add_argument("--rank", type=int, help="ALS rank (default 10)")
-    stage.add_argument("--reg", type=float, help="ALS lambda (default 0.1)")
-    stage.add_argument("--max-iter", type=int, help="ALS iterations (default 10)")
-    stage.add_argument("--biases", action=argparse.BooleanOptionalAction, help="ALS on bias residuals (default on)")
-    stage.add_argument("--preset", choices=sorted(PRESETS),
-                       help="ALS hyper-parameters chosen on validation splits (docs/accuracy.md); "
-                            "options given here win")
-    stage.add_argument("--checkpoint-interval", type=int, help="ALS iterations between checkpoints (default 10)")
+    stage.add_argument("--max-reject-fraction", type=float,
+                       help=f"ingest: fail above this share of rejected rows "
+                            f"(default {DEFAULTS['max_reject_fraction']})")
+    stage.add_argument("--split", choices=PIPELINE_SPLITS, help=f"test split (default {DEFAULTS['split']})")
+    stage.add_argument("--test-fraction", type=float,
+                       help=f"share of ratings held out for evaluate (default {DEFAULTS['test_fraction']})")
+    stage.add_argument("--seed", type=int, help=f"seed of the split and of ALS (default {DEFAULTS['seed']})")
     stage.add_argument("--warm-start", metavar="MODEL_DIR",
                        help="train: start from this model's factors (e.g. ROOT/latest/train/factors)")
-    stage.add_argument("--top-n", type=int, help="recommend: list length (default 10; 0 = no recommend stage)")
+    stage.add_argument("--top-n", type=int,
+                       help=f"recommend: list length (default {DEFAULTS['top_n']}; 0 = no recommend stage)")
     stage.add_argument("--lists", choices=LIST_MODELS,
                        help="recommend: lists from implicit-feedback ALS on the ratings >= 4 (default; it ranks "
                             "best, docs/accuracy.md) or from the train stage's model of rating values")
-    stage.add_argument("--lists-alpha", type=float, help="implicit lists' model: confidence 1 + alpha * rating")
+    stage.add_argument("--cold-start", choices=COLD_START_STRATEGIES,
+                       help=f"evaluate: how ALS scores test ratings of unseen users or movies (default "
+                            f"{DEFAULTS['cold_start']}; a --params file from `mfspark tune` sets its choice)")
+    titles = {"baseline": "the baseline stage's biases: [pipeline.baseline]",
+              "als": "the train stage's ALS: [pipeline.als] (later wins: built-in, profile, --preset, --params FILE, "
+                     "an option given)",
+              "lists": "the train_lists stage's implicit ALS: [pipeline.lists]"}
+    for table, (cls, names, prefix, built_in) in MODELS.items():
+        group = parser.add_argument_group(titles[table])
+        add_model_options(group, cls, prefix=prefix, names=names, defaults=built_in)
+        if table == "als":
+            add_preset_and_params_file(group)
 
 
 def positive_int(text: str) -> int:
@@ -84,24 +123,42 @@ def positive_int(text: str) -> int:
     return value
 
 
-def profile_settings(profile: str, conf_dir: str | None) -> dict:
-    """The `[pipeline]` table of the profile (empty when it has none); unknown keys are an error."""
+def profile_settings(profile: str, conf_dir: str | None) -> tuple[dict, dict[str, dict]]:
+    """The profile's `[pipeline]` settings and its model tables (`MODELS`), checked; unknown keys are an error."""
     text, source = profile_text(profile, conf_dir)
-    table = tomllib.loads(text).get("pipeline", {})
+    table = dict(tomllib.loads(text).get("pipeline", {}))
+    models = {name: dict(table.pop(name, {})) for name in MODELS}
+    for key in sorted(set(table) & set(LEGACY_KEYS)):
+        model, name = LEGACY_KEYS[key]
+        log.warning("%s: [pipeline] %s is now [pipeline.%s] %s (read from here for now)", source, key, model, name)
+        models[model].setdefault(name, table.pop(key))
     unknown = sorted(set(table) - set(DEFAULTS))
     if unknown:
-        raise ConfigError(f"{source}: unknown [pipeline] settings {', '.join(unknown)} (known: {', '.join(DEFAULTS)})")
-    return table
+        raise ConfigError(f"{source}: unknown [pipeline] settings {', '.join(unknown)} (known: "
+                          f"{', '.join(DEFAULTS)}, and the tables {', '.join(f'[pipeline.{m}]' for m in MODELS)})")
+    return table, {name: params.from_table(MODELS[name][0], values, f"{source} [pipeline.{name}]",
+                                           names=MODELS[name][1])
+                   for name, values in models.items()}
 
 
-def settings(args: argparse.Namespace) -> dict:
-    """Built-in defaults, overridden by the profile, by the preset (named in either), by the command line."""
-    given = {name: getattr(args, name) for name in DEFAULTS if getattr(args, name) is not None}
-    chosen = DEFAULTS | profile_settings(args.profile, args.conf_dir) | given
-    preset = chosen["preset"]
+def settings(args: argparse.Namespace, spark: SparkSession | None = None) -> tuple[dict, dict]:
+    """The run's settings and each model's parameters: built-in defaults, then the profile, the preset (named in
+    either; ALS only), the --params file, the options given."""
+    given = {name: getattr(args, name) for name in DEFAULTS if getattr(args, name, None) is not None}
+    run_table, model_tables = profile_settings(args.profile, args.conf_dir)
+    chosen = DEFAULTS | run_table | given
+    preset = args.preset or chosen["preset"]
     if preset is not None and preset not in PRESETS:
         raise ConfigError(f"unknown preset '{preset}' (known: {', '.join(PRESETS)})")
-    return chosen | (PRESETS[preset] if preset else {}) | given
+    from_file = read_params_file(args.params, spark) if args.params else {}
+    if from_file.get("cold_start") and "cold_start" not in given:
+        chosen["cold_start"] = from_file["cold_start"]
+    models = {}
+    for name, (cls, _, prefix, built_in) in MODELS.items():
+        preset_layer = PRESETS[preset] if preset and name == "als" else {}
+        models[name] = params.layered(built_in, model_tables[name], preset_layer, from_file.get(name, {}),
+                                      given_params(args, cls, prefix=prefix))
+    return chosen, models
 
 
 def run_id(args: argparse.Namespace) -> str | None:
@@ -114,24 +171,17 @@ def run_id(args: argparse.Namespace) -> str | None:
 
 
 def pipeline_config(args: argparse.Namespace, spark: SparkSession | None = None) -> PipelineConfig:
-    s = settings(args)
-    if s["max_iter"] < 1:
-        raise ConfigError(f"--max-iter must be at least 1, got {s['max_iter']}")
+    s, models = settings(args, spark)
     if s["lists"] not in LIST_MODELS:
         raise ConfigError(f"lists must be one of {', '.join(LIST_MODELS)}, got '{s['lists']}'")
     if s["top_n"] < 0:
         raise ConfigError(f"--top-n must be 0 (no recommend stage) or more, got {s['top_n']}")
-    lists_als = replace(LISTS_ALS, seed=s["seed"], alpha=s["lists_alpha"])
-    lists_als.validate()  # a bad --lists-alpha fails here, not in the train_lists stage
-    defaults = PipelineConfig(root=args.out, source_dir=Path())  # the release is looked for once all is checked
-    als = {f.name: s[f.name] for f in fields(defaults.als) if f.name in s} | {"seed": s["seed"]}
-    config = replace(
-        defaults, max_reject_fraction=s["max_reject_fraction"],
-        split=SplitParams(s["split"], s["test_fraction"], s["seed"]),
-        bias=BiasParams(**asdict(defaults.bias) | {"lambda_u": s["lambda_u"], "lambda_i": s["lambda_i"]}),
-        als=replace(defaults.als, **als), top_n=s["top_n"], force=args.force,
+    config = PipelineConfig(
+        root=args.out, source_dir=Path(),  # the release is looked for once all is checked
+        max_reject_fraction=s["max_reject_fraction"], split=SplitParams(s["split"], s["test_fraction"], s["seed"]),
+        bias=models["baseline"], als=replace(models["als"], seed=s["seed"]), top_n=s["top_n"], force=args.force,
         max_input_age_hours=s["max_input_age_hours"], run_id=run_id(args), warm_start=s["warm_start"],
-        lists=s["lists"], lists_als=lists_als,
+        lists=s["lists"], lists_als=replace(models["lists"], seed=s["seed"]), cold_start=s["cold_start"],
     )
     config.validate()  # before a --dataset download and before any stage runs
     source, release = release_source(args, spark)

@@ -19,6 +19,7 @@ from mfspark.commands.args import (
     add_als_arguments,
     add_split_arguments,
     als_params,
+    cold_start,
     load_split,
     model_dir,
     run_info,
@@ -45,7 +46,7 @@ def load_initial_model(spark: SparkSession, path: str) -> ALSModel:
 
 
 def run(args: argparse.Namespace, spark: SparkSession) -> dict:
-    params = als_params(args)
+    params, strategy = als_params(args, spark), cold_start(args, spark)
     split = load_split(spark, args)
     started = time.perf_counter()
     initial = load_initial_model(spark, args.warm_start) if args.warm_start else None
@@ -55,12 +56,12 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
         lists = model.recommend_for_users(None, IMPLICIT_TOP_N, split.train.select("user_id", "movie_id"))
         metrics = {**ranking_metrics(lists, split.test, IMPLICIT_TOP_N), "rmse": None, "mae": None}
     else:
-        metrics = rating_metrics(model.predict(split.test, args.cold_start))
+        metrics = rating_metrics(model.predict(split.test, strategy))
         metrics["unscored"] = metrics["excluded"]
     result = {
         **run_info(spark, args, split),
         "model": model_name(params),
-        "params": {**vars(params), "cold_start": args.cold_start, "warm_start": args.warm_start},
+        "params": {**vars(params), "cold_start": strategy, "warm_start": args.warm_start},
         "rmse": metrics["rmse"],
         "mae": metrics["mae"],
         "test": metrics,

@@ -2,7 +2,8 @@
 carved from training; the chosen point is scored once on the test split.
 
 Writes `OUT/tune` (Parquet, one row per grid point: `mfspark.models.als.tuning.POINT_COLUMNS`),
-`OUT/tune.md` (the table, best first, and the test line) and `OUT/metrics.json`.
+`OUT/tune.md` (the table, best first, and the test line), `OUT/metrics.json` and `OUT/params.json`: the
+chosen parameters, which `mfspark train --params` and `mfspark pipeline --params` take.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
     if not 0 < args.validation_fraction < 1:
         raise ConfigError(f"--validation-fraction must be between 0 and 1, got {args.validation_fraction}")
     grid = tuning.Grid(args.ranks, args.regs, args.bias_fits, args.bias_regs, args.implicit_weights)
-    base = shared.als_params(args)
+    base = shared.als_params(args, spark)
     grid.points(base)  # refuse a bad grid before reading anything
     split = shared.load_split(spark, args)
     result = tuning.tune(split, base, grid, args.validation_fraction, args.validation_seed)
@@ -57,7 +58,11 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
             "validation_fraction": args.validation_fraction, "validation_seed": args.validation_seed,
             "points": result.points, "best": asdict(result.best), "cold_start": result.cold_start,
             "test": result.test, "test_rmse_seen": result.test_seen_rmse, "test_fit_s": result.test_fit_s})
+        write_json(spark, f"{staging}/params.json", shared.params_document(
+            {"command": "mfspark tune", "validation_rmse": min(p["validation_rmse"] for p in result.points),
+             "test_rmse": result.test["rmse"]}, als=result.best, cold_start=result.cold_start))
     print(table, end="")
+    print(f"chosen parameters: {args.out.rstrip('/')}/params.json (mfspark train/pipeline --params FILE)")
     best = result.best
     return {"points": len(result.points), "best": {"rank": best.rank, "reg": best.reg, "bias_fit": best.bias_fit,
                                                    "bias_reg": best.bias_reg_user,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
 
-from mfspark.errors import ConfigError, InputError
+from mfspark.errors import InputError
 from mfspark.models.base import (
     DEFAULT_COLD_START,
     OBSERVED,
@@ -34,6 +34,7 @@ from mfspark.models.base import (
     with_cold_start,
 )
 from mfspark.models.inputs import validate_ratings
+from mfspark.params import check, param
 from mfspark.runtime.commit import read_json, write_json
 
 if TYPE_CHECKING:
@@ -47,20 +48,15 @@ class BiasParams:
     """Damping of the user and movie biases, number of alternating sweeps, rating scale for clipping (None: no clip;
     OBSERVED, the default: the training ratings' lowest and highest, set by `fit`)."""
 
-    lambda_u: float = 5.0
-    lambda_i: float = 5.0
-    sweeps: int = 10
-    min_rating: float | str | None = OBSERVED
-    max_rating: float | str | None = OBSERVED
+    lambda_u: float = param(5.0, "user bias damping: b_u = sum(r - mu - b_i) / (n_u + lambda_u)", low=0)
+    lambda_i: float = param(5.0, "movie bias damping: b_i = sum(r - mu - b_u) / (n_i + lambda_i)", low=0)
+    sweeps: int = param(10, "alternating refits of the two bias tables (1 = damped means)", low=1)
+    min_rating: float | str | None = param(OBSERVED, "lowest prediction", kind=float, settable=False)
+    max_rating: float | str | None = param(OBSERVED, "highest prediction", kind=float, settable=False)
 
     def validate(self) -> None:
         """A negative damping can cancel a count (n + lambda = 0: infinite or NaN biases); no sweep fits nothing."""
-        for name in ("lambda_u", "lambda_i"):
-            value = getattr(self, name)
-            if not value >= 0:  # NaN too
-                raise ConfigError(f"{name} (--{name.replace('_', '-')}) must be 0 or more, got {value}")
-        if self.sweeps < 1:
-            raise ConfigError(f"sweeps (--sweeps) must be at least 1, got {self.sweeps}")
+        check(self)
         check_scale(self.min_rating, self.max_rating)
 
     def resolved(self, observed: tuple[float, float] | None) -> BiasParams:

@@ -24,7 +24,9 @@ from mfspark.errors import ConfigError
 from mfspark.evaluation import split as splits
 from mfspark.evaluation.metrics import held_out_ranking, rating_metrics
 from mfspark.models.als.estimator import ALS, ALSModel, ALSParams, model_name
+from mfspark.models.base import COLD_START_STRATEGIES, DEFAULT_COLD_START
 from mfspark.models.bias import BiasModel, BiasParams
+from mfspark.params import settable_names
 from mfspark.pipeline.layout import stage_location
 from mfspark.runtime.commit import check_parquet_table
 from mfspark.runtime.fs import FileSystem, join
@@ -40,6 +42,12 @@ RANKING_K = 10  # the evaluate stage's list length, as the report's ranking colu
 LIST_MODELS = ("implicit", "ratings")
 LISTS_MIN_RATING = 4.0
 LISTS_ALS = ALSParams(rank=10, reg=0.1, max_iter=10, implicit=True, alpha=1.0)
+PIPELINE_ALS = ALSParams(biases=True)  # the train stage's model: ALS on the bias baseline's residuals
+# What options, profile tables and parameter files may set of each model of the pipeline (mfspark.params):
+# the train stage's rating model (implicit feedback is the lists model's), the lists model, the baseline.
+ALS_FIELDS = settable_names(ALSParams, exclude=("implicit", "alpha"))
+LISTS_FIELDS = ("rank", "reg", "max_iter", "alpha")
+BASELINE_FIELDS = ("lambda_u", "lambda_i")
 
 
 PIPELINE_SPLITS = ("random", "temporal")
@@ -62,7 +70,7 @@ class PipelineConfig:
     max_reject_fraction: float = DEFAULT_MAX_REJECT_FRACTION
     split: SplitParams = SplitParams()
     bias: BiasParams = BiasParams()
-    als: ALSParams = field(default_factory=lambda: ALSParams(biases=True))
+    als: ALSParams = field(default_factory=lambda: replace(PIPELINE_ALS))
     top_n: int = 10  # 0: no recommend stage
     force: bool = False
     max_input_age_hours: float | None = None  # stale-input check, off when None
@@ -70,6 +78,7 @@ class PipelineConfig:
     warm_start: str | None = None  # train: a model directory to start from (e.g. the last run's)
     lists: str = "implicit"  # what recommend's lists come from: the train_lists model, or "ratings": train's
     lists_als: ALSParams = field(default_factory=lambda: replace(LISTS_ALS))
+    cold_start: str = DEFAULT_COLD_START  # evaluate: how the ALS model scores test ratings of unseen users/movies
 
     def validate(self) -> None:
         """What the stages would refuse, refused before the first of them runs (a bad rank is not found after
@@ -80,8 +89,15 @@ class PipelineConfig:
             raise ConfigError(f"split must be one of {', '.join(PIPELINE_SPLITS)}, got '{self.split.kind}'")
         splits.check_fraction(self.split.test_fraction)
         self.bias.validate()
-        self.als.validate()
-        self.lists_als.validate()
+        for name, model in (("als", self.als), ("lists", self.lists_als)):
+            model.validate()
+            if model.max_iter < 1:  # zero iterations would publish the random initial factors as a model
+                raise ConfigError(f"{name} max_iter must be 1 or more, got {model.max_iter}")
+        if self.als.implicit or not self.lists_als.implicit:
+            raise ConfigError("the train stage fits rating values and the lists model implicit feedback "
+                              "(implicit must be false in [pipeline.als] and true in [pipeline.lists])")
+        if self.cold_start not in COLD_START_STRATEGIES:
+            raise ConfigError(f"cold_start must be one of {', '.join(COLD_START_STRATEGIES)}, got '{self.cold_start}'")
 
     @property
     def lists_stage(self) -> str:
@@ -175,9 +191,9 @@ def run_evaluate(ctx: StageContext, out: str) -> dict:
     split, c = ctx.split, ctx.config
     als = ALSModel.load(ctx.spark, join(ctx.stage_dir("train"), "factors"))
     baseline = BiasModel.load(ctx.spark, join(ctx.stage_dir("baseline"), "biases"))
-    metrics = {name: rating_metrics(model.predict(split.test))
+    metrics = {name: rating_metrics(model.predict(split.test, cold_start))
                | held_out_ranking(model.recommend_for_users, split, RANKING_K)
-               for name, model in (("als", als), ("baseline", baseline))}
+               for name, model, cold_start in (("als", als, c.cold_start), ("baseline", baseline, DEFAULT_COLD_START))}
     if c.lists_stage != "train":
         lists = ALSModel.load(ctx.spark, join(ctx.stage_dir(c.lists_stage), "factors"))
         metrics["lists"] = held_out_ranking(lists.recommend_for_users, split, RANKING_K)
@@ -225,7 +241,8 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
     if lists:
         stages.append(Stage("train_lists", {"split": split, "min_rating": LISTS_MIN_RATING, "als": asdict(c.lists_als)},
                             ("ingest",), run_train_lists))
-    stages.append(Stage("evaluate", {"split": split, "ranking_k": RANKING_K}, ("baseline", "train", *lists),
+    stages.append(Stage("evaluate", {"split": split, "ranking_k": RANKING_K, "cold_start": c.cold_start},
+                        ("baseline", "train", *lists),
                         run_evaluate))
     if c.top_n > 0:
         stages.append(Stage("recommend", {"top_n": c.top_n}, (c.lists_stage, "ingest"), run_recommend))

@@ -65,6 +65,7 @@ from mfspark.models.base import (
 )
 from mfspark.models.bias import BiasModel, BiasParams, baseline_value, fit_biases, with_bias_columns
 from mfspark.models.inputs import check_ratings, checkable_while_packing
+from mfspark.params import check, param
 from mfspark.runtime.fs import HadoopFileSystem
 from mfspark.runtime.spark_internals import jvm_gc
 
@@ -83,31 +84,46 @@ PRESETS = {
 }
 
 
+STORAGE_LEVELS = tuple(name for name in vars(StorageLevel) if name.isupper())
+
+
 @dataclass
 class ALSParams:
-    rank: int = 10
-    reg: float = 0.1
-    max_iter: int = 10
-    num_user_blocks: int | None = None  # default: spark.default.parallelism
-    num_item_blocks: int | None = None
-    seed: int = 0
-    nonnegative: bool = False
-    checkpoint_interval: int = 10  # iterations between checkpoints of the factors; 0 disables
-    storage_level: str = "MEMORY_AND_DISK"
-    biases: bool = False
-    bias_reg_user: float = 5.0
-    bias_reg_item: float = 5.0
-    bias_sweeps: int = 2
+    """ALS's hyper-parameters, each declared once (`mfspark.params`): the options of train, tune, sweep,
+    compare-mllib and pipeline, the profile's `[pipeline.als]`/`[pipeline.lists]` tables, parameter files
+    (`tune` writes one, `--params` reads it) and docs/configuration.md are derived from these fields."""
+
+    rank: int = param(10, "number of latent factors", low=1)
+    reg: float = param(0.1, "lambda: L2 regularisation, scaled by each user's or movie's rating count (ALS-WR) "
+                            "unless --constant-reg", low=0)
+    # 0 iterations: the initial factors (library use, e.g. a warm start's mapped factors); commands need >= 1.
+    max_iter: int = param(10, "ALS iterations (1 or more; the library also takes 0: the initial factors)", low=0)
+    num_user_blocks: int | None = param(None, "user blocks (default: spark.default.parallelism)", kind=int, low=1,
+                                        high=blocks.MAX_BLOCKS, option="user-blocks")
+    num_item_blocks: int | None = param(None, "movie blocks (default: spark.default.parallelism)", kind=int, low=1,
+                                        high=blocks.MAX_BLOCKS, option="item-blocks")
+    seed: int = param(0, "seed of the initial factors (commands: --seed, shared with the split)", settable=False)
+    nonnegative: bool = param(False, "nonnegative factors (NNLS solves)")
+    checkpoint_interval: int = param(10, "iterations between checkpoints of the factors; 0 disables", low=0)
+    storage_level: str = param("MEMORY_AND_DISK", "Spark storage level of the cached blocks", choices=STORAGE_LEVELS)
+    biases: bool = param(False, "user and movie biases (see --bias-fit)")
+    bias_reg_user: float = param(5.0, "reg of the user biases", low=0)
+    bias_reg_item: float = param(5.0, "reg of the movie biases", low=0)
+    bias_sweeps: int = param(2, "alternating sweeps of the pre-fitted bias baseline", low=1, settable=False)
     # Rating scale every prediction is clipped to; None: no clipping; OBSERVED: the lowest or highest training
     # rating, set by `fit` (the fitted model's params hold the numbers).
-    min_rating: float | str | None = OBSERVED
-    max_rating: float | str | None = OBSERVED
-    bias_fit: str = "baseline"  # with biases: "baseline" (fitted first) or "learned" (inside ALS)
-    implicit_weight: float = 0.0  # > 0: fit who rated what too (needs learned biases)
-    implicit_sides: str = "users"  # implicit information for the users' factors only, or "both" sides
-    scale_reg: bool = True  # ALS-WR's reg * n per entity; False: constant reg (learned biases only)
-    implicit: bool = False  # implicit feedback: confidence 1 + alpha |r|, preference r > 0
-    alpha: float = 1.0
+    min_rating: float | str | None = param(OBSERVED, "lowest prediction", kind=float, settable=False)
+    max_rating: float | str | None = param(OBSERVED, "highest prediction", kind=float, settable=False)
+    bias_fit: str = param("baseline", "with biases: baseline (fitted first, factors on its residuals) or learned "
+                                      "(inside ALS, jointly with the factors)", choices=BIAS_FITS)
+    implicit_weight: float = param(0.0, "> 0 (with learned biases): also fit who rated what with this weight", low=0)
+    implicit_sides: str = param("users", "with implicit_weight: implicit information for the users' factors only, "
+                                         "or both sides", choices=IMPLICIT_SIDES)
+    scale_reg: bool = param(True, "(learned biases only) reg * |f|^2 per entity, not ALS-WR's "
+                                  "reg * n * |f|^2 (reg then ~10, not ~0.1)", option="constant-reg", negate=True)
+    implicit: bool = param(False, "implicit feedback (Hu/Koren/Volinsky, MLlib's implicitPrefs): ratings are "
+                                  "confidences")
+    alpha: float = param(1.0, "implicit feedback: confidence 1 + alpha * |rating|", low=0)
 
     @property
     def learned_biases(self) -> bool:
@@ -128,32 +144,16 @@ class ALSParams:
         return cls(**{k: v for k, v in saved.items() if k != "cold_start"})
 
     def validate(self) -> None:
-        # Each bound names the field and its option; a negative checkpoint interval is refused rather than
-        # silently turning checkpoints off (0 does that).
-        for name, low in (("rank", 1), ("max_iter", 0), ("reg", 0), ("checkpoint_interval", 0), ("bias_reg_user", 0),
-                          ("bias_reg_item", 0), ("bias_sweeps", 1)):
-            value = getattr(self, name)
-            if not value >= low:  # NaN too
-                option = "" if name == "bias_sweeps" else f" (--{name.replace('_', '-')})"
-                raise ConfigError(f"{name}{option} must be {low} or more, got {value}")
-        if self.implicit and (self.biases or self.alpha < 0):
-            raise ConfigError(f"implicit feedback needs alpha >= 0 (got {self.alpha}) and no biases")
+        """Each field's own bound or choices (`mfspark.params.check`), then what holds between fields."""
+        check(self)
+        if self.implicit and self.biases:
+            raise ConfigError("implicit feedback has no biases (--implicit without --biases)")
         check_scale(self.min_rating, self.max_rating)
-        for name in ("num_user_blocks", "num_item_blocks"):
-            count = getattr(self, name)
-            if count is not None and not 1 <= count <= blocks.MAX_BLOCKS:
-                raise ConfigError(f"{name} must be between 1 and {blocks.MAX_BLOCKS}, got {count}")
-        if not hasattr(StorageLevel, self.storage_level):
-            raise ConfigError(f"unknown storage level '{self.storage_level}'")
-        if self.bias_fit not in BIAS_FITS:
-            raise ConfigError(f"bias_fit must be one of {BIAS_FITS}, got '{self.bias_fit}'")
-        if self.implicit_weight < 0 or (self.implicit_weight > 0 and not self.learned_biases):
-            raise ConfigError(f"implicit_weight must be >= 0, and > 0 needs biases=True, bias_fit='learned' "
-                              f"(got {self.implicit_weight})")
-        if self.implicit_sides not in IMPLICIT_SIDES:
-            raise ConfigError(f"implicit_sides must be one of {IMPLICIT_SIDES}, got '{self.implicit_sides}'")
+        if self.implicit_weight > 0 and not self.learned_biases:
+            raise ConfigError(f"implicit_weight {self.implicit_weight} (--implicit-weight) needs learned biases "
+                              "(--biases --bias-fit learned)")
         if not self.scale_reg and not self.learned_biases:
-            raise ConfigError("a constant reg (scale_reg=False) needs biases=True, bias_fit='learned'")
+            raise ConfigError("a constant reg (--constant-reg) needs learned biases (--biases --bias-fit learned)")
         if self.learned_biases and self.nonnegative:
             raise ConfigError("nonnegative factors are not available with learned biases")
 
