@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from pyspark import RDD, Accumulator, AccumulatorParam, StorageLevel, TaskContext
-from pyspark.serializers import BatchedSerializer, CPickleSerializer
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -45,10 +44,6 @@ from mfspark.models.als.kernels import (
 from mfspark.runtime import spark_internals
 
 log = logging.getLogger(__name__)
-
-# One pickled record per serialized batch, so `zip` pairs records, not batches of them.
-_ONE_RECORD_PER_BATCH = BatchedSerializer(CPickleSerializer(), 1)
-
 
 @dataclass(frozen=True)
 class InBlock:
@@ -334,11 +329,9 @@ def packed_by_block(frame: DataFrame, pack) -> RDD:
     because nothing is converted back into rows. If a Spark version lacks it, the same
     packing runs inside `mapInArrow` (logged as a warning).
     """
-    from pyspark.sql.pandas.types import to_arrow_schema
-
     batches = spark_internals.arrow_batch_rdd(frame) if USE_ARROW_BATCH_RDD else None
     if batches is not None:
-        schema = to_arrow_schema(frame.schema)
+        schema = spark_internals.arrow_schema(frame.schema)
         return batches.mapPartitions(lambda payloads: pack(_record_batches(payloads, schema)))
 
     def as_arrow(batches):
@@ -709,6 +702,6 @@ def factor_gram(factors: DataFrame) -> np.ndarray:
 def _one_record_batches(rdd: RDD) -> RDD:
     # pyspark's zip re-pickles both sides through an extra Python pass unless their batch
     # sizes already agree; fixing batches of one record keeps zip a pure JVM pairing.
-    return spark_internals.reserialize(rdd, _ONE_RECORD_PER_BATCH)
+    return spark_internals.one_record_per_batch(rdd)
 
 
