@@ -5,6 +5,7 @@ import pytest
 from scipy.optimize import nnls
 
 from mfspark.models.als import kernels as K
+from mfspark.runtime.compiled import compiled
 
 
 def random_block(n_dst=9, n_src=6, density=0.6, seed=0):
@@ -141,7 +142,7 @@ def test_kernels_compile_in_memory_where_numba_cannot_write_its_cache(monkeypatc
         raise PermissionError("read-only cache directory")
 
     monkeypatch.setattr(caching._CacheLocator, "ensure_cache_path", unwritable)
-    kernel = K.compiled()(lambda x: x + 1.0)
+    kernel = compiled()(lambda x: x + 1.0)
     assert kernel(1.0) == 2.0
     assert type(kernel._cache).__name__ == "NullCache"
 

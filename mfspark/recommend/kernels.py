@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mfspark.models.als.kernels import compiled, splitmix64_one
+from mfspark.runtime.compiled import compiled, splitmix64_one
 
 # Candidates scored per query per pass (rank 10: a 20 KB tile); small, so a finished query stops early.
 TILE = 512

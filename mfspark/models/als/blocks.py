@@ -39,9 +39,9 @@ from mfspark.models.als.kernels import (
     solve_biased_block,
     solve_block,
     solve_implicit_factors,
-    splitmix64,
 )
 from mfspark.runtime import spark_internals
+from mfspark.runtime.compiled import splitmix64
 
 log = logging.getLogger(__name__)
 
