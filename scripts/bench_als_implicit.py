@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pyspark.sql import functions as F
 
-from mfspark.commands.args import read_ratings
+from mfspark.data.ingest import read_ratings
 from mfspark.evaluation.metrics import rating_metrics
 from mfspark.evaluation.split import random_split
 from mfspark.models.als.estimator import ALS

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame
 
-from mfspark.commands.args import read_ratings
+from mfspark.data.ingest import read_ratings
 from mfspark.evaluation.metrics import rating_metrics
 from mfspark.evaluation.mllib_reference import fit_mllib, mllib_predictions
 from mfspark.evaluation.split import random_split

@@ -7,15 +7,15 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 
 from mfspark.data.datasets import resolve_dataset
+from mfspark.data.ingest import read_ratings
 from mfspark.data.movielens import RELEASES
 from mfspark.errors import ConfigError, InputError
 from mfspark.evaluation import split as splits
 from mfspark.models.als.estimator import BIAS_FITS, IMPLICIT_SIDES, PRESETS, ALSParams
 from mfspark.models.base import COLD_START_STRATEGIES, DEFAULT_COLD_START
-from mfspark.runtime.commit import check_parquet_table
 from mfspark.runtime.fs import HadoopFileSystem, HadoopPath, input_path
 from mfspark.runtime.provenance import versions
 
@@ -67,12 +67,6 @@ def comma_list(kind: type):
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got '{text}'") from None
     return parse
-
-
-def read_ratings(spark: SparkSession, ingest_out: str) -> DataFrame:
-    path = f"{ingest_out.rstrip('/')}/ratings"
-    check_parquet_table(spark, path, "--input must be an `mfspark ingest` output directory")
-    return spark.read.parquet(path).select("user_id", "movie_id", "rating", "rated_at")
 
 
 def load_split(spark: SparkSession, args: argparse.Namespace) -> splits.Split:

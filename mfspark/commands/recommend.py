@@ -21,7 +21,8 @@ import re
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from mfspark.commands.args import model_dir, read_ratings
+from mfspark.commands.args import model_dir
+from mfspark.data.ingest import read_ratings
 from mfspark.errors import ConfigError, InputError
 from mfspark.models.als.estimator import ALSModel
 from mfspark.models.als.foldin import folded_frames
