@@ -52,7 +52,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from mfspark.errors import ConfigError, InputError
-from mfspark.models.als import blocks
+from mfspark.models.als import blocks, solvers
 from mfspark.models.als.foldin import LearnedItems, fold_in, rating_pairs
 from mfspark.models.als.ids import IdIndexes
 from mfspark.models.base import (
@@ -299,9 +299,9 @@ class ALS:
         terms = sc.accumulator({}, blocks.TermsAccumulator())
         reporter = _IterationReporter(terms, users.num_blocks, items.num_blocks, history, p)
         mu = baseline().mu if p.learned_biases else 0.0
-        user_step, item_step = blocks.half_steps(p.rank, p.reg, p.nonnegative, p.learned_biases, mu,
-                                                 p.bias_reg_user, p.bias_reg_item, p.implicit_weight,
-                                                 p.alpha if p.implicit else None, p.implicit_sides, p.scale_reg)
+        user_step, item_step = solvers.half_steps(p.rank, p.reg, p.nonnegative, p.learned_biases, mu,
+                                                  p.bias_reg_user, p.bias_reg_item, p.implicit_weight,
+                                                  p.alpha if p.implicit else None, p.implicit_sides, p.scale_reg)
         user_solved = blocks.initial_solved_blocks(users, user_step, p.seed)
         # With no iteration at all the model is the starting point.
         item_solved = blocks.initial_solved_blocks(items, item_step, p.seed + 1)
