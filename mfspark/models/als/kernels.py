@@ -131,7 +131,6 @@ def solve_biased_block(
     bias_reg: float,
     implicit_weight: float = 0.0,
     implicit_gram: np.ndarray | None = None,
-    implicit_power: float = 0.0,
     scale_reg: bool = True,
 ) -> BiasedSolution:
     """One half-step of ALS with biases learned jointly with the factors.
@@ -146,8 +145,6 @@ def solve_biased_block(
     implicit_weight * sum over all items j of (1[u rated j] - x_u.z_j)^2, which adds
     implicit_weight * Z^T Z to the factor block of the Gram and implicit_weight * sum of the
     rated items' z to its right-hand side; the z columns follow the bias in the source rows.
-    With `implicit_power` a > 0 the row's target is n_u^-a instead of 1 (a = 1/2: SVD++'s
-    |N(u)|^-1/2 normalisation, so heavy and light raters' rows weigh alike).
     `scale_reg` False regularises the factors by a constant reg * |x_u|^2 instead of ALS-WR's
     reg * n_u |x_u|^2 (cmfrec's default; a rarely rated entity is shrunk much harder).
     """
@@ -159,13 +156,13 @@ def solve_biased_block(
     squared_error, penalty = _solve_biased_entities(
         np.asarray(indptr, dtype=np.int64), np.asarray(cols, dtype=np.int32), np.asarray(ratings, dtype=np.float32),
         y, int(rank), float(mu), float(reg), float(bias_reg), float(implicit_weight) if implicit else 0.0, gram,
-        rank + 1 if implicit else -1, float(implicit_power), bool(scale_reg), factors, source_sums, rated)
+        rank + 1 if implicit else -1, bool(scale_reg), factors, source_sums, rated)
     return BiasedSolution(factors, max(squared_error, 0.0), penalty, source_sums, rated)
 
 
 @compiled()
 def _solve_biased_entities(indptr, cols, ratings, y, k, mu, reg, bias_reg, weight, implicit_gram, implicit_at,
-                           power, scale_reg, factors, source_sums, rated_counts):  # pragma: no cover - compiled
+                           scale_reg, factors, source_sums, rated_counts):  # pragma: no cover - compiled
     """Solve [x_e, b_e] of every entity into `factors`; returns (squared_error, penalty)."""
     m = k + 1
     gathered, values, lhs, factor, rhs = entity_buffers(indptr, m)
@@ -193,14 +190,13 @@ def _solve_biased_entities(indptr, cols, ratings, y, k, mu, reg, bias_reg, weigh
             for j in range(count):
                 total += y[cols[lo + j], p]
             source_sums[e, p] = total
-        target = count ** -power if count > 0 else 0.0  # the indicator row's value where rated
-        if implicit_at >= 0:  # rated-indicator row: + weight Z^T Z, + weight * target * sum of the rated items' z
+        if implicit_at >= 0:  # rated-indicator row: + weight Z^T Z, + weight * the sum of the rated items' z
             for p in range(k):
                 total = 0.0
                 for j in range(count):
                     total += y[cols[lo + j], implicit_at + p]
-                implicit_sum[p] = target * total
-                rhs[p] += weight * target * total
+                implicit_sum[p] = total
+                rhs[p] += weight * total
                 for q in range(k):
                     lhs[p, q] += weight * implicit_gram[p, q]
         shift = reg * rated if scale_reg else reg
@@ -224,8 +220,8 @@ def _solve_biased_entities(indptr, cols, ratings, y, k, mu, reg, bias_reg, weigh
         gram_term = quadratic - weight * x_e_x - regularisation
         squared_error += sum_t2 - 2.0 * (x_rhs - weight * x_s) + gram_term
         penalty += regularisation
-        if implicit_at >= 0:  # sum over every item j of (target 1[rated] - x.z_j)^2
-            penalty += weight * (count * target * target - 2.0 * x_s + x_e_x)
+        if implicit_at >= 0:  # sum over every item j of (1[rated] - x.z_j)^2
+            penalty += weight * (count - 2.0 * x_s + x_e_x)
     return squared_error, penalty
 
 
