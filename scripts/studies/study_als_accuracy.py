@@ -1,6 +1,6 @@
 """Single-node study of the ALS objectives: the Spark fit's own kernels, alternated in one process.
 
-    .venv/bin/python scripts/study_als_accuracy.py --ratings DIR/ratings.csv --out study.md \
+    .venv/bin/python scripts/studies/study_als_accuracy.py --ratings DIR/ratings.csv --out study.md \
         --grid '[{"bias_fit": "baseline", "bias_reg": 5}, {"bias_reg": 1, "implicit_weight": 0.3}]'
 
 The ratings (ratings.csv with a header, ratings.dat `::`, or ml-100k's tab-separated u.data) are split
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                              "the spread over seeds; the choice stays the validation one)")
     args = parser.parse_args(argv)
     given = sys.argv[1:] if argv is None else argv
-    command = shlex.join([".venv/bin/python", "scripts/study_als_accuracy.py", *given])
+    command = shlex.join([".venv/bin/python", "scripts/studies/study_als_accuracy.py", *given])
     points = [Point(**fields) for fields in json.loads(args.grid)]
     frame = read_ratings(args.ratings)
     users, movies = (frame[c].astype("category").cat.codes.to_numpy() for c in ("user", "movie"))
