@@ -30,7 +30,8 @@ from study_report import split_line, write_report
 
 from mfspark.evaluation.draws import split_masks
 from mfspark.models.als import kernels as K
-from mfspark.models.als.solvers import InBlock, half_steps
+from mfspark.models.als.inblock import InBlock
+from mfspark.models.als.solvers import half_steps
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""What one block of a half-step solves, on numpy arrays: the in-block of ratings (CSR by entity) and the
-choice of kernel for the model (plain ALS-WR, learned biases, implicit information, implicit feedback).
+"""What one block of a half-step solves, on numpy arrays: the choice of kernel for the model (plain ALS-WR,
+learned biases, implicit information, implicit feedback) over the block's in-block (`inblock.InBlock`).
 
 Spark-free, as the solver trait of MLlib's ALS.scala: `blocks` runs these solves inside Spark tasks, and the
 single-node study (`scripts/studies/study_als_accuracy.py`) runs the same solves on a whole side in one process.
@@ -12,23 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mfspark.models.als.implicit_kernels import gram_matrix, solve_implicit_block
+from mfspark.models.als.inblock import InBlock
 from mfspark.models.als.kernels import solve_biased_block, solve_block, solve_implicit_factors
-
-
-@dataclass(frozen=True)
-class InBlock:
-    """All ratings of one destination block, CSR by local entity index."""
-
-    ids: np.ndarray  # raw ids of the block's entities, ascending (position = local index)
-    indptr: np.ndarray  # int64, len(ids) + 1
-    cols: np.ndarray  # uint16 or int32: row in the stack of received source factors
-    ratings: np.ndarray  # float16 when exact, else float32
-    src_counts: np.ndarray  # int64 per source block: how many factors it sends here
-    src_checksums: np.ndarray  # uint64 per source block: `id_checksum` of the ids it must send
-
-    @property
-    def num_ratings(self) -> int:
-        return int(self.indptr[-1])
 
 
 @dataclass(frozen=True)
