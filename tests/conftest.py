@@ -66,13 +66,12 @@ def ml_latest_small() -> Path:
     return found / "ml-latest-small"
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "cluster: starts a Spark standalone cluster (scripts/local_cluster.sh); "
-                            "run only when selected, `pytest -m cluster`")
-
-
 def pytest_collection_modifyitems(config, items):
-    """Leave the cluster tests out unless `-m` names them: they start daemons and take minutes."""
+    """Mark the tests that read ml-latest-small `integration` (markers: pyproject.toml), and leave the cluster
+    tests out unless `-m` names them: they start daemons and take minutes."""
+    for item in items:
+        if "ml_latest_small" in item.fixturenames:
+            item.add_marker(pytest.mark.integration)
     if "cluster" in (config.option.markexpr or ""):
         return
     kept = [item for item in items if item.get_closest_marker("cluster") is None]

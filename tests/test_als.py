@@ -9,8 +9,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from mfspark.models.als import blocks
-from mfspark.models.als.blocks import assemble_in_block, block_of, out_block, unique_inverse
 from mfspark.models.als.estimator import ALS, ALSModel
+from mfspark.models.als.inblock import assemble_in_block, block_of, out_block, unique_inverse
 from mfspark.models.als.kernels import initial_factors
 from mfspark.models.bias import fit_biases as _fit_biases
 

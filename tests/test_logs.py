@@ -58,20 +58,18 @@ def test_spark_console_level_is_errors_only_unless_debugging():
     assert with_console_logging(own, "INFO") == own
 
 
-def test_worker_daemon_ends_a_worker_quietly_on_a_broken_pipe_only(monkeypatch):
-    from mfspark.runtime import daemon
+def test_worker_daemon_ends_a_worker_quietly_on_a_broken_pipe_only():
+    from mfspark.runtime.spark_internals import quiet_worker
 
     def closed_by_the_jvm(sock, authenticated):
         raise BrokenPipeError(32, "Broken pipe")
 
-    monkeypatch.setattr(daemon, "pyspark_worker", closed_by_the_jvm)
-    assert daemon.worker(None, True) == 1  # ends the worker, as pyspark's re-raise would, without the traceback
+    # ends the worker, as pyspark's re-raise would, without the traceback
+    assert quiet_worker(closed_by_the_jvm)(None, True) == 1
 
     def other_failure(sock, authenticated):
         raise ValueError("a real error")
 
-    monkeypatch.setattr(daemon, "pyspark_worker", other_failure)
     with pytest.raises(ValueError, match="a real error"):
-        daemon.worker(None, True)
-    monkeypatch.setattr(daemon, "pyspark_worker", lambda sock, authenticated: 0)
-    assert daemon.worker(None, True) == 0
+        quiet_worker(other_failure)(None, True)
+    assert quiet_worker(lambda sock, authenticated: 0)(None, True) == 0

@@ -106,7 +106,7 @@ def test_exclusion_csr_groups_by_row_and_sorts_each_row_like_numpy():
 
 @pytest.mark.parametrize("num_blocks", [1, 3, 18, 70_000])
 def test_group_by_block_matches_the_als_block_hash(num_blocks):
-    from mfspark.models.als.blocks import block_of
+    from mfspark.models.als.inblock import block_of
 
     ids = np.array([5, 5, 5, -1, 0, -2**31, 2**31 - 1, 123_456_789, 5, -99, 7, 7], np.int32)
     order, bounds = kernels.group_by_block(ids, num_blocks)

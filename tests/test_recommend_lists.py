@@ -9,8 +9,8 @@ from mfspark.commands import recommend as recommend_job
 from mfspark.commands.recommend import parse_id_lines, read_ratings_file
 from mfspark.errors import InputError
 from mfspark.models.als.estimator import ALS, ALSModel
+from mfspark.models.als.foldin import fold_in
 from mfspark.models.bias import BiasModel, BiasParams
-from mfspark.recommend.foldin import fold_in
 from mfspark.recommend.lists import Baseline, Candidates, fallback_lists, genre_rows, recommend_for_users
 from mfspark.recommend.topn import BlockSizes
 

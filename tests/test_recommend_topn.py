@@ -88,7 +88,7 @@ def test_exclusions_are_packed_per_block_of_the_query_id():
 
     import pyarrow as pa
 
-    from mfspark.models.als.blocks import block_of
+    from mfspark.models.als.inblock import block_of
 
     queries = np.array([4, -7, 4, 2**31 - 1, 12, 4], np.int32)
     excluded = np.arange(6, dtype=np.int32) * 10

@@ -7,8 +7,8 @@ import pytest
 
 from mfspark.commands import tune as tune_job
 from mfspark.errors import ConfigError
+from mfspark.evaluation.tuning import Grid, by_layout, point_row
 from mfspark.models.als.estimator import ALSParams
-from mfspark.models.als.tuning import Grid, by_layout, point_row
 from tests.test_train_job import ingest_like
 
 

@@ -9,17 +9,17 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 
 from mfspark import params
 from mfspark.data.datasets import resolve_dataset
+from mfspark.data.ingest import read_ratings
 from mfspark.data.movielens import RELEASES
 from mfspark.errors import ConfigError, InputError
 from mfspark.evaluation import split as splits
 from mfspark.models.als.estimator import PRESETS, ALSParams
 from mfspark.models.base import COLD_START_STRATEGIES, DEFAULT_COLD_START
 from mfspark.pipeline.stages import LISTS_FIELDS
-from mfspark.runtime.commit import check_parquet_table
 from mfspark.runtime.fs import HadoopFileSystem, HadoopPath, filesystem, input_path
 from mfspark.runtime.provenance import versions
 
@@ -72,12 +72,6 @@ def comma_list(kind: type):
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got '{text}'") from None
     return parse
-
-
-def read_ratings(spark: SparkSession, ingest_out: str) -> DataFrame:
-    path = f"{ingest_out.rstrip('/')}/ratings"
-    check_parquet_table(spark, path, "--input must be an `mfspark ingest` output directory")
-    return spark.read.parquet(path).select("user_id", "movie_id", "rating", "rated_at")
 
 
 def load_split(spark: SparkSession, args: argparse.Namespace) -> splits.Split:

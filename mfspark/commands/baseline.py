@@ -8,29 +8,25 @@ other splits they are the model evaluated (fitted on the training part).
 from __future__ import annotations
 
 import argparse
-import logging
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyspark.sql import Window
-from pyspark.sql import functions as F
-
-from mfspark.commands.args import add_model_options, given_params, read_ratings
+from mfspark.commands.args import add_model_options, given_params
+from mfspark.data.ingest import read_ratings
 from mfspark.errors import ConfigError
-from mfspark.evaluation.metrics import DEFAULT_THRESHOLD, ranking_metrics, rating_metrics
-from mfspark.evaluation.split import PREDEFINED_SPLITS, SPLIT_KINDS, Split, cold_start_counts, make_splits
+from mfspark.evaluation.baseline import evaluate_split, tune_params
+from mfspark.evaluation.metrics import DEFAULT_THRESHOLD
+from mfspark.evaluation.split import PREDEFINED_SPLITS, SPLIT_KINDS, make_splits
 from mfspark.models.base import OBSERVED
-from mfspark.models.bias import BiasModel, BiasParams, tune
+from mfspark.models.bias import BiasModel, BiasParams
 from mfspark.runtime.commit import atomic_output, read_json, write_json
 from mfspark.runtime.fs import HadoopFileSystem
 from mfspark.runtime.provenance import versions
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
-
-log = logging.getLogger(__name__)
 
 DEFAULTS = BiasParams()
 DEFAULT_GRID = "0,1,2,5,10,15,25,50"
@@ -87,55 +83,6 @@ def load_ratings(spark: SparkSession, input_dir: str) -> tuple[DataFrame, str]:
     return ratings, dataset or Path(input_dir).name
 
 
-def validation_carve(train: DataFrame, args: argparse.Namespace) -> Split:
-    """Validation from training, split the same way as the test (temporal stays temporal)."""
-    kind = "temporal" if args.split == "temporal" else "random"
-    return make_splits(train, kind, test_fraction=args.validation_fraction, seed=args.seed + 1)[0]
-
-
-def top_n(model: BiasModel, users: DataFrame, exclude: DataFrame, k: int, candidates: int) -> DataFrame:
-    """Each user's k unrated movies with the largest bias (mu + b_u does not change a user's order).
-
-    Only the `candidates` movies with the largest bias are considered, so a user who rated
-    more than candidates - k of them gets a shorter list (scored as misses).
-    """
-    by_bias = [F.col("bias").desc(), F.col("movie_id")]
-    pool = model.movie_biases.orderBy(*by_bias).limit(candidates).select("movie_id", "bias")
-    unrated = (users.select("user_id").distinct().crossJoin(F.broadcast(pool))
-               .join(exclude.select("user_id", "movie_id"), ["user_id", "movie_id"], "left_anti"))
-    ranked = unrated.withColumn("rank", F.row_number().over(
-        Window.partitionBy("user_id").orderBy(*by_bias)))
-    return ranked.where(F.col("rank") <= k).select("user_id", "movie_id", "rank")
-
-
-def evaluate_split(split: Split, params: BiasParams, args: argparse.Namespace) -> tuple[BiasModel, dict]:
-    started = time.perf_counter()
-    train, test = split.train.persist(), split.test.persist()
-    counts = cold_start_counts(Split(split.name, train, test))
-    model = BiasModel.fit(train, params)
-    fitted = time.perf_counter()
-    result = {"split": split.name, "counts": counts, "mu": model.mu}
-    result.update({k: v for k, v in rating_metrics(model.predict(test)).items() if k != "count"})
-    result["global_mean_rmse"] = rating_metrics(test.withColumn("prediction", F.lit(model.mu)))["rmse"]
-    if args.top_k > 0:
-        recs = top_n(model, test, train, args.top_k, args.candidates)
-        catalog = model.movie_biases.count()
-        result["ranking"] = ranking_metrics(recs, test, args.top_k, args.relevance_threshold, catalog)
-    result["timings_s"] = {"fit": round(fitted - started, 3), "evaluate": round(time.perf_counter() - fitted, 3)}
-    train.unpersist()  # the model's bias tables are checkpointed: they do not need the cached split
-    test.unpersist()
-    log.info("%s: RMSE %.4f (global mean %.4f), MAE %.4f", split.name, result["rmse"], result["global_mean_rmse"],
-             result["mae"])
-    return model, result
-
-
-def tune_params(split: Split, params: BiasParams, args: argparse.Namespace) -> tuple[BiasParams, dict]:
-    carved = validation_carve(split.train, args)
-    chosen, table = tune(carved.train, carved.test, args.grid_lambda_u, args.grid_lambda_i, params)
-    return chosen, {"validation_fraction": args.validation_fraction, "chosen": {
-        "lambda_u": chosen.lambda_u, "lambda_i": chosen.lambda_i}, "grid": table}
-
-
 def mean_of(results: list[dict], key: str) -> float:
     return sum(r[key] for r in results) / len(results)
 
@@ -157,8 +104,10 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
                          predefined_dir=args.predefined_dir, predefined_name=args.predefined_name, spark=spark)
     tuning = None
     if args.tune:
-        params, tuning = tune_params(splits[0], params, args)
-    evaluated = [evaluate_split(split, params, args) for split in splits]
+        params, tuning = tune_params(splits[0], params, args.split, args.validation_fraction, args.seed,
+                                     args.grid_lambda_u, args.grid_lambda_i)
+    evaluated = [evaluate_split(split, params, args.top_k, args.candidates, args.relevance_threshold)
+                 for split in splits]
     results = [result for _, result in evaluated]
     model = BiasModel.fit(ratings, params) if args.split == "kfold" else evaluated[0][0]
     metrics = {

@@ -21,12 +21,14 @@ import re
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from mfspark.commands.args import model_dir, read_ratings
+from mfspark.commands.args import model_dir
+from mfspark.data.ingest import read_ratings
 from mfspark.errors import ConfigError, InputError
 from mfspark.models.als.estimator import ALSModel
+from mfspark.models.als.foldin import folded_frames
+from mfspark.models.als.lists import write_top_n
 from mfspark.models.base import resolve_scale
 from mfspark.recommend import lists as recs
-from mfspark.recommend.foldin import folded_frames
 from mfspark.recommend.topn import BlockSizes
 from mfspark.runtime.commit import atomic_output
 from mfspark.runtime.fs import HadoopFileSystem
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
     model = ALSModel.load(spark, model_dir(spark, args.model, "--model"))
     movies = spark.read.parquet(f"{args.input.rstrip('/')}/movies")
     sizes = BlockSizes(args.user_block_size, args.item_block_size)
-    baseline = recs.Baseline.of(model.scoring_biases) if model.params.biases else None
+    baseline = model.list_baseline
     candidates = recs.Candidates(_id_frame(spark, args.allow_list, "--allow-list"),
                                  _id_frame(spark, args.block_list, "--block-list"))
     if args.ratings_file:
@@ -82,7 +84,7 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
     seen = ratings.select("user_id", "movie_id")
     result = {}
     with atomic_output(spark, args.out) as staging:
-        recs.write_top_n(model, ratings, staging, args.top_n, args.min_ratings, users, candidates, sizes)
+        write_top_n(model, ratings, staging, args.top_n, args.min_ratings, users, candidates, sizes)
         if args.audiences:
             recs.audiences(model.user_factors, model.item_factors, seen, args.top_n, baseline, sizes) \
                 .write.parquet(f"{staging}/audiences")

@@ -1,7 +1,7 @@
 """`mfspark tune`: choose ALS's rank, reg, bias fit, bias reg and implicit weight on a validation split
 carved from training; the chosen point is scored once on the test split.
 
-Writes `OUT/tune` (Parquet, one row per grid point: `mfspark.models.als.tuning.POINT_COLUMNS`),
+Writes `OUT/tune` (Parquet, one row per grid point: `mfspark.evaluation.tuning.POINT_COLUMNS`),
 `OUT/tune.md` (the table, best first, and the test line), `OUT/metrics.json` and `OUT/params.json`: the
 chosen parameters, which `mfspark train --params` and `mfspark pipeline --params` take.
 """
@@ -16,7 +16,7 @@ from pyspark.sql import SparkSession
 
 import mfspark.commands.args as shared
 from mfspark.errors import ConfigError
-from mfspark.models.als import tuning
+from mfspark.evaluation import tuning
 from mfspark.runtime.commit import atomic_output, write_json
 from mfspark.runtime.fs import HadoopFileSystem
 

@@ -36,7 +36,7 @@ from mfspark.data.movielens import (
     release_named,
 )
 from mfspark.errors import ConfigError, InputError, RejectThresholdError
-from mfspark.runtime.commit import atomic_output, check_disjoint, write_json
+from mfspark.runtime.commit import atomic_output, check_disjoint, check_parquet_table, write_json
 from mfspark.runtime.fs import HadoopPath
 from mfspark.runtime.provenance import file_md5, versions
 
@@ -319,3 +319,10 @@ def build_manifest(
         "versions": versions(spark),
         "timings_s": {name: round(seconds, 3) for name, seconds in timings.items()},
     }
+
+
+def read_ratings(spark: SparkSession, ingest_out: str) -> DataFrame:
+    """The (user_id, movie_id, rating, rated_at) table of an ingest output; anything else is refused in one line."""
+    path = f"{ingest_out.rstrip('/')}/ratings"
+    check_parquet_table(spark, path, "--input must be an `mfspark ingest` output directory")
+    return spark.read.parquet(path).select("user_id", "movie_id", "rating", "rated_at")

@@ -3,7 +3,7 @@
 `compare` fits both on the same training ratings and scores both on the same test ratings
 (those whose user and movie were seen in training: MLlib's "drop"). With biases, both fit
 the residuals of the one bias baseline and predict baseline + dot. Used by
-`mfspark compare-mllib`, `scripts/tune_als.py` and `scripts/bench_als.py`.
+`mfspark compare-mllib`, `mfspark report` and `benchmarks/bench_als.py`.
 """
 
 from __future__ import annotations

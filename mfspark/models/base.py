@@ -7,7 +7,10 @@ Every fitted model then offers:
 
 - `predict(pairs, cold_start=...)`: (user_id, movie_id, ...) rows plus `prediction`;
 - `save(path)` / `Model.load(spark, path)`: a round trip that predicts the same numbers;
-- the slots of the recommendation issue: `recommend_for_users`, `similar_items`, `fold_in`.
+- `recommend_for_users(users, n, exclude)`: top-N lists, (user_id, rank, movie_id, score), scored by the
+  engine over factor tables (`mfspark.recommend`); `BiasModel` and `ALSModel` offer it;
+- `similar_items(n)`, (movie_id, rank, similar_movie_id, similarity), and `fold_in(ratings)`, a new user's
+  factors: models with item factors (`ALSModel`); the others raise NotImplementedError saying so.
 
 The prediction rule every model follows:
 
@@ -103,7 +106,8 @@ def with_cold_start(scored: DataFrame, known: Column, score: Column, fallback: C
 
 
 class Model(ABC):
-    """A fitted rating model: predict, save/load, and (next issue) recommend, similar items, fold-in."""
+    """A fitted rating model: predict, save/load, top-N lists, and (models with item factors) similar items and
+    fold-in."""
 
     @abstractmethod
     def predict(self, pairs: DataFrame, cold_start: str = DEFAULT_COLD_START) -> DataFrame:
@@ -119,18 +123,18 @@ class Model(ABC):
         """The model `save` wrote under `path`."""
 
     def recommend_for_users(self, users: DataFrame | None, n: int, exclude: DataFrame | None = None) -> DataFrame:
-        """Each user's (all known users when None) n best movies: (user_id, movie_id, score, rank),
+        """Each user's (all known users when None) n best movies: (user_id, rank, movie_id, score),
         leaving out the (user_id, movie_id) pairs in `exclude` (e.g. what they already rated)."""
-        raise self._not_yet("recommend_for_users")
+        raise self._not_offered("recommend_for_users")
 
     def similar_items(self, n: int) -> DataFrame:
-        """Each movie's n most similar movies: (movie_id, similar_id, score, rank)."""
-        raise self._not_yet("similar_items")
+        """Each movie's n most similar movies: (movie_id, rank, similar_movie_id, similarity)."""
+        raise self._not_offered("similar_items")
 
     def fold_in(self, ratings: pd.DataFrame | DataFrame) -> np.ndarray:
         """The user vector a new user's (movie_id, rating) rows give, without refitting the model."""
-        raise self._not_yet("fold_in")
+        raise self._not_offered("fold_in")
 
-    def _not_yet(self, slot: str) -> NotImplementedError:
-        return NotImplementedError(f"{type(self).__name__}.{slot} is not implemented yet "
-                                   "(top-N, similar items and fold-in come with the recommendation issue)")
+    def _not_offered(self, slot: str) -> NotImplementedError:
+        return NotImplementedError(f"{type(self).__name__} does not offer {slot}: it needs a model with item "
+                                   "factors (e.g. ALSModel)")

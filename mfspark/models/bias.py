@@ -35,6 +35,7 @@ from mfspark.models.base import (
 )
 from mfspark.models.inputs import validate_ratings
 from mfspark.params import check, param
+from mfspark.recommend.lists import fallback_lists
 from mfspark.runtime.commit import read_json, write_json
 
 if TYPE_CHECKING:
@@ -212,8 +213,6 @@ class BiasModel(Model):
     def recommend_for_users(self, users: DataFrame | None, n: int, exclude: DataFrame | None = None) -> DataFrame:
         """Each user's unseen movies of highest predicted rating, i.e. of highest damped b_i (user_id, rank,
         movie_id, score): see mfspark.recommend.lists.fallback_lists."""
-        from mfspark.recommend.lists import fallback_lists
-
         users = users if users is not None else self.user_biases.select("user_id")
         return fallback_lists(users, self.movie_biases, self.mu, exclude, n, self.user_biases, order="bias")
 

@@ -216,7 +216,7 @@ def run_recommend(ctx: StageContext, out: str) -> dict:
 def recommend_top_n(spark: SparkSession, model_dir: str, ingest_dir: str, out_dir: str, top_n: int) -> int:
     """Each user's `top_n` unrated movies from the model in `model_dir` (cold-start users: damped popularity),
     as Parquet under `out_dir`; returns the number of rows."""
-    from mfspark.recommend.lists import write_top_n
+    from mfspark.models.als.lists import write_top_n
 
     model = ALSModel.load(spark, model_dir)
     ratings = spark.read.parquet(f"{ingest_dir}/ratings").select("user_id", "movie_id", "rating")

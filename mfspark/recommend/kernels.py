@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mfspark.models.als.kernels import compiled, splitmix64_one
+from mfspark.runtime.compiled import compiled, splitmix64_one
 
 # Candidates scored per query per pass (rank 10: a 20 KB tile); small, so a finished query stops early.
 TILE = 512
@@ -174,7 +174,7 @@ def _sorted_rows(indptr: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 
 def group_by_block(ids: np.ndarray, num_blocks: int) -> tuple[np.ndarray, np.ndarray]:
-    """(order, bounds): the rows of `ids` grouped by `models.als.blocks.block_of(ids, num_blocks)`.
+    """(order, bounds): the rows of `ids` grouped by `models.als.inblock.block_of(ids, num_blocks)`.
 
     Block b's rows are order[bounds[b]:bounds[b + 1]], in input order. One compiled pass
     hashes and counts, a second places. A run of equal ids is hashed once (ratings usually

@@ -257,23 +257,3 @@ def _genre_pass(queries: DataFrame, items: DataFrame, movies: DataFrame, favouri
     return lists.select(F.col("query_id").alias("user_id"), F.element_at(names, F.col("group") + 1).alias("genre"),
                         "rank", F.col("candidate_id").alias("movie_id"), "score")
 
-
-def write_top_n(model, ratings: DataFrame, out_dir: str, n: int, min_ratings: int = DEFAULT_MIN_RATINGS,
-                users: DataFrame | None = None, candidates: Candidates | None = None,
-                sizes: BlockSizes | None = None) -> UserPlan:
-    """Write `out_dir/recommendations` (model lists, then the cold-start users' damped-popularity lists) and
-    `out_dir/fallback_users`; every movie in `ratings` a user rated is excluded. One function for the
-    `recommend` command and the pipeline's recommend stage, so both write the same lists."""
-    from mfspark.models.bias import BiasModel, BiasParams
-
-    seen = ratings.select("user_id", "movie_id")
-    baseline = Baseline.of(model.scoring_biases) if model.params.biases else None
-    fallback_model = model.baseline or BiasModel.fit(ratings, BiasParams())
-    plan = plan_users(model.user_factors, ratings, users, min_ratings)
-    recommend_for_users(model.user_factors, model.item_factors, seen, n, baseline, plan.model_users, candidates,
-                        sizes).write.parquet(f"{out_dir}/recommendations")
-    fallback_lists(plan.fallback.select("user_id"), fallback_model.movie_biases, fallback_model.mu, seen, n,
-                   fallback_model.user_biases, candidates, sizes).write.mode("append").parquet(
-        f"{out_dir}/recommendations")
-    plan.fallback.write.parquet(f"{out_dir}/fallback_users")
-    return plan

@@ -2,7 +2,7 @@
 
 Queries (users; or movies, for audiences and similar movies) and candidates are factor
 DataFrames `(id int, features array<float>)`. Each side is cut into blocks by a fixed hash
-of the id (`models.als.blocks.block_of`), about `block_size` ids each; a query block also
+of the id (`models.als.inblock.block_of`), about `block_size` ids each; a query block also
 carries, CSR-like, the candidate ids its queries must never get (seen movies). Factor rows
 and excluded pairs are packed into numpy arrays per destination block where they are read
 (`_blocks`: Arrow batches, never rows in Python; excluded pairs that are plain columns of a
@@ -234,7 +234,7 @@ def _non_null(column, name: str) -> np.ndarray:
 
 
 def _rows_by_block(ids: np.ndarray, num_blocks: int):
-    """(block, row indices) for each block present among `ids` (blocks.block_of), rows in input order."""
+    """(block, row indices) for each block present among `ids` (`models.als.inblock.block_of`), rows in input order."""
     order, bounds = group_by_block(ids, num_blocks)
     for b in range(num_blocks):
         if bounds[b + 1] > bounds[b]:

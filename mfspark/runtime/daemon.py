@@ -5,27 +5,12 @@ output is not needed (`take`, `first`, `limit`), a worker idle for a minute, eve
 stops. The worker then fails to flush its last bytes, and because `spark.python.daemon.killWorkerOnFlushFailure`
 (default true) re-raises that error, pyspark's daemon prints a `BrokenPipeError` traceback on a run that succeeded
 (`rdd.map(f).take(1)` does it every time here). The JVM has already let go of that worker, so nothing is lost: here
-the error just ends the worker, as the re-raise would, without the traceback; every other error prints as before.
+the error just ends the worker, as the re-raise would, without the traceback; every other error prints as before
+(`spark_internals.quiet_worker`: the patch of pyspark's internal daemon lives with the other private hooks).
 Local profiles only: the module must be importable where the daemon starts, before `--py-files` reach `sys.path`.
 """
 
-from __future__ import annotations
-
-import socket
-
-from pyspark import daemon
-
-pyspark_worker = daemon.worker
-
-
-def worker(sock: socket.socket, authenticated: bool) -> int:
-    """pyspark's `daemon.worker`; a broken pipe (the JVM closed this worker's socket) is exit code 1, quietly."""
-    try:
-        return pyspark_worker(sock, authenticated)
-    except BrokenPipeError:
-        return 1
-
+from mfspark.runtime import spark_internals
 
 if __name__ == "__main__":
-    daemon.worker = worker
-    daemon.manager()
+    spark_internals.run_quiet_daemon()

@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Any
 from mfspark.errors import ConfigError
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Callable
 
+    import pyarrow as pa
     from pyspark import RDD
-    from pyspark.serializers import Serializer
     from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
 
 log = logging.getLogger(__name__)
 
@@ -190,10 +192,21 @@ def zip_partitions(left: RDD, right: RDD) -> RDD:
     return RDD(pairs, left.ctx, PairDeserializer(left._jrdd_deserializer, right._jrdd_deserializer))
 
 
-def reserialize(rdd: RDD, serializer: Serializer) -> RDD:
-    """`rdd` re-encoded with `serializer` (`RDD._reserialize`): there is no public way to fix
-    the batch size of an RDD's pickled elements, which `zip_partitions` relies on."""
-    return rdd._reserialize(serializer)
+def one_record_per_batch(rdd: RDD) -> RDD:
+    """`rdd` re-encoded one pickled record per serialized batch (`RDD._reserialize` with pyspark's
+    `BatchedSerializer(CPickleSerializer(), 1)`), so `zip_partitions` pairs records, not batches of them:
+    there is no public way to fix the batch size of an RDD's pickled elements."""
+    from pyspark.serializers import BatchedSerializer, CPickleSerializer
+
+    return rdd._reserialize(BatchedSerializer(CPickleSerializer(), 1))
+
+
+def arrow_schema(schema: StructType) -> pa.Schema:
+    """The Arrow schema Spark writes `schema`'s rows in (`pyspark.sql.pandas.types.to_arrow_schema`, not
+    public API), to read the record batches of `arrow_batch_rdd`."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return to_arrow_schema(schema)
 
 
 def count_in_jvm(rdd: RDD) -> int:
@@ -264,3 +277,24 @@ def quiet_accumulator_server_when_the_jvm_dies(spark: SparkSession) -> None:
             log.debug("accumulator server: the JVM is gone", exc_info=True)
 
     server.handle_error = handle_error
+
+
+def quiet_worker(pyspark_worker: Callable[[socket.socket, bool], int]) -> Callable[[socket.socket, bool], int]:
+    """pyspark's daemon `worker` function, where a broken pipe (the JVM closed the worker's socket) ends the
+    worker with exit code 1 without a traceback; every other error is raised as before (see runtime/daemon.py)."""
+
+    def worker(sock: socket.socket, authenticated: bool) -> int:
+        try:
+            return pyspark_worker(sock, authenticated)
+        except BrokenPipeError:
+            return 1
+
+    return worker
+
+
+def run_quiet_daemon() -> None:
+    """pyspark's worker daemon (`pyspark.daemon.manager`, internal) with its `worker` made `quiet_worker`."""
+    from pyspark import daemon
+
+    daemon.worker = quiet_worker(daemon.worker)
+    daemon.manager()

@@ -1,4 +1,5 @@
-"""Block-partitioned ALS: `estimator` (ALS, ALSModel), `blocks` (Spark plumbing), `kernels` (numeric loops)."""
+"""Block-partitioned ALS: `estimator` (ALS, ALSModel), `blocks` (Spark plumbing), `inblock` and `solvers` (a
+block's arrays and which kernel solves them), `kernels` (numeric loops)."""
 
 from mfspark.models.als.estimator import ALS, ALSModel, ALSParams
 

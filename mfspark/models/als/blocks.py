@@ -28,43 +28,25 @@ from dataclasses import dataclass
 
 import numpy as np
 from pyspark import RDD, Accumulator, AccumulatorParam, StorageLevel, TaskContext
-from pyspark.serializers import BatchedSerializer, CPickleSerializer
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from mfspark.errors import InputError
-from mfspark.models.als.implicit_kernels import gram_matrix, solve_implicit_block
-from mfspark.models.als.kernels import (
-    initial_factors,
-    ratings_fingerprint,
-    solve_biased_block,
-    solve_block,
-    solve_implicit_factors,
-    splitmix64,
+from mfspark.models.als.implicit_kernels import gram_matrix
+from mfspark.models.als.inblock import (
+    InBlock,
+    assemble_in_block,
+    block_of,
+    compact_ratings,
+    empty_in_block,
+    id_checksum,
+    out_block,
 )
+from mfspark.models.als.kernels import initial_factors, ratings_fingerprint
+from mfspark.models.als.solvers import HalfStep
 from mfspark.runtime import spark_internals
 
 log = logging.getLogger(__name__)
-
-# One pickled record per serialized batch, so `zip` pairs records, not batches of them.
-_ONE_RECORD_PER_BATCH = BatchedSerializer(CPickleSerializer(), 1)
-
-
-@dataclass(frozen=True)
-class InBlock:
-    """All ratings of one destination block, CSR by local entity index."""
-
-    ids: np.ndarray  # raw ids of the block's entities, ascending (position = local index)
-    indptr: np.ndarray  # int64, len(ids) + 1
-    cols: np.ndarray  # uint16 or int32: row in the stack of received source factors
-    ratings: np.ndarray  # float16 when exact, else float32
-    src_counts: np.ndarray  # int64 per source block: how many factors it sends here
-    src_checksums: np.ndarray  # uint64 per source block: `id_checksum` of the ids it must send
-
-    @property
-    def num_ratings(self) -> int:
-        return int(self.indptr[-1])
-
 
 @dataclass(frozen=True)
 class BlockRecord:
@@ -94,96 +76,6 @@ class SolvedBlock:
 
 
 @dataclass(frozen=True)
-class HalfStep:
-    """What a side solves and the columns its factor rows carry.
-
-    Plain ALS-WR: rows are the rank factors. Learned biases: rows are [factors, bias] and the
-    bias rides to the other side as one more routed column, so the layout and the one stage
-    per half-step stay as they are. Implicit model (`implicit` "rows" for users, "columns"
-    for items): item rows also carry their implicit factors z, and every block sends the
-    other side its part of the Gram the rated-indicator terms need (users X^T X, items Z^T Z;
-    rank x rank per message), which the receiving block sums over all its peers. With implicit
-    "both" each side does both: its rows carry [factors, bias, implicit factors], its solve fits its
-    rated-indicator rows against the other side's implicit factors and then solves its own implicit
-    factors, and its messages carry both Grams (2 x rank x rank); the logged objective then counts the
-    items' indicator term before the users' half-step moves v (exact for the users' side).
-    `scale_reg` False: constant factor reg instead of ALS-WR's reg * n (learned biases only;
-    `kernels.solve_biased_block`). Implicit
-    feedback (`alpha`, MLlib's implicitPrefs): rows are the rank factors, and every block sends
-    its part of X^T X (users) or Y^T Y (items) the same way.
-    """
-
-    rank: int
-    reg: float
-    nonnegative: bool = False
-    learned_biases: bool = False
-    mu: float = 0.0
-    bias_reg: float = 0.0
-    implicit_weight: float = 0.0
-    implicit: str | None = None  # None, "rows" (users), "columns" (items) or "both"
-    alpha: float | None = None  # implicit feedback: confidence 1 + alpha |r| (`implicit_kernels`)
-    scale_reg: bool = True
-
-    @property
-    def width(self) -> int:
-        """Columns of this side's factor rows."""
-        if not self.learned_biases:
-            return self.rank
-        return self.rank + 1 + (self.rank if self.implicit in ("columns", "both") else 0)
-
-    def initial(self, factors: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Starting rows from starting factors (bias and implicit factors 0), and their Gram if sent."""
-        rows = np.hstack([factors, np.zeros((len(factors), self.width - self.rank))])
-        gram = gram_matrix(factors.astype(np.float32)) if self.implicit or self.alpha is not None else None
-        if self.implicit == "both":
-            gram = np.stack([gram, np.zeros_like(gram)])
-        return rows, gram
-
-    def solve(self, in_block: InBlock, stack: np.ndarray, source_gram: np.ndarray | None):
-        """(new rows, rating counts, Gram to send, squared error, weighted penalty) of a block."""
-        if self.alpha is not None:
-            result = solve_implicit_block(in_block.indptr, in_block.cols, in_block.ratings, stack, source_gram,
-                                          self.reg, self.alpha, self.nonnegative)
-            factors = result.factors.astype(np.float32)  # the Gram of the factors as shipped
-            return factors, None, gram_matrix(factors), result.squared_error, self.reg * result.penalty
-        if not self.learned_biases:
-            result = solve_block(in_block.indptr, in_block.cols, in_block.ratings, stack, self.reg, self.nonnegative)
-            return result.factors, None, None, result.squared_error, self.reg * result.penalty
-        # The other side's Grams: of its factors (to solve implicit factors), of its implicit ones (indicator rows).
-        factor_gram, implicit_gram = source_gram if self.implicit == "both" else (source_gram, source_gram)
-        fits_indicator, has_implicit = self.implicit in ("rows", "both"), self.implicit in ("columns", "both")
-        result = solve_biased_block(in_block.indptr, in_block.cols, in_block.ratings, stack, self.rank, self.mu,
-                                    self.reg, self.bias_reg, self.implicit_weight,
-                                    implicit_gram if fits_indicator else None, scale_reg=self.scale_reg)
-        factors, penalty, gram = result.factors, result.penalty, None
-        own_gram = factors[:, :self.rank].T @ factors[:, :self.rank]
-        if self.implicit == "rows":
-            gram = own_gram
-        if has_implicit:
-            implicit, implicit_penalty = solve_implicit_factors(result.source_sums, np.diff(in_block.indptr),
-                                                                factor_gram, self.implicit_weight, self.reg,
-                                                                self.scale_reg)
-            factors, penalty, gram = np.hstack([factors, implicit]), penalty + implicit_penalty, implicit.T @ implicit
-            if self.implicit == "both":
-                gram = np.stack([own_gram, gram])
-        return factors, result.rated_counts, gram, result.squared_error, penalty
-
-
-def half_steps(rank: int, reg: float, nonnegative: bool, learned_biases: bool = False, mu: float = 0.0,
-               bias_reg_user: float = 0.0, bias_reg_item: float = 0.0,
-               implicit_weight: float = 0.0, alpha: float | None = None, implicit_sides: str = "users",
-               scale_reg: bool = True) -> tuple[HalfStep, HalfStep]:
-    """(user side, item side) half-steps of one model (`alpha`: implicit feedback)."""
-    implicit = implicit_weight > 0
-    both = implicit and implicit_sides == "both"
-    user = HalfStep(rank, reg, nonnegative, learned_biases, mu, bias_reg_user, implicit_weight,
-                    "both" if both else "rows" if implicit else None, alpha, scale_reg)
-    item = HalfStep(rank, reg, nonnegative, learned_biases, mu, bias_reg_item, implicit_weight,
-                    "both" if both else "columns" if implicit else None, alpha, scale_reg)
-    return user, item
-
-
-@dataclass(frozen=True)
 class Side:
     """One side (users or items) of the block layout, resident for the whole fit."""
 
@@ -209,12 +101,6 @@ class TermsAccumulator(AccumulatorParam):
 
 # Block ids travel as uint16 in the packed ratings.
 MAX_BLOCKS = 2**16
-
-
-def block_of(ids: np.ndarray, num_blocks: int) -> np.ndarray:
-    """Block of each id: a fixed hash of the id alone, so the layout never depends on the
-    process, the input order or its partitioning."""
-    return (splitmix64(np.asarray(ids, dtype=np.int64)) % np.uint64(num_blocks)).astype(np.int32)
 
 
 @dataclass(frozen=True)
@@ -334,11 +220,9 @@ def packed_by_block(frame: DataFrame, pack) -> RDD:
     because nothing is converted back into rows. If a Spark version lacks it, the same
     packing runs inside `mapInArrow` (logged as a warning).
     """
-    from pyspark.sql.pandas.types import to_arrow_schema
-
     batches = spark_internals.arrow_batch_rdd(frame) if USE_ARROW_BATCH_RDD else None
     if batches is not None:
-        schema = to_arrow_schema(frame.schema)
+        schema = spark_internals.arrow_schema(frame.schema)
         return batches.mapPartitions(lambda payloads: pack(_record_batches(payloads, schema)))
 
     def as_arrow(batches):
@@ -382,7 +266,7 @@ def _pack_by_block(batches, side: int, num_user_blocks: int, num_item_blocks: in
         low, high = (float(finite.min()), float(finite.max())) if len(finite) else (np.inf, -np.inf)
         reads.add({(side, partition): (len(ratings), ratings_fingerprint(user_ids, item_ids, bits), low, high)})
     user_block, item_block = block_of(user_ids, num_user_blocks), block_of(item_ids, num_item_blocks)
-    ratings = _compact_ratings(ratings)  # the packed chunks are shuffled: keep them small
+    ratings = compact_ratings(ratings)  # the packed chunks are shuffled: keep them small
     dst_block, dst_ids, src_block, src_ids = (user_block, user_ids, item_block, item_ids) if side == 0 \
         else (item_block, item_ids, user_block, user_ids)
     order = _group_by_block(dst_block)
@@ -418,112 +302,6 @@ def _group_by_block(blocks: np.ndarray) -> np.ndarray:
     if len(blocks) and blocks.max() < 2**16:
         return np.argsort(blocks.astype(np.uint16), kind="stable")
     return np.argsort(blocks, kind="stable")
-
-
-def assemble_in_block(
-    dst_ids: np.ndarray, src_block: np.ndarray, src_ids: np.ndarray, ratings: np.ndarray, num_src: int
-) -> InBlock:
-    """Arrays of one destination block's ratings -> its InBlock.
-
-    Entities are numbered by ascending id. Received factors are stacked in source-block
-    order, each source block's by ascending id, so `cols` is that block's offset plus the
-    rank of the source id among those it sends. Ratings are ordered by (entity, source
-    block, source id), so the block does not depend on the order the ratings arrived in.
-    """
-    ids, dst_local = unique_inverse(dst_ids)
-    cols = np.empty(len(dst_ids), dtype=np.int64)
-    src_counts = np.zeros(num_src, dtype=np.int64)
-    src_checksums = np.zeros(num_src, dtype=np.uint64)
-    for s in range(num_src):
-        rows = np.flatnonzero(src_block == s)
-        needed, position = unique_inverse(src_ids[rows])
-        cols[rows] = src_counts[:s].sum() + position
-        src_counts[s] = len(needed)
-        src_checksums[s] = id_checksum(needed)
-    order = _entity_major_order(dst_local, cols, int(src_counts.sum()))
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(dst_local, minlength=len(ids)))]).astype(np.int64)
-    return InBlock(ids.astype(np.int64), indptr, _compact_cols(cols[order], int(src_counts.sum())),
-                   _compact_ratings(np.asarray(ratings, dtype=np.float32)[order]), src_counts, src_checksums)
-
-
-def id_checksum(ids: np.ndarray) -> np.uint64:
-    """Order-free 64-bit fingerprint of a set of ids (wrapping sum of their splitmix64 hashes).
-
-    Each side builds its blocks from its own read of the ratings; a message whose ids'
-    fingerprint differs from the one the receiving in-block expects means the two reads
-    disagreed, and the factors would land in the wrong rows.
-    """
-    return splitmix64(np.asarray(ids, dtype=np.int64)).sum(dtype=np.uint64)
-
-
-def _compact_cols(cols: np.ndarray, num_cols: int) -> np.ndarray:
-    """uint16 when the received stack has fewer than 65,536 rows, else int32.
-
-    In-blocks cross from the JVM to each half-step's Python task (~0.4 s per 10M ratings
-    here), so every byte per rating counts.
-    """
-    return cols.astype(np.uint16 if num_cols < 2**16 else np.int32)
-
-
-def _compact_ratings(ratings: np.ndarray) -> np.ndarray:
-    """float16 when that is exact (MovieLens half stars are), else float32 (e.g. bias residuals)."""
-    half = ratings.astype(np.float16)
-    return half if np.array_equal(half, ratings) else ratings
-
-
-def out_block(in_block: InBlock) -> list[np.ndarray]:
-    """Per peer block, the local indices of this block's entities it needs: those it has rated.
-
-    The peer's in-block stacks them by ascending id, which is ascending local index here,
-    so these index arrays are also the order the factors are sent in.
-    """
-    num_peers, n = len(in_block.src_counts), len(in_block.ids)
-    entity = np.repeat(np.arange(n), np.diff(in_block.indptr))
-    peer = np.searchsorted(np.cumsum(in_block.src_counts), in_block.cols, side="right")
-    needed = np.zeros((num_peers, n), dtype=bool)
-    needed[peer, entity] = True
-    return [np.flatnonzero(row).astype(np.int32) for row in needed]
-
-
-# Above this id range (or 8x the number of values) the dense lookup of `unique_inverse` costs more than sorting.
-DENSE_ID_RANGE = 1 << 26
-
-
-def unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`np.unique(values, return_inverse=True)` for non-negative ids, by a dense lookup when the range allows.
-
-    O(n + range) instead of a sort: in-block assembly calls it on tens of millions of ids.
-    """
-    if len(values) == 0 or values.min() < 0 or values.max() >= min(DENSE_ID_RANGE, max(8 * len(values), 1 << 20)):
-        unique, inverse = np.unique(values, return_inverse=True)
-        return unique, inverse.astype(np.int64).reshape(-1)
-    present = np.zeros(int(values.max()) + 1, dtype=bool)
-    present[values] = True
-    unique = np.flatnonzero(present)
-    position = np.cumsum(present) - 1
-    return unique.astype(values.dtype), position[values]
-
-
-def _entity_major_order(entity: np.ndarray, cols: np.ndarray, num_cols: int) -> np.ndarray:
-    """Order of the ratings by (entity, received-stack row).
-
-    (entity, col, arrival index) packed into one int64 and sorted by value: numpy's SIMD
-    value sort is ~5x faster than `argsort` (10M ratings: 0.3 s vs 1.5 s). Falls back to
-    lexsort when the parts do not fit in 63 bits.
-    """
-    n = len(entity)
-    index_bits, col_bits = max(n - 1, 1).bit_length(), max(num_cols - 1, 1).bit_length()
-    if n == 0 or int(entity.max()).bit_length() + col_bits + index_bits > 63:
-        return np.lexsort((cols, entity))
-    packed = (entity.astype(np.int64) << (col_bits + index_bits)) | (cols.astype(np.int64) << index_bits)
-    packed |= np.arange(n, dtype=np.int64)
-    packed.sort()
-    return packed & ((1 << index_bits) - 1)
-
-
-def empty_in_block(num_src: int) -> InBlock:
-    return InBlock(np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32),
-                   np.zeros(num_src, np.int64), np.zeros(num_src, np.uint64))
 
 
 def initial_solved_blocks(side: Side, half_step: HalfStep, seed: int) -> RDD:
@@ -709,6 +487,6 @@ def factor_gram(factors: DataFrame) -> np.ndarray:
 def _one_record_batches(rdd: RDD) -> RDD:
     # pyspark's zip re-pickles both sides through an extra Python pass unless their batch
     # sizes already agree; fixing batches of one record keeps zip a pure JVM pairing.
-    return spark_internals.reserialize(rdd, _ONE_RECORD_PER_BATCH)
+    return spark_internals.one_record_per_batch(rdd)
 
 

@@ -52,7 +52,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from mfspark.errors import ConfigError, InputError
-from mfspark.models.als import blocks
+from mfspark.models.als import blocks, solvers
+from mfspark.models.als.foldin import LearnedItems, fold_in, rating_pairs
 from mfspark.models.als.ids import IdIndexes
 from mfspark.models.base import (
     DEFAULT_COLD_START,
@@ -66,6 +67,7 @@ from mfspark.models.base import (
 from mfspark.models.bias import BiasModel, BiasParams, baseline_value, fit_biases, with_bias_columns
 from mfspark.models.inputs import check_ratings, checkable_while_packing
 from mfspark.params import check, param
+from mfspark.recommend.lists import Baseline, recommend_for_users, similar_movies
 from mfspark.runtime.fs import HadoopFileSystem
 from mfspark.runtime.spark_internals import jvm_gc
 
@@ -297,9 +299,9 @@ class ALS:
         terms = sc.accumulator({}, blocks.TermsAccumulator())
         reporter = _IterationReporter(terms, users.num_blocks, items.num_blocks, history, p)
         mu = baseline().mu if p.learned_biases else 0.0
-        user_step, item_step = blocks.half_steps(p.rank, p.reg, p.nonnegative, p.learned_biases, mu,
-                                                 p.bias_reg_user, p.bias_reg_item, p.implicit_weight,
-                                                 p.alpha if p.implicit else None, p.implicit_sides, p.scale_reg)
+        user_step, item_step = solvers.half_steps(p.rank, p.reg, p.nonnegative, p.learned_biases, mu,
+                                                  p.bias_reg_user, p.bias_reg_item, p.implicit_weight,
+                                                  p.alpha if p.implicit else None, p.implicit_sides, p.scale_reg)
         user_solved = blocks.initial_solved_blocks(users, user_step, p.seed)
         # With no iteration at all the model is the starting point.
         item_solved = blocks.initial_solved_blocks(items, item_step, p.seed + 1)
@@ -634,12 +636,15 @@ class ALSModel(Model):
         check_factor_ranks(path, params.rank, users, items)
         return cls(users, items, params, baseline, history, learned, implicit_factors, implicit_gram, indexes)
 
-    # Recommendation slots: thin delegates to mfspark.recommend (imported late: it builds on this package).
+    @property
+    def list_baseline(self) -> Baseline | None:
+        """The bias part of its lists' scores (`recommend.lists`): the scoring biases of a biased model, else None."""
+        return Baseline.of(self.scoring_biases) if self.params.biases else None
+
+    # Recommendation slots: thin delegates to the engine over factor tables (mfspark.recommend) and to fold-in.
     def recommend_for_users(self, users: DataFrame | None, n: int, exclude: DataFrame | None = None) -> DataFrame:
         """Top-N (user_id, rank, movie_id, score) for `users` (user_id; None: all), never an `exclude` pair."""
-        from mfspark.recommend.lists import Baseline, recommend_for_users
-
-        baseline = Baseline.of(self.scoring_biases) if self.params.biases else None
+        baseline = self.list_baseline
         if not self.indexes.any:
             return recommend_for_users(self.user_factors, self.item_factors, exclude, n, baseline, users)
         ints = self.encoded(self.indexes)
@@ -653,8 +658,6 @@ class ALSModel(Model):
 
     def similar_items(self, n: int) -> DataFrame:
         """(movie_id, rank, similar_movie_id, similarity): top-n by cosine of the item factors."""
-        from mfspark.recommend.lists import similar_movies
-
         similar = similar_movies(self.encoded(self.indexes).item_factors, n)
         return self.indexes.decode(self.indexes.decode(similar, None, "movie_id"), None, "similar_movie_id")
 
@@ -664,13 +667,9 @@ class ALSModel(Model):
 
     def folded_user(self, ratings):
         """`fold_in` with the new user's bias and how many of the ratings the model could use (a FoldedUser)."""
-        from mfspark.recommend.foldin import LearnedItems, fold_in, rating_pairs
-        from mfspark.recommend.lists import Baseline
-
-        baseline = Baseline.of(self.scoring_biases) if self.params.biases else None
         learned = None
         if self.params.learned_biases:
             learned = LearnedItems(self.params.bias_reg_user, self.implicit_factors, self.implicit_gram,
                                    self.params.implicit_weight, self.params.scale_reg)
-        return fold_in(self.item_factors, rating_pairs(ratings), self.params.reg, baseline, self.params.nonnegative,
-                       learned, self.params.alpha if self.params.implicit else None)
+        return fold_in(self.item_factors, rating_pairs(ratings), self.params.reg, self.list_baseline,
+                       self.params.nonnegative, learned, self.params.alpha if self.params.implicit else None)

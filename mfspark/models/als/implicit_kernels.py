@@ -22,11 +22,11 @@ import numpy as np
 
 from mfspark.models.als.kernels import (
     BlockSolution,
-    compiled,
     entity_buffers,
     quadratic_form,
     solve_regularised,
 )
+from mfspark.runtime.compiled import compiled
 
 
 def solve_implicit_block(

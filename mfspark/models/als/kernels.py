@@ -17,46 +17,17 @@ sparse product), which also needed chunking to bound its (n, k, k) temporaries.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
-from mfspark.runtime.spark_internals import cached_kernel
+from mfspark.runtime.compiled import compiled, splitmix64, splitmix64_one
 
 NNLS_MAX_SWEEPS = 200
 NNLS_TOL = 1e-10
 # Relative diagonal shift when a system is singular (possible only with reg = 0): tends to the
 # minimum-norm solution, as a pseudo-inverse would give.
 SINGULAR_SHIFT = 1e-12
-# Let LLVM reorder the dot-product sums so they vectorise; no assumptions about NaN or infinity.
-_FASTMATH = {"reassoc", "contract"}
-
-
-def compiled(fastmath: bool = True, inline: bool = False) -> Callable[[Callable], Callable]:
-    """numba-compile a kernel, cached on disk where numba can write its cache, else in memory.
-
-    `inline`: a helper that numba pastes into each compiled caller (`inline="always"`, at numba's
-    IR level), so sharing it between kernels costs no call in their per-entity loops.
-
-    numba caches beside this file, under NUMBA_CACHE_DIR or the user cache directory, and for
-    code shipped in a zip (`spark-submit --py-files`) under the user cache directory without
-    checking that it can write there; on an executor whose home is read-only or missing the
-    first call would then fail. So the cache directory is tried once (numba's private locator,
-    in `spark_internals.cached_kernel`), and a kernel that cannot be cached compiles in memory
-    (about 2.5 s once per Python worker, logged as a warning).
-    """
-
-    def wrap(func):
-        options = {"nogil": True, "fastmath": _FASTMATH if fastmath else False,
-                   "inline": "always" if inline else "never"}
-        return cached_kernel(lambda: numba.njit(cache=True, **options)(func), lambda: numba.njit(**options)(func),
-                             func.__name__)
-
-    return wrap
-
-
 @dataclass(frozen=True)
 class BlockSolution:
     """New factors of a block plus the terms of the objective they contribute."""
@@ -160,7 +131,6 @@ def solve_biased_block(
     bias_reg: float,
     implicit_weight: float = 0.0,
     implicit_gram: np.ndarray | None = None,
-    implicit_power: float = 0.0,
     scale_reg: bool = True,
 ) -> BiasedSolution:
     """One half-step of ALS with biases learned jointly with the factors.
@@ -175,8 +145,6 @@ def solve_biased_block(
     implicit_weight * sum over all items j of (1[u rated j] - x_u.z_j)^2, which adds
     implicit_weight * Z^T Z to the factor block of the Gram and implicit_weight * sum of the
     rated items' z to its right-hand side; the z columns follow the bias in the source rows.
-    With `implicit_power` a > 0 the row's target is n_u^-a instead of 1 (a = 1/2: SVD++'s
-    |N(u)|^-1/2 normalisation, so heavy and light raters' rows weigh alike).
     `scale_reg` False regularises the factors by a constant reg * |x_u|^2 instead of ALS-WR's
     reg * n_u |x_u|^2 (cmfrec's default; a rarely rated entity is shrunk much harder).
     """
@@ -188,13 +156,13 @@ def solve_biased_block(
     squared_error, penalty = _solve_biased_entities(
         np.asarray(indptr, dtype=np.int64), np.asarray(cols, dtype=np.int32), np.asarray(ratings, dtype=np.float32),
         y, int(rank), float(mu), float(reg), float(bias_reg), float(implicit_weight) if implicit else 0.0, gram,
-        rank + 1 if implicit else -1, float(implicit_power), bool(scale_reg), factors, source_sums, rated)
+        rank + 1 if implicit else -1, bool(scale_reg), factors, source_sums, rated)
     return BiasedSolution(factors, max(squared_error, 0.0), penalty, source_sums, rated)
 
 
 @compiled()
 def _solve_biased_entities(indptr, cols, ratings, y, k, mu, reg, bias_reg, weight, implicit_gram, implicit_at,
-                           power, scale_reg, factors, source_sums, rated_counts):  # pragma: no cover - compiled
+                           scale_reg, factors, source_sums, rated_counts):  # pragma: no cover - compiled
     """Solve [x_e, b_e] of every entity into `factors`; returns (squared_error, penalty)."""
     m = k + 1
     gathered, values, lhs, factor, rhs = entity_buffers(indptr, m)
@@ -222,14 +190,13 @@ def _solve_biased_entities(indptr, cols, ratings, y, k, mu, reg, bias_reg, weigh
             for j in range(count):
                 total += y[cols[lo + j], p]
             source_sums[e, p] = total
-        target = count ** -power if count > 0 else 0.0  # the indicator row's value where rated
-        if implicit_at >= 0:  # rated-indicator row: + weight Z^T Z, + weight * target * sum of the rated items' z
+        if implicit_at >= 0:  # rated-indicator row: + weight Z^T Z, + weight * the sum of the rated items' z
             for p in range(k):
                 total = 0.0
                 for j in range(count):
                     total += y[cols[lo + j], implicit_at + p]
-                implicit_sum[p] = target * total
-                rhs[p] += weight * target * total
+                implicit_sum[p] = total
+                rhs[p] += weight * total
                 for q in range(k):
                     lhs[p, q] += weight * implicit_gram[p, q]
         shift = reg * rated if scale_reg else reg
@@ -253,8 +220,8 @@ def _solve_biased_entities(indptr, cols, ratings, y, k, mu, reg, bias_reg, weigh
         gram_term = quadratic - weight * x_e_x - regularisation
         squared_error += sum_t2 - 2.0 * (x_rhs - weight * x_s) + gram_term
         penalty += regularisation
-        if implicit_at >= 0:  # sum over every item j of (target 1[rated] - x.z_j)^2
-            penalty += weight * (count * target * target - 2.0 * x_s + x_e_x)
+        if implicit_at >= 0:  # sum over every item j of (1[rated] - x.z_j)^2
+            penalty += weight * (count - 2.0 * x_s + x_e_x)
     return squared_error, penalty
 
 
@@ -408,29 +375,6 @@ def initial_factors(ids: np.ndarray, rank: int, seed: int, nonnegative: bool = F
         normal = np.abs(normal)
     norms = np.linalg.norm(normal, axis=1, keepdims=True)
     return normal / np.where(norms > 0, norms, 1.0)
-
-
-# The splitmix64 finaliser's constants (shared by the numpy and the compiled form).
-_MIX_ADD, _MIX_1, _MIX_2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-_SHIFT_0, _SHIFT_1, _SHIFT_2 = np.uint64(30), np.uint64(27), np.uint64(31)
-
-
-def splitmix64(x: np.ndarray) -> np.ndarray:
-    """The splitmix64 finaliser: a well-mixed 64-bit hash, vectorised (wraps modulo 2^64)."""
-    with np.errstate(over="ignore"):
-        z = np.asarray(x, dtype=np.uint64) + _MIX_ADD
-        z = (z ^ (z >> _SHIFT_0)) * _MIX_1
-        z = (z ^ (z >> _SHIFT_1)) * _MIX_2
-        return z ^ (z >> _SHIFT_2)
-
-
-@compiled()
-def splitmix64_one(x):  # pragma: no cover - compiled
-    """`splitmix64` of one uint64, for compiled loops (numpy's form makes ~10 passes over an array)."""
-    z = x + _MIX_ADD
-    z = (z ^ (z >> _SHIFT_0)) * _MIX_1
-    z = (z ^ (z >> _SHIFT_1)) * _MIX_2
-    return z ^ (z >> _SHIFT_2)
 
 
 @compiled()

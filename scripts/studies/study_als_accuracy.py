@@ -1,16 +1,16 @@
 """Single-node study of the ALS objectives: the Spark fit's own kernels, alternated in one process.
 
-    .venv/bin/python scripts/study_als_accuracy.py --ratings DIR/ratings.csv --out study.md \
+    .venv/bin/python scripts/studies/study_als_accuracy.py --ratings DIR/ratings.csv --out study.md \
         --grid '[{"bias_fit": "baseline", "bias_reg": 5}, {"bias_reg": 1, "implicit_weight": 0.3}]'
 
 The ratings (ratings.csv with a header, ratings.dat `::`, or ml-100k's tab-separated u.data) are split
 as `mfspark.evaluation.split.random_split` does (--test-fraction, --seed; the same ratings as the Spark jobs)
 and a validation part is carved from training as `mfspark tune` does (--validation-seed).
 Every grid point is fitted on the rest of training and scored on validation; the best is refitted on
-all of training and scored once on test. Each half-step is `mfspark.models.als.kernels` on the whole
-side (one block), so a point costs seconds: it is for checking objective variants (bias fit, bias
-reg, implicit weight, SVD++'s |N(u)|^-a normalisation of the indicator row, `implicit_power`) before
-spending Spark fits on them. Unseen users or movies are scored with the model's biases (unknown 0).
+all of training and scored once on test. Each half-step is the Spark fit's own (`mfspark.models.als.solvers`)
+on the whole side (one block), so a point costs seconds: it is for checking objective variants (bias fit, bias
+reg, implicit weight, implicit sides) before spending Spark fits on them. Unseen users or movies are scored
+with the model's biases (unknown 0).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from study_report import split_line, write_report
 
 from mfspark.evaluation.draws import split_masks
 from mfspark.models.als import kernels as K
+from mfspark.models.als.inblock import InBlock
+from mfspark.models.als.solvers import half_steps
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,6 @@ class Point:
     bias_fit: str = "learned"  # or "baseline": the damped baseline (2 sweeps), factors on its residuals
     bias_reg: float = 1.0
     implicit_weight: float = 0.0
-    implicit_power: float = 0.0
     implicit_sides: str = "users"  # or "both": items also fit the rated-indicator column with implicit user factors
     scale_reg: bool = True  # False: constant reg on the factors (learned biases), as cmfrec's default
     seed: int = 0
@@ -72,6 +73,13 @@ class Problem:
     @staticmethod
     def csr(matrix: sp.csr_matrix):
         return matrix.indptr.astype(np.int64), matrix.indices.astype(np.int32), matrix.data.astype(np.float32)
+
+    @staticmethod
+    def in_block(matrix: sp.csr_matrix) -> InBlock:
+        """The matrix's rows as one in-block whose sources (its columns) all come from one source block."""
+        indptr, cols, ratings = Problem.csr(matrix)
+        return InBlock(np.arange(matrix.shape[0]), indptr, cols, ratings, np.array([matrix.shape[1]]),
+                       np.zeros(1, np.uint64))
 
     def damped_biases(self, damping: float, sweeps: int = 2):
         """mu and the damped baseline's biases (as `mfspark.models.bias`: b = sum / (n + lambda))."""
@@ -107,29 +115,14 @@ def fit(problem: Problem, p: Point):
             x = shipped(K.solve_block(*Problem.csr(residual), y, p.reg, False).factors, p)
         return mu, user_bias, movie_bias, x, y
     mu = problem.by_user.data.mean()
-    x = np.hstack([x, np.zeros((n_users, 1))])
-    rated = (problem.by_movie != 0).astype(np.float64)
-    scale = np.where(problem.user_counts > 0, np.maximum(problem.user_counts, 1) ** -p.implicit_power, 0.0)
-    user_implicit = np.zeros((n_users, p.rank))  # implicit user factors (implicit_sides "both"), 0 before the first
-    both = p.implicit_weight > 0 and p.implicit_sides == "both"
+    # The Spark fit's half-steps, each on one block holding the whole side (`mfspark.models.als.solvers`).
+    user_step, item_step = half_steps(p.rank, p.reg, False, True, mu, p.bias_reg, p.bias_reg, p.implicit_weight,
+                                      None, p.implicit_sides, p.scale_reg)
+    by_user, by_movie = problem.in_block(problem.by_user), problem.in_block(problem.by_movie)
+    x, user_gram = user_step.initial(x)
     for _ in range(p.max_iter):
-        y = K.solve_biased_block(*Problem.csr(problem.by_movie), shipped(np.hstack([x, user_implicit]) if both else x,
-                                                                         p),
-                                 p.rank, mu, p.reg, p.bias_reg, p.implicit_weight,
-                                 user_implicit.T @ user_implicit if both else None, scale_reg=p.scale_reg).factors
-        sources, gram = y, None
-        if p.implicit_weight > 0:
-            factors = shipped(x[:, :p.rank], p)
-            z, _ = K.solve_implicit_factors(rated @ (scale[:, None] * factors), problem.movie_counts,
-                                            factors.T @ factors, p.implicit_weight, p.reg, p.scale_reg)
-            sources, gram = np.hstack([y, z]), z.T @ z
-        if both:
-            item_factors = shipped(y[:, :p.rank], p)
-            user_implicit, _ = K.solve_implicit_factors(rated.T @ item_factors, problem.user_counts,
-                                                        item_factors.T @ item_factors, p.implicit_weight, p.reg,
-                                                        p.scale_reg)
-        x = K.solve_biased_block(*Problem.csr(problem.by_user), shipped(sources, p), p.rank, mu, p.reg, p.bias_reg,
-                                 p.implicit_weight, gram, p.implicit_power, p.scale_reg).factors
+        y, _, item_gram, _, _ = item_step.solve(by_movie, shipped(x, p), user_gram)
+        x, _, user_gram, _, _ = user_step.solve(by_user, shipped(y, p), item_gram)
     x, y = shipped(x, p), shipped(y, p)
     return mu, x[:, p.rank], y[:, p.rank], x[:, :p.rank], y[:, :p.rank]
 
@@ -172,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                              "the spread over seeds; the choice stays the validation one)")
     args = parser.parse_args(argv)
     given = sys.argv[1:] if argv is None else argv
-    command = shlex.join([".venv/bin/python", "scripts/study_als_accuracy.py", *given])
+    command = shlex.join([".venv/bin/python", "scripts/studies/study_als_accuracy.py", *given])
     points = [Point(**fields) for fields in json.loads(args.grid)]
     frame = read_ratings(args.ratings)
     users, movies = (frame[c].astype("category").cat.codes.to_numpy() for c in ("user", "movie"))
@@ -184,9 +177,9 @@ def main(argv: list[str] | None = None) -> int:
                        for keep in (~test & ~validation, ~test))
     other = {"model": "baseline", "baseline": "model"}[args.cold_start]
     test_header = f" test RMSE | test RMSE seen | test RMSE, unseen by {other} |" if args.test_every_point else ""
-    lines = ["| rank | reg | scaled | iters | bias fit | bias reg | implicit w | power | sides | init, seed | float32 "
+    lines = ["| rank | reg | scaled | iters | bias fit | bias reg | implicit w | sides | init, seed | float32 "
              f"| val RMSE | val RMSE seen | val RMSE, unseen by {other} | fit s |{test_header}",
-             "| ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | --- | --- | --- | ---: | ---: | ---: | ---: |"
+             "| ---: | ---: | --- | ---: | --- | ---: | ---: | --- | --- | --- | ---: | ---: | ---: | ---: |"
              + " ---: | ---: | ---: |" * args.test_every_point]
     scores, tests = [], []
     for point in points:
@@ -194,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         scores.append(scored(fit_part, point, users[validation], movies[validation], ratings[validation]))
         fit_s = time.perf_counter() - started
         row = (f"| {point.rank} | {point.reg:g} | {point.scale_reg} | {point.max_iter} | {point.bias_fit} | "
-               f"{point.bias_reg:g} | {point.implicit_weight:g} | {point.implicit_power:g} | {point.implicit_sides} | "
+               f"{point.bias_reg:g} | {point.implicit_weight:g} | {point.implicit_sides} | "
                f"{point.init}, {point.seed} | {point.float32} | {scores[-1][args.cold_start]:.4f} | "
                f"{scores[-1]['seen']:.4f} | {scores[-1][other]:.4f} | {fit_s:.1f} |")
         if args.test_every_point:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from mfspark.commands import baseline as baseline_job
+from mfspark.commands import baseline as baseline_command
 from mfspark.commands.main import build_parser
 from mfspark.errors import ConfigError, InputError
 from mfspark.models.bias import BiasModel
@@ -33,7 +33,7 @@ def ingested(spark, tmp_path_factory):
 
 def test_job_writes_biases_and_metrics(spark, ingested, tmp_path):
     out = tmp_path / "out"
-    summary = baseline_job.run(parse("--input", str(ingested), "--out", str(out), "--sweeps", "2", "--top-k", "3",
+    summary = baseline_command.run(parse("--input", str(ingested), "--out", str(out), "--sweeps", "2", "--top-k", "3",
                                      "--seed", "3"), spark)
     metrics = json.loads((out / "metrics.json").read_text())
     assert summary["dataset"] == metrics["dataset"] == "tiny"
@@ -53,7 +53,7 @@ def test_job_writes_biases_and_metrics(spark, ingested, tmp_path):
 def test_job_tunes_on_a_validation_carve(spark, ingested, tmp_path):
     args = parse("--input", str(ingested), "--out", str(tmp_path / "out"), "--split", "temporal", "--tune",
                  "--grid-lambda-u", "0,5", "--grid-lambda-i", "1,50", "--sweeps", "1", "--top-k", "0")
-    summary = baseline_job.run(args, spark)
+    summary = baseline_command.run(args, spark)
     tuning = json.loads((tmp_path / "out" / "metrics.json").read_text())["tuning"]
     assert len(tuning["grid"]) == 4
     best = tuning["grid"][0]
@@ -64,7 +64,7 @@ def test_job_tunes_on_a_validation_carve(spark, ingested, tmp_path):
 def test_job_kfold_averages_folds_and_fits_on_everything(spark, ingested, tmp_path):
     args = parse("--input", str(ingested), "--out", str(tmp_path / "out"), "--split", "kfold", "--folds", "3",
                  "--sweeps", "1", "--top-k", "0")
-    baseline_job.run(args, spark)
+    baseline_command.run(args, spark)
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert [s["split"] for s in metrics["splits"]] == ["fold-1", "fold-2", "fold-3"]
     assert sum(c["test"] for c in metrics["counts"]) == 64
@@ -75,15 +75,15 @@ def test_job_kfold_averages_folds_and_fits_on_everything(spark, ingested, tmp_pa
 def test_tuning_on_kfold_is_refused(spark, ingested, tmp_path):
     args = parse("--input", str(ingested), "--out", str(tmp_path / "out"), "--split", "kfold", "--tune")
     with pytest.raises(ConfigError, match="--tune cannot be combined with --split kfold"):
-        baseline_job.run(args, spark)
+        baseline_command.run(args, spark)
     assert not (tmp_path / "out").exists()
 
 
 def test_job_input_errors(spark, tmp_path):
     with pytest.raises(InputError, match="ratings"):
-        baseline_job.run(parse("--input", str(tmp_path), "--out", str(tmp_path / "out")), spark)
+        baseline_command.run(parse("--input", str(tmp_path), "--out", str(tmp_path / "out")), spark)
     with pytest.raises(ConfigError, match="predefined-dir"):
-        baseline_job.run(parse("--out", str(tmp_path / "out"), "--split", "predefined"), spark)
+        baseline_command.run(parse("--out", str(tmp_path / "out"), "--split", "predefined"), spark)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def ingested_small(spark, ml_latest_small, tmp_path_factory):
 def test_damped_biases_beat_undamped_and_global_mean_on_ml_latest_small(spark, ingested_small, tmp_path):
     def rmse(*extra: str) -> dict:
         out = tmp_path / f"out{len(extra)}"
-        baseline_job.run(parse("--input", str(ingested_small), "--out", str(out), "--sweeps", "3", *extra), spark)
+        baseline_command.run(parse("--input", str(ingested_small), "--out", str(out), "--sweeps", "3", *extra), spark)
         return json.loads((out / "metrics.json").read_text())
 
     damped = rmse()

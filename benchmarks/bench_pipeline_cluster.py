@@ -1,6 +1,6 @@
 """The whole pipeline on the 2-worker standalone cluster against local mode, per stage, in one run.
 
-    .venv/bin/python scripts/bench_pipeline_cluster.py --input DIR --work DIR [--results FILE]
+    .venv/bin/python benchmarks/bench_pipeline_cluster.py --input DIR --work DIR [--results FILE]
 
 DIR is a release (e.g. `mfspark synth --shape ml-10m --seed 1 --out DIR`). The same pipeline command
 (same seed, run id `bench`, every stage run) goes twice into fresh output roots under --work:
@@ -122,7 +122,7 @@ def main() -> None:
     lines = [
         "# The pipeline on the standalone cluster vs local mode",
         "",
-        f"Command: `flock /tmp/mfspark-heavy.lock .venv/bin/python scripts/bench_pipeline_cluster.py "
+        f"Command: `flock /tmp/mfspark-heavy.lock .venv/bin/python benchmarks/bench_pipeline_cluster.py "
         f"{shlex.join(sys.argv[1:])}`",
         "",
         f"Input `{args.input.name}`: {rows['ingest']['ratings']:,} ratings, {rows['ingest']['movies']:,} movies; "

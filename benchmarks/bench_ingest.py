@@ -1,6 +1,6 @@
 """Benchmark `mfspark ingest` on an ml-25m-shaped release against pyarrow's CSV reader, in one run.
 
-    .venv/bin/python scripts/bench_ingest.py [--input DIR | --synth-dir DIR] [--profile local]
+    .venv/bin/python benchmarks/bench_ingest.py [--input DIR | --synth-dir DIR] [--profile local]
 
 Without --input, the synthetic release is generated first (`mfspark synth --shape ml-25m --seed 1`) unless
 --synth-dir already holds it. The reference is `pyarrow.csv.read_csv` of the same ratings.csv with explicit
@@ -112,7 +112,7 @@ def report(args: argparse.Namespace, source: Path, synth_s: float | None, arrow:
     ratings_s = manifest["timings_s"]["ratings"]
     rows = manifest["tables"]["ratings"]["rows"]
     size_mb = manifest["inputs"]["ratings.csv"]["bytes"] / 1e6
-    command = shlex.join(["python", "scripts/bench_ingest.py", *sys.argv[1:]])
+    command = shlex.join(["python", "benchmarks/bench_ingest.py", *sys.argv[1:]])
     lines = [
         "# Ingest benchmark: ml-25m-shaped ratings.csv",
         "",

@@ -1,6 +1,6 @@
 """Benchmark: fit time of learned biases and of the implicit model against biased ALS, at the same rank.
 
-    .venv/bin/python scripts/bench_als_implicit.py --input /tmp/synth10m_ingest --rank 50 \
+    .venv/bin/python benchmarks/bench_als_implicit.py --input /tmp/synth10m_ingest --rank 50 \
         --out benchmarks/results/als_implicit.md
 
 One Spark session; after a warm-up fit (kernel compilation in the workers) each model is fitted
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pyspark.sql import functions as F
 
-from mfspark.commands.args import read_ratings
+from mfspark.data.ingest import read_ratings
 from mfspark.evaluation.metrics import rating_metrics
 from mfspark.evaluation.split import random_split
 from mfspark.models.als.estimator import ALS
@@ -68,7 +68,7 @@ def models(args: argparse.Namespace) -> dict[str, dict]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     given = sys.argv[1:] if argv is None else argv
-    command = shlex.join([".venv/bin/python", "scripts/bench_als_implicit.py", *given])
+    command = shlex.join([".venv/bin/python", "benchmarks/bench_als_implicit.py", *given])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     spark = build_session(load_profile(args.profile, str(Path(args.work).resolve())), "bench-als-implicit")
     split = random_split(read_ratings(spark, args.input).select("user_id", "movie_id", "rating"), 0.2, args.seed)

@@ -1,6 +1,6 @@
 """Time the bias baseline's fit + evaluation on Spark against a numpy reference on the same split.
 
-    .venv/bin/python scripts/bench_baseline.py SOURCE [--sweeps 10] [--work DIR] [--profile local]
+    .venv/bin/python benchmarks/bench_baseline.py SOURCE [--sweeps 10] [--work DIR] [--profile local]
 
 SOURCE is an ingest output directory (reads SOURCE/ratings) or a MovieLens ratings.csv. The
 random 80/20 split is written once to WORK/split (untimed), then both sides read it:

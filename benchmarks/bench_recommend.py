@@ -25,8 +25,9 @@ aside (a differing movie must score within 1e-4 of the user's N-th score).
 (`kernels.update_top_n` over 4,096-user blocks, two Python threads: the kernel releases the
 GIL) against `implicit`, same factors and seen CSR in memory, wall and CPU seconds, same check.
 
-    python scripts/bench_recommend.py --shape ml-10m --work /tmp/bench --out benchmarks/results/recommend.md
-    python scripts/bench_recommend.py --shape ml-10m --work /tmp/bench --in-memory --out benchmarks/results/recommend.md
+    python benchmarks/bench_recommend.py --shape ml-10m --work /tmp/bench --out benchmarks/results/recommend.md
+    python benchmarks/bench_recommend.py --shape ml-10m --work /tmp/bench --in-memory \
+        --out benchmarks/results/recommend.md
 
 Needs the `bench` extra (implicit).
 """

@@ -15,7 +15,7 @@ up), the cold N-iteration fit and the warm fit with the iterations it needed are
 `ALS.fit` calls (layout, baseline, the previous factors' shuffle, iterations), alternately,
 `--repeats` times each, in this process; the saving is the difference of their medians.
 
-    python scripts/bench_warm_start.py --input <ingest of ml-latest-small> --out benchmarks/results/warm_start.md
+    python benchmarks/bench_warm_start.py --input <ingest of ml-latest-small> --out benchmarks/results/warm_start.md
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def main() -> None:
     reached = next((k for k, (rmse, _) in zip(iterations, curves["warm"]) if rmse <= target), None)
     timed = None if reached is None else timed_fits(ALS, today, base, previous, reached, args.repeats)
     spark.stop()
-    lines = [f"Command: `python scripts/bench_warm_start.py {' '.join(sys.argv[1:])}` "
+    lines = [f"Command: `python benchmarks/bench_warm_start.py {' '.join(sys.argv[1:])}` "
              f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average {load_at_start} at the "
              f"start, {' '.join(f'{v:.2f}' for v in os.getloadavg())} at the end, 2 cores)", "",
              f"Ratings: test (after the cutoff) {counts['test']:,}; today {counts['today']:,}; yesterday "

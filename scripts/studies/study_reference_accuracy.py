@@ -3,7 +3,8 @@
 Run in a separate environment holding the libraries (never the project's .venv), with the worktree importable:
 
     python -m venv /tmp/ref && /tmp/ref/bin/pip install cmfrec scikit-surprise pandas threadpoolctl
-    PYTHONPATH=. /tmp/ref/bin/python scripts/study_reference_accuracy.py --ratings DIR/ratings.csv --out ref.md \
+    PYTHONPATH=. /tmp/ref/bin/python scripts/studies/study_reference_accuracy.py --ratings DIR/ratings.csv \
+        --out ref.md \
         --cmfrec-grid '[{"k": 50, "lambda_": 10}, {"k": 50, "lambda_": 10, "add_implicit_features": true}]' \
         --svdpp-grid '[{"n_factors": 20}]'
 
@@ -71,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--validation-seed", type=int, default=7)
     args = parser.parse_args(argv)
-    command = shlex.join(["python", "scripts/study_reference_accuracy.py", *(sys.argv[1:] if argv is None else argv)])
+    given = sys.argv[1:] if argv is None else argv
+    command = shlex.join(["python", "scripts/studies/study_reference_accuracy.py", *given])
     frame = pd.read_csv(args.ratings).rename(columns={"userId": "user", "movieId": "movie"})
     frame = frame[["user", "movie", "rating"]]
     test, validation = split_masks(frame["user"].to_numpy(), frame["movie"].to_numpy(), args.test_fraction,

@@ -6,7 +6,7 @@ then fit ours and MLlib on the same seeded 80/20 split, each in its own fresh Sp
 RMSE and the peak resident memory of the whole process tree (driver JVM + Python workers),
 plus the ours/MLlib ratios, as a markdown table.
 
-    python scripts/bench_als.py --shapes ml-1m ml-10m ml-25m ml-32m --out benchmarks/results/als.md
+    python benchmarks/bench_als.py --shapes ml-1m ml-10m ml-25m ml-32m --out benchmarks/results/als.md
 
 `--implicit --alpha A` benchmarks implicit-feedback ALS against MLlib's `implicitPrefs=True`; both
 are then scored by the implicit objective of their factors on the training ratings
@@ -196,7 +196,7 @@ def main() -> None:
             print(f"{shape} {impl}: fit {result['fit_s']:.1f} s, quality {result['rmse']:.6g}, "
                   f"peak {peak / 2**30:.2f} GiB", flush=True)
         rows.append(row)
-    command = "python scripts/bench_als.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/bench_als.py " + " ".join(sys.argv[1:])
     table = markdown(rows, command, mllib_blas(), args.implicit)
     print(table)
     if args.out:

@@ -12,8 +12,8 @@ for each K of `--light-keep`. The models are refitted on that training set and, 
 users, the model's list is compared with the damped-popularity fallback (the bias model's
 b_i) and plain popularity, which picks `recommend --min-ratings`.
 
-    python scripts/eval_ranking.py --input out/ml-latest-small --out benchmarks/results/ranking.md
-    python scripts/eval_ranking.py --input out/ml-latest-small --sections light --light-keep 3,5,10,20
+    python benchmarks/eval_ranking.py --input out/ml-latest-small --out benchmarks/results/ranking.md
+    python benchmarks/eval_ranking.py --input out/ml-latest-small --sections light --light-keep 3,5,10,20
 
 Implicit feedback: `--sections full --splits temporal --models popularity "plain ALS" "biased ALS"
 "implicit ALS" --alpha 1 10 40` adds implicit-feedback ALS (`ALS(implicit=True)`) fitted on the
@@ -130,7 +130,7 @@ def main() -> None:
             print("light", keep, name, metrics, flush=True)
     spark.stop()
     k = args.top_n
-    lines = [f"Command: `python scripts/eval_ranking.py {' '.join(sys.argv[1:])}` "
+    lines = [f"Command: `python benchmarks/eval_ranking.py {' '.join(sys.argv[1:])}` "
              f"({time.perf_counter() - started:.0f} s)", "",
              f"| split | model | precision@{k} | recall@{k} | NDCG@{k} | MAP@{k} | coverage@{k} | users |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]

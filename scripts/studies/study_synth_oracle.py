@@ -1,6 +1,6 @@
 """How close to the planted noise floor can any estimator get on a synthetic release? An oracle bound.
 
-    .venv/bin/python scripts/study_synth_oracle.py --synth DIR --out oracle.md
+    .venv/bin/python scripts/studies/study_synth_oracle.py --synth DIR --out oracle.md
 
 DIR is `mfspark synth ... --write-truth --out DIR`. The ratings are split as `mfspark train` splits them
 (`random_split`, --test-fraction, --seed). The oracles know everything but one side: the users' factors and
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
     given = sys.argv[1:] if argv is None else argv
-    command = shlex.join([".venv/bin/python", "scripts/study_synth_oracle.py", *given])
+    command = shlex.join([".venv/bin/python", "scripts/studies/study_synth_oracle.py", *given])
     ratings, summary, truth = read_synth(args.synth)
     index = {side: pd.Index(truth[side][0]) for side in truth}
     rows = {side: index[side].get_indexer(ratings[column]) for side, column in (("users", "user"), ("movies", "movie"))}

@@ -1,0 +1,41 @@
+"""An ALS model's top-N lists as the `recommend` command and the pipeline's recommend stage write them: the
+model's lists for the users it knows well enough, damped-popularity lists (`recommend.lists.fallback_lists`)
+for the others."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mfspark.models.bias import BiasModel, BiasParams
+from mfspark.recommend.lists import (
+    DEFAULT_MIN_RATINGS,
+    Candidates,
+    UserPlan,
+    fallback_lists,
+    plan_users,
+    recommend_for_users,
+)
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+    from mfspark.models.als.estimator import ALSModel
+    from mfspark.recommend.topn import BlockSizes
+
+
+def write_top_n(model: ALSModel, ratings: DataFrame, out_dir: str, n: int, min_ratings: int = DEFAULT_MIN_RATINGS,
+                users: DataFrame | None = None, candidates: Candidates | None = None,
+                sizes: BlockSizes | None = None) -> UserPlan:
+    """Write `out_dir/recommendations` (model lists, then the cold-start users' damped-popularity lists) and
+    `out_dir/fallback_users`; every movie in `ratings` a user rated is excluded. One function for the
+    `recommend` command and the pipeline's recommend stage, so both write the same lists."""
+    seen = ratings.select("user_id", "movie_id")
+    fallback_model = model.baseline or BiasModel.fit(ratings, BiasParams())
+    plan = plan_users(model.user_factors, ratings, users, min_ratings)
+    recommend_for_users(model.user_factors, model.item_factors, seen, n, model.list_baseline, plan.model_users,
+                        candidates, sizes).write.parquet(f"{out_dir}/recommendations")
+    fallback_lists(plan.fallback.select("user_id"), fallback_model.movie_biases, fallback_model.mu, seen, n,
+                   fallback_model.user_biases, candidates, sizes).write.mode("append").parquet(
+        f"{out_dir}/recommendations")
+    plan.fallback.write.parquet(f"{out_dir}/fallback_users")
+    return plan
