@@ -173,3 +173,32 @@ def test_baseline_command_refuses_a_negative_damping_before_reading_anything(cli
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1, err
     assert "lambda_u (--lambda-u) must be 0 or more, got -2.0" in err
+
+
+def test_recommend_for_users_ranks_unseen_movies_by_bias_as_a_pandas_sort(spark):
+    """The bias model's lists (the top-N engine's, `recommend.lists.fallback_lists` by b_i) against a pandas sort:
+    unseen movies by float32 b_i descending, equal b_i by the smaller movie id; score mu + b_u + b_i."""
+    rng = np.random.default_rng(7)
+    # 30 users x 25 movies, ratings on a 0.5 grid: several movies share a damped b_i exactly, so ties are exercised.
+    rows = [(int(u), int(m), float(rng.integers(1, 11)) / 2) for u in range(1, 31) for m in range(1, 26)
+            if rng.random() < 0.4]
+    rows += [(u, m, 3.0) for u in (31, 32) for m in (26, 27)]  # movies 26 and 27: the same ratings, the same b_i
+    ratings = spark.createDataFrame(rows, SCHEMA)
+    model = BiasModel.fit(ratings, BiasParams(lambda_u=2.0, lambda_i=3.0, sweeps=2))
+    users = spark.createDataFrame([(1,), (2,), (31,), (99,)], "user_id int")
+    exclude = ratings.select("user_id", "movie_id")
+    got = model.recommend_for_users(users, 5, exclude).toPandas().sort_values(["user_id", "rank"])
+
+    b_i = model.movie_biases.toPandas().set_index("movie_id")["bias"]
+    b_u = model.user_biases.toPandas().set_index("user_id")["bias"]
+    seen = pd.DataFrame(rows, columns=["user_id", "movie_id", "rating"]).groupby("user_id")["movie_id"].apply(set)
+    assert b_i[26] == b_i[27]
+    expected = []
+    for user in (1, 2, 31, 99):
+        unseen = b_i[~b_i.index.isin(seen.get(user, set()))]
+        order = pd.DataFrame({"movie_id": unseen.index, "key": unseen.to_numpy().astype(np.float32)}) \
+            .sort_values(["key", "movie_id"], ascending=[False, True]).head(5)
+        expected += [(user, rank, movie, model.mu + b_u.get(user, 0.0) + b_i[movie])
+                     for rank, movie in enumerate(order["movie_id"], start=1)]
+    assert [(r.user_id, r.rank, r.movie_id) for r in got.itertuples()] == [e[:3] for e in expected]
+    assert got["score"].to_numpy() == pytest.approx([e[3] for e in expected], rel=1e-6)

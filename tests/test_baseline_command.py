@@ -131,3 +131,25 @@ def precision_at_10_reference(spark, ingested_small, model: BiasModel) -> float:
         top = [m for m in pool["movie_id"] if m not in rated.get(user, set())][:10]
         precisions.append(sum(m in liked for m in top) / 10)
     return sum(precisions) / len(precisions)
+
+
+def test_command_ranks_the_lists_of_bias_model_recommend_for_users(spark, ingested, tmp_path):
+    """The command's ranking metrics are those of the saved model's `recommend_for_users` lists on the same split
+    and exclusions (the pipeline's evaluate scores the same lists), also for users who rated most of the catalogue
+    (the old pool of the `--candidates` largest biases cut their lists short)."""
+    from mfspark.data.ingest import read_ratings
+    from mfspark.evaluation.metrics import held_out_ranking
+    from mfspark.evaluation.split import make_splits
+
+    out = tmp_path / "out"
+    baseline_command.run(parse("--input", str(ingested), "--out", str(out), "--sweeps", "2", "--top-k", "4",
+                               "--seed", "5", "--candidates", "3"), spark)
+    metrics = json.loads((out / "metrics.json").read_text())
+    split = make_splits(read_ratings(spark, str(ingested)).select("user_id", "movie_id", "rating", "rated_at"),
+                        "random", test_fraction=0.2, seed=5)[0]
+    model = BiasModel.load(spark, str(out / "biases"))
+    expected = held_out_ranking(model.recommend_for_users, split, 4)
+    assert expected["users"] > 0 and metrics["parameters"]["candidates"] is None
+    assert metrics["splits"][0]["ranking"] == pytest.approx(expected)
+    lists = model.recommend_for_users(split.test.select("user_id"), 4, split.train.select("user_id", "movie_id"))
+    assert lists.groupBy("user_id").count().agg({"count": "max"}).first()[0] == 4  # beyond the 3 of --candidates

@@ -8,6 +8,7 @@ other splits they are the model evaluated (fitted on the training part).
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +28,8 @@ from mfspark.runtime.provenance import versions
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
 
 DEFAULTS = BiasParams()
 DEFAULT_GRID = "0,1,2,5,10,15,25,50"
@@ -70,8 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--validation-fraction", type=float, default=0.2,
                         help="share of training carved off for --tune (default 0.2)")
     parser.add_argument("--top-k", type=int, default=10, help="top-N list length for ranking metrics (0: skip)")
-    parser.add_argument("--candidates", type=int, default=200,
-                        help="movies with the largest bias considered for each top-N list (default 200)")
+    # Kept so command lines written for the old pool of 200 movies still run: the lists now come from the top-N
+    # engine over every movie (BiasModel.recommend_for_users), which needs no pool.
+    parser.add_argument("--candidates", type=int, default=None,
+                        help="ignored (the top-N lists rank every movie); accepted for old command lines")
     parser.add_argument("--relevance-threshold", type=float, default=DEFAULT_THRESHOLD)
 
 
@@ -97,6 +102,8 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
     params = replace(BiasParams(**given_params(args, BiasParams)), min_rating=args.min_rating,
                      max_rating=args.max_rating)
     params.validate()
+    if args.candidates is not None:
+        log.warning("--candidates is ignored: the top-N lists rank every movie")
     ratings, dataset = load_ratings(spark, args.input) if args.input else (None, "ml-100k")
     if ratings is not None:
         ratings = ratings.select("user_id", "movie_id", "rating", "rated_at").persist()
@@ -106,7 +113,7 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
     if args.tune:
         params, tuning = tune_params(splits[0], params, args.split, args.validation_fraction, args.seed,
                                      args.grid_lambda_u, args.grid_lambda_i)
-    evaluated = [evaluate_split(split, params, args.top_k, args.candidates, args.relevance_threshold)
+    evaluated = [evaluate_split(split, params, args.top_k, args.relevance_threshold)
                  for split in splits]
     results = [result for _, result in evaluated]
     model = BiasModel.fit(ratings, params) if args.split == "kfold" else evaluated[0][0]
@@ -119,7 +126,8 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
         "parameters": {"lambda_u": params.lambda_u, "lambda_i": params.lambda_i, "sweeps": params.sweeps,
                        "min_rating": model.params.min_rating, "max_rating": model.params.max_rating,
                        "top_k": args.top_k,
-                       "relevance_threshold": args.relevance_threshold, "candidates": args.candidates},
+                       "relevance_threshold": args.relevance_threshold,
+                       "candidates": None},  # every movie is ranked; the key of the old pool size stays
         "biases_fitted_on": "all ratings" if args.split == "kfold" else "training part",
         "mu": model.mu,
         "rmse": mean_of(results, "rmse"),

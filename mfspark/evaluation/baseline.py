@@ -1,6 +1,6 @@
 """The bias baseline scored on a split, as `mfspark baseline` reports it: rating metrics against the global
-mean, ranking metrics of top-N lists over the largest biases, and the search of its damping on a validation
-carve of the training part."""
+mean, ranking metrics of the model's own top-N lists (`BiasModel.recommend_for_users`, the lists the
+pipeline's evaluate stage scores), and the search of its damping on a validation carve of the training part."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from pyspark.sql import Window
 from pyspark.sql import functions as F
 
-from mfspark.evaluation.metrics import DEFAULT_THRESHOLD, ranking_metrics, rating_metrics
+from mfspark.evaluation.metrics import DEFAULT_THRESHOLD, held_out_ranking, rating_metrics
 from mfspark.evaluation.split import Split, cold_start_counts, make_splits
 from mfspark.models.bias import BiasModel, BiasParams, tune
 
@@ -27,25 +26,11 @@ def validation_carve(train: DataFrame, split_kind: str, validation_fraction: flo
     return make_splits(train, kind, test_fraction=validation_fraction, seed=seed + 1)[0]
 
 
-def top_n(model: BiasModel, users: DataFrame, exclude: DataFrame, k: int, candidates: int) -> DataFrame:
-    """Each user's k unrated movies with the largest bias (mu + b_u does not change a user's order).
-
-    Only the `candidates` movies with the largest bias are considered, so a user who rated
-    more than candidates - k of them gets a shorter list (scored as misses).
-    """
-    by_bias = [F.col("bias").desc(), F.col("movie_id")]
-    pool = model.movie_biases.orderBy(*by_bias).limit(candidates).select("movie_id", "bias")
-    unrated = (users.select("user_id").distinct().crossJoin(F.broadcast(pool))
-               .join(exclude.select("user_id", "movie_id"), ["user_id", "movie_id"], "left_anti"))
-    ranked = unrated.withColumn("rank", F.row_number().over(
-        Window.partitionBy("user_id").orderBy(*by_bias)))
-    return ranked.where(F.col("rank") <= k).select("user_id", "movie_id", "rank")
-
-
-def evaluate_split(split: Split, params: BiasParams, top_k: int, candidates: int,
+def evaluate_split(split: Split, params: BiasParams, top_k: int,
                    relevance_threshold: float = DEFAULT_THRESHOLD) -> tuple[BiasModel, dict]:
     """The baseline fitted on split.train and scored on split.test: RMSE, MAE, the global mean's RMSE and
-    (top_k > 0) the ranking metrics of `top_n` lists; timings and cold-start counts."""
+    (top_k > 0) the ranking metrics of its top-k lists (`held_out_ranking` of `BiasModel.recommend_for_users`,
+    as the pipeline's evaluate stage scores them); timings and cold-start counts."""
     started = time.perf_counter()
     train, test = split.train.persist(), split.test.persist()
     counts = cold_start_counts(Split(split.name, train, test))
@@ -55,9 +40,8 @@ def evaluate_split(split: Split, params: BiasParams, top_k: int, candidates: int
     result.update({k: v for k, v in rating_metrics(model.predict(test)).items() if k != "count"})
     result["global_mean_rmse"] = rating_metrics(test.withColumn("prediction", F.lit(model.mu)))["rmse"]
     if top_k > 0:
-        recs = top_n(model, test, train, top_k, candidates)
-        catalog = model.movie_biases.count()
-        result["ranking"] = ranking_metrics(recs, test, top_k, relevance_threshold, catalog)
+        result["ranking"] = held_out_ranking(model.recommend_for_users, Split(split.name, train, test), top_k,
+                                             relevance_threshold)
     result["timings_s"] = {"fit": round(fitted - started, 3), "evaluate": round(time.perf_counter() - fitted, 3)}
     train.unpersist()  # the model's bias tables are checkpointed: they do not need the cached split
     test.unpersist()
