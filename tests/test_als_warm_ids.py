@@ -110,3 +110,29 @@ def test_warm_start_with_string_ids(spark):
     assert sorted(new) == ["ann", "bob", "cy", "dee", "eve"]
     for name in ("ann", "bob", "cy", "dee"):
         np.testing.assert_array_equal(new[name], old[name])
+
+
+def test_written_lists_of_an_indexed_model_are_its_recommend_for_users_lists(spark, tmp_path):
+    """write_top_n (the recommend command's and the pipeline's lists) goes through ALSModel.recommend_for_users:
+    ids beyond int come back as they went in, and a block-list of such ids is applied (through the index)."""
+    from mfspark.models.als.lists import write_top_n
+    from mfspark.recommend.lists import Candidates
+
+    big = 2**40
+    rows = [(big + u, big + m, float((u * m) % 5 + 1)) for u in range(1, 7) for m in range(1, 9) if (u + m) % 3]
+    ratings = spark.createDataFrame(rows, "user_id long, movie_id long, rating float")
+    model = ALS(rank=2, max_iter=2, seed=1, biases=True).fit(ratings)
+    assert model.indexes.user is not None and model.indexes.movie is not None
+    block = Candidates(block=spark.createDataFrame([(big + 2,)], "movie_id long"))
+    plan = write_top_n(model, ratings, str(tmp_path / "lists"), 3, min_ratings=0, candidates=block)
+    assert plan.fallback.count() == 0
+    expected = model.recommend_for_users(None, 3, ratings.select("user_id", "movie_id"), candidates=block)
+    # the schema given: the (empty) cold-start part is written with int ids, the model's lists with long ones
+    written = spark.read.schema(expected.schema).parquet(str(tmp_path / "lists" / "recommendations"))
+    key = ("user_id", "rank", "movie_id")
+    got = sorted((r.user_id, r.rank, r.movie_id, r.score) for r in written.collect())
+    want = sorted((r.user_id, r.rank, r.movie_id, r.score) for r in expected.collect())
+    assert [g[:3] for g in got] == [w[:3] for w in want] and len(got) > 0
+    assert [g[3] for g in got] == pytest.approx([w[3] for w in want], rel=1e-6)
+    assert {r[0] for r in got} <= {big + u for u in range(1, 7)} and big + 2 not in {r[2] for r in got}
+    assert written.columns[:3] == list(key)

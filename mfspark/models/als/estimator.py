@@ -67,7 +67,8 @@ from mfspark.models.base import (
 from mfspark.models.bias import BiasModel, BiasParams, baseline_value, fit_biases, with_bias_columns
 from mfspark.models.inputs import check_ratings, checkable_while_packing
 from mfspark.params import check, param
-from mfspark.recommend.lists import Baseline, recommend_for_users, similar_movies
+from mfspark.recommend.lists import Baseline, Candidates, recommend_for_users, similar_movies
+from mfspark.recommend.topn import BlockSizes
 from mfspark.runtime.fs import HadoopFileSystem
 from mfspark.runtime.spark_internals import jvm_gc
 
@@ -642,18 +643,27 @@ class ALSModel(Model):
         return Baseline.of(self.scoring_biases) if self.params.biases else None
 
     # Recommendation slots: thin delegates to the engine over factor tables (mfspark.recommend) and to fold-in.
-    def recommend_for_users(self, users: DataFrame | None, n: int, exclude: DataFrame | None = None) -> DataFrame:
-        """Top-N (user_id, rank, movie_id, score) for `users` (user_id; None: all), never an `exclude` pair."""
+    def recommend_for_users(self, users: DataFrame | None, n: int, exclude: DataFrame | None = None, *,
+                            candidates: Candidates | None = None, sizes: BlockSizes | None = None) -> DataFrame:
+        """Top-N (user_id, rank, movie_id, score) for `users` (user_id; None: all), never an `exclude` pair;
+        `candidates` (movie_id allow/block lists) and `sizes` as `recommend.lists.recommend_for_users`. The one
+        route from this model to its lists (`models.als.lists.write_top_n` comes here): ids outside int go
+        through the fit's index both ways."""
         baseline = self.list_baseline
         if not self.indexes.any:
-            return recommend_for_users(self.user_factors, self.item_factors, exclude, n, baseline, users)
+            return recommend_for_users(self.user_factors, self.item_factors, exclude, n, baseline, users,
+                                       candidates, sizes)
         ints = self.encoded(self.indexes)
         if baseline is not None:
             baseline = replace(baseline, user_biases=self.indexes.encode(baseline.user_biases, "user_id", None),
                                movie_biases=self.indexes.encode(baseline.movie_biases, None, "movie_id"))
+        if candidates is not None:
+            candidates = Candidates(*(None if movies is None else self.indexes.encode(movies, None, "movie_id")
+                                      for movies in (candidates.allow, candidates.block)))
         lists = recommend_for_users(ints.user_factors, ints.item_factors,
                                     None if exclude is None else self.indexes.encode(exclude), n, baseline,
-                                    None if users is None else self.indexes.encode(users, "user_id", None))
+                                    None if users is None else self.indexes.encode(users, "user_id", None),
+                                    candidates, sizes)
         return self.indexes.decode(lists)
 
     def similar_items(self, n: int) -> DataFrame:

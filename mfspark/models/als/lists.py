@@ -13,7 +13,6 @@ from mfspark.recommend.lists import (
     UserPlan,
     fallback_lists,
     plan_users,
-    recommend_for_users,
 )
 
 if TYPE_CHECKING:
@@ -28,12 +27,13 @@ def write_top_n(model: ALSModel, ratings: DataFrame, out_dir: str, n: int, min_r
                 sizes: BlockSizes | None = None) -> UserPlan:
     """Write `out_dir/recommendations` (model lists, then the cold-start users' damped-popularity lists) and
     `out_dir/fallback_users`; every movie in `ratings` a user rated is excluded. One function for the
-    `recommend` command and the pipeline's recommend stage, so both write the same lists."""
+    `recommend` command and the pipeline's recommend stage, so both write the same lists; the model's lists are
+    `ALSModel.recommend_for_users`' (its id index included), the lists every evaluation scores."""
     seen = ratings.select("user_id", "movie_id")
     fallback_model = model.baseline or BiasModel.fit(ratings, BiasParams())
     plan = plan_users(model.user_factors, ratings, users, min_ratings)
-    recommend_for_users(model.user_factors, model.item_factors, seen, n, model.list_baseline, plan.model_users,
-                        candidates, sizes).write.parquet(f"{out_dir}/recommendations")
+    model.recommend_for_users(plan.model_users, n, seen, candidates=candidates, sizes=sizes) \
+        .write.parquet(f"{out_dir}/recommendations")
     fallback_lists(plan.fallback.select("user_id"), fallback_model.movie_biases, fallback_model.mu, seen, n,
                    fallback_model.user_biases, candidates, sizes).write.mode("append").parquet(
         f"{out_dir}/recommendations")
