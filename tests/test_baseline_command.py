@@ -153,3 +153,21 @@ def test_command_ranks_the_lists_of_bias_model_recommend_for_users(spark, ingest
     assert metrics["splits"][0]["ranking"] == pytest.approx(expected)
     lists = model.recommend_for_users(split.test.select("user_id"), 4, split.train.select("user_id", "movie_id"))
     assert lists.groupBy("user_id").count().agg({"count": "max"}).first()[0] == 4  # beyond the 3 of --candidates
+
+
+def test_split_options_are_the_shared_declaration_plus_kfold():
+    """baseline's split options come from commands.args.add_split_arguments (as train's), with --folds for kfold."""
+    def split_options(command: str) -> dict:
+        parser = build_parser(command)._subparsers._group_actions[0].choices[command]
+        return {a.option_strings[0]: (a.default, a.choices) for a in parser._actions
+                if a.option_strings and a.option_strings[0] in {"--input", "--split", "--test-fraction", "--seed",
+                                                                "--predefined-dir", "--predefined-name", "--folds"}}
+    train, baseline = split_options("train"), split_options("baseline")
+    assert baseline.pop("--folds") == (5, None)
+    assert baseline.pop("--split") == ("random", ("random", "temporal", "kfold", "predefined"))
+    assert train.pop("--split") == ("random", ("random", "temporal", "predefined"))
+    assert baseline == train
+    args = parse("--out", "x", "--grid-lambda-u", "0, 2.5,", "--split", "kfold", "--folds", "3")
+    assert args.grid_lambda_u == (0.0, 2.5) and args.grid_lambda_i == (0, 1, 2, 5, 10, 15, 25, 50)
+    with pytest.raises(SystemExit):
+        parse("--out", "x", "--grid-lambda-u", "1,x")

@@ -51,17 +51,22 @@ def release_source(args: argparse.Namespace, spark: SparkSession | None = None) 
     return resolve_dataset(args.dataset, args.data_dir, args.cache_dir), args.format or args.dataset
 
 
-def add_split_arguments(parser: argparse.ArgumentParser) -> None:
+def add_split_arguments(parser: argparse.ArgumentParser,
+                        kinds: tuple[str, ...] = ("random", "temporal", "predefined")) -> None:
+    """The ratings table and the split of the model commands (train, tune, sweep, compare-mllib, baseline): one
+    declaration. `kinds` (of `evaluation.split.SPLIT_KINDS`): with "kfold", --folds too (baseline)."""
     group = parser.add_argument_group("input and split")
     group.add_argument("--input", metavar="INGEST_OUT",
                        help="output directory of `mfspark ingest` (reads INGEST_OUT/ratings); "
                             "not needed with --split predefined")
-    group.add_argument("--split", choices=("random", "temporal", "predefined"), default="random")
+    group.add_argument("--split", choices=kinds, default="random")
     group.add_argument("--predefined-dir", metavar="DIR",
                        help="--split predefined: ml-100k directory holding u1.base, u1.test, ...")
     group.add_argument("--predefined-name", choices=splits.PREDEFINED_SPLITS, default="u1")
-    group.add_argument("--test-fraction", type=float, default=0.2)
-    group.add_argument("--seed", type=int, default=42)
+    group.add_argument("--test-fraction", type=float, default=0.2, help="random/temporal test share (default 0.2)")
+    group.add_argument("--seed", type=int, default=42, help="seed of the random draws (split, folds, initial factors; default 42)")
+    if "kfold" in kinds:
+        group.add_argument("--folds", type=int, default=5, help="k for --split kfold (default 5)")
 
 
 def comma_list(kind: type):

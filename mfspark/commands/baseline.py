@@ -14,12 +14,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mfspark.commands.args import add_model_options, given_params
+from mfspark.commands.args import add_model_options, add_split_arguments, comma_list, given_params
 from mfspark.data.ingest import read_ratings
 from mfspark.errors import ConfigError
 from mfspark.evaluation.baseline import evaluate_split, tune_params
 from mfspark.evaluation.metrics import DEFAULT_THRESHOLD
-from mfspark.evaluation.split import PREDEFINED_SPLITS, SPLIT_KINDS, make_splits
+from mfspark.evaluation.split import SPLIT_KINDS, make_splits
 from mfspark.models.base import OBSERVED
 from mfspark.models.bias import BiasModel, BiasParams
 from mfspark.runtime.commit import atomic_output, read_json, write_json
@@ -35,13 +35,6 @@ DEFAULTS = BiasParams()
 DEFAULT_GRID = "0,1,2,5,10,15,25,50"
 
 
-def float_list(text: str) -> list[float]:
-    try:
-        return [float(part) for part in text.split(",") if part.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from exc
-
-
 def scale_bound(text: str) -> float | str | None:
     """argparse type of a rating-scale bound: a number, 'none' (no clipping) or OBSERVED."""
     if text.strip().lower() in ("none", OBSERVED):
@@ -53,14 +46,8 @@ def scale_bound(text: str) -> float | str | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", metavar="DIR", help="ingest output (reads DIR/ratings and DIR/manifest.json)")
     parser.add_argument("--out", required=True, help="output directory (replaced atomically)")
-    parser.add_argument("--split", choices=SPLIT_KINDS, default="random")
-    parser.add_argument("--test-fraction", type=float, default=0.2, help="random/temporal test share (default 0.2)")
-    parser.add_argument("--seed", type=int, default=42, help="seed of the random and k-fold draws (default 42)")
-    parser.add_argument("--folds", type=int, default=5, help="k for --split kfold (default 5)")
-    parser.add_argument("--predefined-dir", metavar="DIR", help="ml-100k directory holding u1.base, u1.test, ...")
-    parser.add_argument("--predefined-name", choices=PREDEFINED_SPLITS, default="u1")
+    add_split_arguments(parser, SPLIT_KINDS)
     add_model_options(parser, BiasParams)
     for bound in ("min", "max"):
         parser.add_argument(f"--{bound}-rating", type=scale_bound, default=getattr(DEFAULTS, f"{bound}_rating"),
@@ -68,8 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                  f"(default: the training ratings' {'lowest' if bound == 'min' else 'highest'})")
     parser.add_argument("--tune", action="store_true",
                         help="pick lambda_u, lambda_i on a validation split carved from training")
-    parser.add_argument("--grid-lambda-u", type=float_list, default=float_list(DEFAULT_GRID))
-    parser.add_argument("--grid-lambda-i", type=float_list, default=float_list(DEFAULT_GRID))
+    parser.add_argument("--grid-lambda-u", type=comma_list(float), default=comma_list(float)(DEFAULT_GRID))
+    parser.add_argument("--grid-lambda-i", type=comma_list(float), default=comma_list(float)(DEFAULT_GRID))
     parser.add_argument("--validation-fraction", type=float, default=0.2,
                         help="share of training carved off for --tune (default 0.2)")
     parser.add_argument("--top-k", type=int, default=10, help="top-N list length for ranking metrics (0: skip)")

@@ -140,8 +140,7 @@ class StageContext:
         check_parquet_table(self.spark, path, "the ingest stage's ratings")
         ratings = self.spark.read.parquet(path).select(*RATING_COLUMNS)
         p = self.config.split
-        split = (splits.temporal_split(ratings, test_fraction=p.test_fraction) if p.kind == "temporal"
-                 else splits.random_split(ratings, p.test_fraction, p.seed))
+        [split] = splits.make_splits(ratings, p.kind, test_fraction=p.test_fraction, seed=p.seed)
         return splits.Split(split.name, split.train.cache(), split.test.cache())
 
 
