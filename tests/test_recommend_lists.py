@@ -272,3 +272,26 @@ def test_genre_rows_equal_brute_force_top_n_within_each_favourite_genre(spark, s
                          for rank, j in enumerate(best)]
     assert sorted(tuple(r) for r in got) == sorted(expected)
     assert {r["genre"] for r in got if r["user_id"] == 2} >= {"Noir"} and len(expected) > 60
+
+
+def test_report_user_lists_are_the_engines_lists_by_unclipped_score(spark, workspace, ratings_rows):
+    """The report's target-user lists (no --recs) rank the user's unseen movies by mu + b_u + b_i + x.y as the
+    engine does (unclipped, ties by smaller id), genre rows within each genre in the order given, with titles."""
+    from mfspark.report.analysis import movie_table, user_lists
+
+    root, model = workspace
+    ratings = spark.read.parquet(str(root / "ingest" / "ratings"))
+    movies = movie_table(spark.read.parquet(str(root / "ingest" / "movies")), ratings)
+    user = 2
+    top_n, rows = user_lists(model, ratings, movies, user, 4, ["Drama", "Comedy"], 2)
+    rated = {m for u, m, _ in ratings_rows if u == user}
+    scores = model_scores(model)[user]
+    unseen = sorted((m for m in scores if m not in rated), key=lambda m: (-scores[m], m))
+    assert [item["movie_id"] for item in top_n] == unseen[:4]
+    assert [item["rank"] for item in top_n] == list(range(1, len(top_n) + 1))
+    assert [item["score"] for item in top_n] == pytest.approx([scores[m] for m in unseen[:4]], rel=1e-5)
+    number = unseen[0] // 10
+    assert top_n[0]["title"] == f"Movie {number} ({1990 + number})" and top_n[0]["genres"]
+    comedies = [m for m in unseen if (m // 10) % 2 == 0]  # even movie numbers are comedies too
+    assert [(r["genre"], r["movie_id"]) for r in rows] == \
+        [("Drama", m) for m in unseen[:2]] + [("Comedy", m) for m in comedies[:2]]

@@ -64,7 +64,8 @@ def add_split_arguments(parser: argparse.ArgumentParser,
                        help="--split predefined: ml-100k directory holding u1.base, u1.test, ...")
     group.add_argument("--predefined-name", choices=splits.PREDEFINED_SPLITS, default="u1")
     group.add_argument("--test-fraction", type=float, default=0.2, help="random/temporal test share (default 0.2)")
-    group.add_argument("--seed", type=int, default=42, help="seed of the random draws (split, folds, initial factors; default 42)")
+    group.add_argument("--seed", type=int, default=42,
+                       help="seed of the random draws (split, folds, initial factors; default 42)")
     if "kfold" in kinds:
         group.add_argument("--folds", type=int, default=5, help="k for --split kfold (default 5)")
 

@@ -24,7 +24,7 @@ from mfspark.evaluation.mllib_reference import fit_mllib
 from mfspark.evaluation.split import Split
 from mfspark.models.als.estimator import ALS, ALSModel, ALSParams
 from mfspark.models.bias import BiasModel, BiasParams, clipped, with_bias_columns
-from mfspark.recommend.lists import recommend_for_users
+from mfspark.recommend.lists import genre_rows, recommend_for_users
 
 log = logging.getLogger(__name__)
 
@@ -401,37 +401,25 @@ def genre_profile(ratings: DataFrame, movies: DataFrame, user_id: int) -> list[d
     return [r.asDict() for r in rows]
 
 
-def user_scores(model: ALSModel, ratings: DataFrame, movies: DataFrame, user_id: int) -> DataFrame:
-    """Predicted ratings of every movie the user has not rated (one user's vector against the item factors)."""
-    user = model.user_factors.where(F.col("id") == user_id).select(F.col("features").alias("_u"))
-    seen = ratings.where(F.col("user_id") == user_id).select("movie_id")
-    candidates = (model.item_factors.select(F.col("id").alias("movie_id"), "features")
-                  .join(seen, "movie_id", "left_anti").crossJoin(F.broadcast(user)))
-    score = dot("_u", "features")
-    biases = model.scoring_biases
-    if biases is not None and model.params.biases:
-        candidates = with_bias_columns(candidates.withColumn("user_id", F.lit(user_id)),
-                                       biases.user_biases, biases.movie_biases)
-        score = clipped(biases.baseline_column() + score, biases.params)
-    return candidates.select("movie_id", score.alias("score")).join(
-        movies.select("movie_id", "title", "genres"), "movie_id")
-
-
-def top_n_from_scores(scores: DataFrame, n: int) -> list[dict]:
-    rows = scores.orderBy(F.desc("score"), "movie_id").limit(n).collect()
-    return [{"rank": i + 1, "movie_id": r.movie_id, "title": r.title, "genres": list(r.genres or []),
-             "score": r.score} for i, r in enumerate(rows)]
-
-
-def genre_rows_from_scores(scores: DataFrame, genres: list[str], n: int) -> list[dict]:
-    """Per genre (in the order given), the n best-scored unseen movies of that genre."""
-    exploded = scores.select("movie_id", "title", "score", F.explode("genres").alias("genre")).where(
-        F.col("genre").isin(*genres))
-    ranked = exploded.withColumn("rank", F.row_number().over(
-        Window.partitionBy("genre").orderBy(F.desc("score"), "movie_id")))
-    rows = ranked.where(F.col("rank") <= n).collect()
-    order = {g: i for i, g in enumerate(genres)}
-    return [r.asDict() for r in sorted(rows, key=lambda r: (order[r.genre], r["rank"]))]
+def user_lists(model: ALSModel, ratings: DataFrame, movies: DataFrame, user_id: int, n: int,
+               genres: list[str], per_genre: int) -> tuple[list[dict], list[dict]]:
+    """The user's top-n and, per genre of `genres` (in that order), the per_genre best unseen movies of that
+    genre: the lists `mfspark recommend` writes for the user (`ALSModel.recommend_for_users`,
+    `recommend.lists.genre_rows`: the engine, ranked by the model's unclipped score, ties by smaller movie id),
+    every movie the user rated excluded. A user the model has no factors for gets none."""
+    spark = ratings.sparkSession
+    seen = ratings.where(F.col("user_id") == user_id).select("user_id", "movie_id")
+    lists = model.recommend_for_users(spark.createDataFrame([(user_id,)], "user_id int"), n, seen)
+    top_n = recommendations_for(lists, movies, user_id, n)
+    if not genres:
+        return top_n, []
+    favourites = spark.createDataFrame([(user_id, genre, rank) for rank, genre in enumerate(genres, start=1)],
+                                       "user_id int, genre string, genre_rank int")
+    rows = genre_rows(model.user_factors, model.item_factors, seen, movies.select("movie_id", "genres"), favourites,
+                      per_genre, model.list_baseline)
+    order = {genre: i for i, genre in enumerate(genres)}
+    return top_n, sorted(genre_rows_from_output(rows, movies, user_id, per_genre),
+                         key=lambda row: (order[row["genre"]], row["rank"]))
 
 
 def recommendations_for(recs: DataFrame, movies: DataFrame, user_id: int, n: int) -> list[dict]:

@@ -162,10 +162,7 @@ def user_section(spark: SparkSession, model: ALSModel, ratings: DataFrame, movie
                 if HadoopFileSystem(spark).exists(genre_path) else [])
         source = f"from the recommend output {recs_dir}"
     else:
-        scores = analysis.user_scores(model, ratings, movies, user_id).cache()
-        top_n = analysis.top_n_from_scores(scores, options.top_n)
-        rows = analysis.genre_rows_from_scores(scores, favourites, 5)
-        scores.unpersist()
+        top_n, rows = analysis.user_lists(model, ratings, movies, user_id, options.top_n, favourites, 5)
         source = "computed here from the factors (no --recs given)"
     who = "given by --user" if options.user_id is not None else \
         "a typical active user: median activity among the top quarter of users by rating count"
