@@ -273,3 +273,45 @@ def test_pairs_without_a_rating_count_only_as_rated_in_the_implicit_term():
         np.testing.assert_allclose(solution.factors[e], expected, rtol=1e-7, atol=1e-9)
     np.testing.assert_array_equal(solution.rated_counts, (mask & ~unrated).sum(1))
     np.testing.assert_allclose(solution.source_sums, mask.astype(float) @ y[:, :rank], atol=1e-12)
+
+
+@pytest.mark.parametrize("side", [0, 1])
+def test_ratings_are_packed_by_the_compiled_block_grouping_as_by_hash_and_stable_sort(side, monkeypatch):
+    """ALS packs its ratings by destination block with the top-N engine's compiled `group_by_block`: the chunks
+    equal those of the numpy hash (`block_of`) and a stable sort by block, rows in input order within a block."""
+    import pickle
+
+    import pyarrow as pa
+
+    from mfspark.models.als import blocks
+    from mfspark.models.als.inblock import block_of
+
+    class Task:
+        @staticmethod
+        def partitionId() -> int:
+            return 0
+
+    monkeypatch.setattr(blocks.TaskContext, "get", staticmethod(lambda: Task))
+    monkeypatch.setattr(blocks, "PACK_CHUNK_RATINGS", 7)  # several chunks per block
+    rng = np.random.default_rng(side)
+    users = rng.integers(1, 2**31 - 1, 300).astype(np.int32)
+    users[50:90] = users[50]  # a run of one user, as ratings usually arrive
+    items = rng.integers(1, 5000, 300).astype(np.int32)
+    ratings = (rng.integers(1, 11, 300) / 2).astype(np.float32)
+    batch = pa.RecordBatch.from_arrays([pa.array(users), pa.array(items), pa.array(ratings)], ["u", "i", "r"])
+    num_user_blocks, num_item_blocks = 5, 3
+    got = [(block, pickle.loads(payload))
+           for block, payload in blocks._pack_by_block(iter([batch]), side, num_user_blocks, num_item_blocks)]
+
+    dst, src, num_dst, num_src = (users, items, num_user_blocks, num_item_blocks) if side == 0 \
+        else (items, users, num_item_blocks, num_user_blocks)
+    dst_block, src_block = block_of(dst, num_dst), block_of(src, num_src)
+    order = np.argsort(dst_block, kind="stable")
+    expected = []
+    for block in range(num_dst):
+        rows = order[dst_block[order] == block]
+        expected += [(block, rows[lo:lo + 7]) for lo in range(0, len(rows), 7)]
+    assert [block for block, _ in got] == [block for block, _ in expected]
+    for (_, arrays), (_, rows) in zip(got, expected):
+        for value, want in zip(arrays, (dst[rows], src_block[rows].astype(np.uint16), src[rows], ratings[rows])):
+            np.testing.assert_array_equal(value, want)

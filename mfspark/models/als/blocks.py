@@ -44,6 +44,7 @@ from mfspark.models.als.inblock import (
 )
 from mfspark.models.als.kernels import initial_factors, ratings_fingerprint
 from mfspark.models.als.solvers import HalfStep
+from mfspark.recommend.kernels import group_by_block
 from mfspark.runtime import spark_internals
 
 log = logging.getLogger(__name__)
@@ -265,13 +266,12 @@ def _pack_by_block(batches, side: int, num_user_blocks: int, num_item_blocks: in
         finite = ratings[np.isfinite(ratings)]
         low, high = (float(finite.min()), float(finite.max())) if len(finite) else (np.inf, -np.inf)
         reads.add({(side, partition): (len(ratings), ratings_fingerprint(user_ids, item_ids, bits), low, high)})
-    user_block, item_block = block_of(user_ids, num_user_blocks), block_of(item_ids, num_item_blocks)
     ratings = compact_ratings(ratings)  # the packed chunks are shuffled: keep them small
-    dst_block, dst_ids, src_block, src_ids = (user_block, user_ids, item_block, item_ids) if side == 0 \
-        else (item_block, item_ids, user_block, user_ids)
-    order = _group_by_block(dst_block)
-    bounds = np.searchsorted(dst_block[order], np.arange(np.max(dst_block, initial=-1) + 2))
-    for block in range(len(bounds) - 1):
+    dst_ids, num_dst, src_ids, num_src = (user_ids, num_user_blocks, item_ids, num_item_blocks) if side == 0 \
+        else (item_ids, num_item_blocks, user_ids, num_user_blocks)
+    src_block = block_of(src_ids, num_src)
+    order, bounds = group_by_block(dst_ids, num_dst)  # the top-N engine's compiled grouping: the same blocks
+    for block in range(num_dst):
         for lo in range(bounds[block], bounds[block + 1], PACK_CHUNK_RATINGS):
             chunk = order[lo:min(lo + PACK_CHUNK_RATINGS, bounds[block + 1])]
             arrays = (dst_ids[chunk], src_block[chunk].astype(np.uint16), src_ids[chunk], ratings[chunk])
@@ -295,13 +295,6 @@ def flagged_ratings(user_ids, item_ids, ratings) -> int:
 def _values(column) -> np.ndarray:
     """An Arrow array's values as numpy, nulls as 0."""
     return column.fill_null(0).to_numpy() if column.null_count else column.to_numpy()
-
-
-def _group_by_block(blocks: np.ndarray) -> np.ndarray:
-    """Stable order grouping equal block ids; numpy radix-sorts 16-bit keys in linear time."""
-    if len(blocks) and blocks.max() < 2**16:
-        return np.argsort(blocks.astype(np.uint16), kind="stable")
-    return np.argsort(blocks, kind="stable")
 
 
 def initial_solved_blocks(side: Side, half_step: HalfStep, seed: int) -> RDD:
