@@ -58,9 +58,9 @@ def models(args: argparse.Namespace) -> dict[str, dict]:
         "biased ALS (pre-fitted baseline, reference)": common,
         "learned biases": {**common, "bias_fit": "learned"},
         f"implicit (learned biases, weight {args.implicit_weight:g})":
-            {**common, "bias_fit": "learned", "implicit_weight": args.implicit_weight},
+            {**common, "bias_fit": "learned", "rated_weight": args.implicit_weight},
         f"implicit on both sides, constant reg {args.constant_reg:g} (weight {args.implicit_weight:g})":
-            {**common, "bias_fit": "learned", "implicit_weight": args.implicit_weight, "implicit_sides": "both",
+            {**common, "bias_fit": "learned", "rated_weight": args.implicit_weight, "rated_sides": "both",
              "scale_reg": False, "reg": args.constant_reg},
     }
 
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     train, test = split.train.cache(), split.test.cache()
     counts = (train.count(), test.count())
     warm_up = train.where(F.col("user_id") % 50 == 0)  # kernels compiled in the workers before any timed fit
-    ALS(rank=2, max_iter=1, biases=True, bias_fit="learned", implicit_weight=0.1, implicit_sides="both").fit(warm_up)
+    ALS(rank=2, max_iter=1, biases=True, bias_fit="learned", rated_weight=0.1, rated_sides="both").fit(warm_up)
     configs = models(args)
     results: dict[str, list[dict]] = {name: [] for name in configs}
     for repeat in range(args.repeats):

@@ -63,7 +63,8 @@ def option_of(f: Field, spec: Spec, prefix: str = "") -> str:
 
 def from_table(cls: type, table: Mapping[str, Any], source: str, *, names: Iterable[str] | None = None) -> dict:
     """The fields set by a profile table or a parameter file, type-checked; an unknown key is an error naming
-    `source` and the known keys."""
+    `source` and the known keys. A key `cls.RENAMED` maps (a field's name before a rename) reads as the new one."""
+    table = {getattr(cls, "RENAMED", {}).get(key, key): value for key, value in table.items()}
     known = {f.name: spec for f, spec in specs(cls) if spec.settable and (names is None or f.name in set(names))}
     unknown = sorted(set(table) - set(known))
     if unknown:

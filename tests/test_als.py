@@ -328,7 +328,7 @@ def dense_learned_bias_als(mask, dense, user_ids, item_ids, rank, reg, bias_reg_
             out.append(np.linalg.lstsq(a, b, rcond=None)[0])
         return as_shipped(np.array(out))
 
-    def implicit_factors(m, src):
+    def rated_factors(m, src):
         gram = weight * src[:, :rank].T @ src[:, :rank]
         return as_shipped(np.array([np.linalg.solve(gram + shift(rated.sum()) * np.eye(rank),
                                                     weight * src[rated, :rank].sum(0)) for rated in m]))
@@ -336,10 +336,10 @@ def dense_learned_bias_als(mask, dense, user_ids, item_ids, rank, reg, bias_reg_
     for _ in range(iterations):
         y = solve(mask.T, dense.T, x, x[:, rank], bias_reg_item, v if weight and both else None)
         if weight:
-            z = implicit_factors(mask.T, x)
+            z = rated_factors(mask.T, x)
         x = solve(mask, dense, y, y[:, rank], bias_reg_user, z if weight else None)
         if weight and both:
-            v = implicit_factors(mask, y)
+            v = rated_factors(mask, y)
     return mu, x, y, z, v
 
 
@@ -352,7 +352,7 @@ def test_learned_biases_fit_equals_dense_numpy_reference(spark, weight):
     rows, mask, dense, user_ids, item_ids = small_ratings(seed=8, n_users=11, n_items=8)
     ratings = spark.createDataFrame(rows, RATINGS_SCHEMA)
     model = ALS(rank=3, reg=0.05, max_iter=4, num_user_blocks=3, num_item_blocks=2, seed=5, biases=True,
-                bias_fit="learned", bias_reg_user=2.0, bias_reg_item=3.0, implicit_weight=weight).fit(ratings)
+                bias_fit="learned", bias_reg_user=2.0, bias_reg_item=3.0, rated_weight=weight).fit(ratings)
     mu, x, y, z, _ = dense_learned_bias_als(mask, dense, user_ids, item_ids, 3, 0.05, 2.0, 3.0, weight, 4, seed=5)
     users, items = factors_by_id(model.user_factors), factors_by_id(model.item_factors)
     learned = model.learned_biases
@@ -361,9 +361,9 @@ def test_learned_biases_fit_equals_dense_numpy_reference(spark, weight):
     np.testing.assert_allclose([np.append(users[u], user_bias[u]) for u in user_ids], x, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose([np.append(items[i], item_bias[i]) for i in item_ids], y, rtol=1e-4, atol=1e-5)
     if weight:
-        implicit = factors_by_id(model.implicit_factors)
+        implicit = factors_by_id(model.rated_factors)
         np.testing.assert_allclose([implicit[i] for i in item_ids], z, rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(model.implicit_gram, z.T @ z, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(model.rated_gram, z.T @ z, rtol=1e-5, atol=1e-6)
     prediction = mu + x[:, 3:] + y[:, 3][None, :] + x[:, :3] @ y[:, :3].T
     error = (np.where(mask, dense - prediction, 0.0) ** 2).sum()
     objective = error + 0.05 * ((mask.sum(1) * (x[:, :3] ** 2).sum(1)).sum() + (mask.sum(0) * (y[:, :3] ** 2).sum(1)
@@ -381,7 +381,7 @@ def test_implicit_information_on_both_sides_fit_equals_dense_numpy_reference(spa
     rows, mask, dense, user_ids, item_ids = small_ratings(seed=8, n_users=11, n_items=8)
     reg = 0.05 if scale_reg else 0.4
     model = ALS(rank=3, reg=reg, max_iter=4, num_user_blocks=3, num_item_blocks=2, seed=5, biases=True,
-                bias_fit="learned", bias_reg_user=2.0, bias_reg_item=3.0, implicit_weight=0.4, implicit_sides="both",
+                bias_fit="learned", bias_reg_user=2.0, bias_reg_item=3.0, rated_weight=0.4, rated_sides="both",
                 scale_reg=scale_reg).fit(spark.createDataFrame(rows, RATINGS_SCHEMA))
     mu, x, y, z, v = dense_learned_bias_als(mask, dense, user_ids, item_ids, 3, reg, 2.0, 3.0, 0.4, 4, seed=5,
                                             both=True, scale_reg=scale_reg)
@@ -391,19 +391,19 @@ def test_implicit_information_on_both_sides_fit_equals_dense_numpy_reference(spa
     user_bias, item_bias = bias_by_id(learned.user_biases, "user_id"), bias_by_id(learned.movie_biases, "movie_id")
     np.testing.assert_allclose([np.append(users[u], user_bias[u]) for u in user_ids], x, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose([np.append(items[i], item_bias[i]) for i in item_ids], y, rtol=1e-4, atol=1e-5)
-    implicit = factors_by_id(model.implicit_factors)
+    implicit = factors_by_id(model.rated_factors)
     np.testing.assert_allclose([implicit[i] for i in item_ids], z, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(model.implicit_gram, z.T @ z, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.rated_gram, z.T @ z, rtol=1e-5, atol=1e-6)
     # Fold-in solves as the fit's last half-step did (with its reg scaling).
     folded = model.folded_user([(r[1], r[2]) for r in rows if r[0] == user_ids[0]])
     np.testing.assert_allclose(np.append(folded.factors, folded.bias), x[0], rtol=1e-4, atol=1e-5)
 
 
-def test_implicit_sides_and_constant_reg_are_validated():
+def test_rated_sides_and_constant_reg_are_validated():
     from mfspark.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="implicit_sides must be one of .* got 'items'"):
-        ALS(biases=True, bias_fit="learned", implicit_weight=0.3, implicit_sides="items")
+    with pytest.raises(ConfigError, match="rated_sides must be one of .* got 'items'"):
+        ALS(biases=True, bias_fit="learned", rated_weight=0.3, rated_sides="items")
     with pytest.raises(ConfigError, match="constant reg"):
         ALS(biases=True, scale_reg=False)
 
@@ -412,11 +412,11 @@ def test_implicit_sides_and_constant_reg_are_validated():
 def test_learned_bias_models_fold_in_a_user_to_the_fitted_row_and_fall_back_to_the_baseline(spark, tmp_path, weight):
     rows, *_ = small_ratings(seed=9, n_users=10, n_items=8)
     ratings = spark.createDataFrame(rows, RATINGS_SCHEMA)
-    model = ALS(rank=2, reg=0.05, max_iter=3, biases=True, bias_fit="learned", implicit_weight=weight).fit(ratings)
+    model = ALS(rank=2, reg=0.05, max_iter=3, biases=True, bias_fit="learned", rated_weight=weight).fit(ratings)
     model.save(str(tmp_path / "model"))
     loaded = ALSModel.load(spark, str(tmp_path / "model"))
     if weight:
-        np.testing.assert_array_equal(loaded.implicit_gram, model.implicit_gram)
+        np.testing.assert_array_equal(loaded.rated_gram, model.rated_gram)
     pairs = spark.createDataFrame([(3, 13), (999, 13)], "user_id int, movie_id int")
     got = {r.user_id: r.prediction for r in loaded.predict(pairs).collect()}
     mu, b_i = model.learned_biases.mu, bias_by_id(model.learned_biases.movie_biases, "movie_id")[13]

@@ -216,7 +216,7 @@ def test_implicit_item_factors_fit_the_indicator_column_against_every_user(scale
     _, _, _, mask, _ = random_block(n_dst=12, n_src=18, density=0.3, seed=3)  # items x users
     rank, weight, reg = 4, 0.5, 0.2
     x = np.random.default_rng(8).standard_normal((18, rank))
-    z, penalty = K.solve_implicit_factors(mask.astype(float) @ x, mask.sum(1), x.T @ x, weight, reg, scale_reg)
+    z, penalty = K.solve_rated_factors(mask.astype(float) @ x, mask.sum(1), x.T @ x, weight, reg, scale_reg)
     shifts = reg * mask.sum(1) if scale_reg else np.full(12, reg)
     for j in range(12):
         expected = stacked_least_squares(np.sqrt(weight) * x, np.sqrt(weight) * mask[j], [shifts[j]] * rank)
@@ -242,7 +242,7 @@ def test_alternating_learned_bias_fit_decreases_the_exact_objective_every_half_s
         solved = K.solve_biased_block(*items, x, rank, mu, reg, bias_reg)
         y = solved.factors
         if weight:
-            z, _ = K.solve_implicit_factors(solved.source_sums, mask.sum(0), x[:, :rank].T @ x[:, :rank], weight, reg)
+            z, _ = K.solve_rated_factors(solved.source_sums, mask.sum(0), x[:, :rank].T @ x[:, :rank], weight, reg)
         history.append(sum(biased_objective(mask, dense, mu, x, y, z if weight else None, reg, bias_reg, weight)))
         solved = K.solve_biased_block(*users, np.hstack([y, z]), rank, mu, reg, bias_reg, weight,
                                       z.T @ z if weight else None)

@@ -80,7 +80,7 @@ CASES = [
                                               bias_reg_user=1.0, bias_reg_item=2.0).fit(r),
          als_reference, lambda model: model.baseline, any_ids=True, learned=lambda model: model.learned_biases),
     Case("als-implicit", lambda r: ALS(rank=2, max_iter=4, seed=3, biases=True, bias_fit="learned",
-                                        implicit_weight=0.5).fit(r),
+                                        rated_weight=0.5).fit(r),
          als_reference, lambda model: model.baseline, any_ids=True, learned=lambda model: model.learned_biases),
 ]
 

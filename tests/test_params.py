@@ -5,6 +5,7 @@ model nightly."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -105,11 +106,11 @@ def test_pipeline_models_layer_built_in_then_profile_then_preset_then_file_then_
     assert (models["lists"].alpha, models["lists"].rank, models["lists"].implicit) == (4.0, 10, True)
     assert (models["baseline"].lambda_u, models["baseline"].lambda_i) == (1.5, BiasParams().lambda_i)
 
-    tuned = params_file(tmp_path / "params.json", als={"rank": 30, "bias_fit": "learned", "implicit_sides": "both"},
+    tuned = params_file(tmp_path / "params.json", als={"rank": 30, "bias_fit": "learned", "rated_sides": "both"},
                         lists={"rank": 64})
     _, models = pipeline_settings(tmp_path, profile, ["--preset", "accurate", "--params", tuned, "--lists-rank", "8"])
     # the preset's rank 50 and reg 0.12 over the profile, the file's rank over the preset, the option over the file
-    assert (models["als"].rank, models["als"].reg, models["als"].implicit_sides) == (30, 0.12, "both")
+    assert (models["als"].rank, models["als"].reg, models["als"].rated_sides) == (30, 0.12, "both")
     assert models["lists"].rank == 8
     _, models = pipeline_settings(tmp_path, profile, ["--params", tuned, "--rank", "40"])
     assert models["als"].rank == 40
@@ -159,7 +160,39 @@ def test_tune_once_then_the_nightly_pipeline_runs_the_tuned_model(cli_with_test_
     assert (tmp_path / "root" / "latest" / "_SUCCESS").is_file()
     model = json.loads((tmp_path / "root" / "latest" / "train" / "factors" / "metadata.json").read_text())["params"]
     assert (model["rank"], model["reg"], model["max_iter"]) == (best["rank"], best["reg"], 3)
-    assert (model["bias_fit"], model["implicit_weight"], model["implicit_sides"], model["scale_reg"]) == (
+    assert (model["bias_fit"], model["rated_weight"], model["rated_sides"], model["scale_reg"]) == (
         "learned", 0.5, "both", False)
     evaluate = json.loads((tmp_path / "root" / "latest" / "evaluate" / "metrics.json").read_text())
     assert evaluate["params"]["rank"] == best["rank"]
+
+
+# A metadata.json's params as mfspark wrote them before the rated indicator's fields were renamed (they were
+# implicit_weight and implicit_sides), cold_start still among them.
+OLD_METADATA_PARAMS = json.loads("""{
+  "rank": 3, "reg": 0.05, "max_iter": 4, "num_user_blocks": 2, "num_item_blocks": 2, "seed": 5,
+  "nonnegative": false, "checkpoint_interval": 10, "storage_level": "MEMORY_AND_DISK", "biases": true,
+  "bias_reg_user": 2.0, "bias_reg_item": 3.0, "bias_sweeps": 2, "min_rating": 0.5, "max_rating": 5.0,
+  "bias_fit": "learned", "implicit_weight": 0.4, "implicit_sides": "both", "scale_reg": false,
+  "implicit": false, "alpha": 1.0, "cold_start": "baseline"
+}""")
+
+
+def test_old_saved_params_load_with_the_rated_indicator_under_its_new_names():
+    loaded = ALSParams.from_dict(OLD_METADATA_PARAMS)
+    assert (loaded.rated_weight, loaded.rated_sides, loaded.scale_reg, loaded.implicit) == (0.4, "both", False, False)
+    assert (loaded.rank, loaded.min_rating, loaded.bias_fit) == (3, 0.5, "learned")
+    loaded.validate()
+    assert ALSParams.from_dict(dataclasses.asdict(loaded)) == loaded  # what save writes now loads the same
+    assert "implicit_weight" not in dataclasses.asdict(loaded)
+
+
+def test_old_keys_in_tables_and_library_calls_and_the_unchanged_options():
+    from mfspark.models.als.estimator import ALS
+
+    table = params.from_table(ALSParams, {"implicit_weight": 0.3, "implicit_sides": "both"}, "profile")
+    assert table == {"rated_weight": 0.3, "rated_sides": "both"}
+    assert ALS(biases=True, bias_fit="learned", implicit_weight=0.2).params.rated_weight == 0.2
+    parsed = parser_of("train").parse_args(["--out", "o", "--implicit-weight", "0.3", "--implicit-sides", "both"])
+    assert given_params(parsed, ALSParams)["rated_weight"] == 0.3 and parsed.rated_sides == "both"
+    flags = declared_options(parser_of("train"))
+    assert "--implicit-weight" in flags and "--rated-weight" not in flags

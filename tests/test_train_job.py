@@ -100,7 +100,7 @@ def test_bias_options_and_the_accurate_preset():
 
     assert (parsed([]).biases, parsed(["--biases"]).biases, parsed(["--biases"]).bias_fit) == (False, True, "baseline")
     learned = parsed(["--biases", "--bias-fit", "learned", "--implicit-weight", "0.2"])
-    assert (learned.learned_biases, learned.implicit_weight) == (True, 0.2)
+    assert (learned.learned_biases, learned.rated_weight) == (True, 0.2)
     accurate = parsed(["--preset", "accurate", "--rank", "7", "--user-blocks", "3"])
     assert {key: getattr(accurate, key) for key in PRESETS["accurate"]} == PRESETS["accurate"]
     assert accurate.num_user_blocks == 3  # options the preset does not name still apply
@@ -119,7 +119,7 @@ def test_train_scores_a_predefined_ml100k_fold_with_implicit_information(spark, 
     assert summary["model"] == "als-implicit" and metrics["split"]["predefined"] == f"{tmp_path}/u1"
     assert (metrics["split"]["train"], metrics["split"]["test"]) == (len(base), len(test))
     assert metrics["objective"] == sorted(metrics["objective"], reverse=True)
-    assert ALSModel.load(spark, f"{out}/factors").implicit_gram.shape == (2, 2)
+    assert ALSModel.load(spark, f"{out}/factors").rated_gram.shape == (2, 2)
 
 
 def test_a_predefined_split_needs_its_directory_and_the_others_an_input(spark, tmp_path):

@@ -23,7 +23,7 @@ def test_grid_leaves_out_implicit_points_without_learned_biases_and_groups_by_la
                 implicit_weights=(0.0, 0.5))
     points = grid.points(ALSParams())
     assert len(points) == 2 * (2 + 2 * 2)  # per rank: baseline x 2 bias regs, learned x 2 bias regs x 2 weights
-    assert all(p.biases and (p.implicit_weight == 0 or p.bias_fit == "learned") for p in points)
+    assert all(p.biases and (p.rated_weight == 0 or p.bias_fit == "learned") for p in points)
     groups = by_layout(points)
     # One layout per (bias fit, bias reg): ranks and implicit weights share it.
     assert sorted(len(g) for g in groups) == [2, 2, 4, 4]
@@ -48,7 +48,7 @@ def test_tune_writes_every_point_and_the_table_and_scores_only_the_best_on_test(
                                             "--params FILE)\n")
     chosen = json.loads((out / "params.json").read_text())
     assert chosen["format"] == "mfspark-params/1" and chosen["cold_start"] == best["cold_start"]
-    assert (chosen["als"]["rank"], chosen["als"]["implicit_weight"], chosen["als"]["max_iter"]) == (
+    assert (chosen["als"]["rank"], chosen["als"]["rated_weight"], chosen["als"]["max_iter"]) == (
         best["rank"], best["implicit_weight"], 2)
     rows = [line for line in table.splitlines() if line.startswith("| ")][2:]
     assert len(rows) == 4 and rows[0].startswith(f"| **{best['model']}** (chosen) | {best['rank']} |")

@@ -1,5 +1,5 @@
-"""`mfspark tune`: choose ALS's rank, reg, bias fit, bias reg and implicit weight on a validation split
-carved from training; the chosen point is scored once on the test split.
+"""`mfspark tune`: choose ALS's rank, reg, bias fit, bias reg and rated weight (--implicit-weights) on a validation
+split carved from training; the chosen point is scored once on the test split.
 
 Writes `OUT/tune` (Parquet, one row per grid point: `mfspark.evaluation.tuning.POINT_COLUMNS`),
 `OUT/tune.md` (the table, best first, and the test line), `OUT/metrics.json` and `OUT/params.json`: the
@@ -66,6 +66,6 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
     best = result.best
     return {"points": len(result.points), "best": {"rank": best.rank, "reg": best.reg, "bias_fit": best.bias_fit,
                                                    "bias_reg": best.bias_reg_user,
-                                                   "implicit_weight": best.implicit_weight,
+                                                   "implicit_weight": best.rated_weight,
                                                    "cold_start": result.cold_start},
             "test_rmse": round(result.test["rmse"], 4)}

@@ -1,4 +1,4 @@
-"""Validation search for ALS: rank x reg x bias fit x bias reg x implicit weight.
+"""Validation search for ALS: rank x reg x bias fit x bias reg x rated weight (`--implicit-weights`).
 
 Every point is fitted on a part of the training ratings and scored on the rest (the validation
 split, carved from training with its own seed); only the point with the lowest validation RMSE is
@@ -34,7 +34,8 @@ POINT_SCHEMA = ", ".join(f"{name} {kind}" for name, kind in POINT_COLUMNS)
 
 @dataclass(frozen=True)
 class Grid:
-    """The values searched; every combination is a point (implicit weights > 0 with learned biases only)."""
+    """The values searched; every combination is a point (rated weights > 0 with learned biases only). The names
+    are the tune command's options (`--implicit-weights`), as are the output columns (`implicit_weight`)."""
 
     ranks: tuple[int, ...] = (25, 50, 100)
     regs: tuple[float, ...] = (0.1, 0.15, 0.2)
@@ -45,7 +46,7 @@ class Grid:
     def points(self, base: ALSParams) -> list[ALSParams]:
         """`base` with each combination (biases on); combinations the model does not have are left out."""
         points = [replace(base, rank=rank, reg=reg, biases=True, bias_fit=fit, bias_reg_user=bias_reg,
-                          bias_reg_item=bias_reg, implicit_weight=weight)
+                          bias_reg_item=bias_reg, rated_weight=weight)
                   for rank, reg, fit, bias_reg, weight in itertools.product(
                       self.ranks, self.regs, self.bias_fits, self.bias_regs, self.implicit_weights)
                   if weight == 0 or fit == "learned"]
@@ -83,7 +84,7 @@ def point_row(params: ALSParams, validation: DataFrame, fit_s: float, model) -> 
     cold_start = min(strategies, key=scored_all.get)  # a tie keeps the baseline
     scored_seen = rating_metrics(model.predict(validation, "drop"))
     return {"model": model_name(params), "rank": params.rank, "reg": params.reg, "bias_fit": params.bias_fit,
-            "bias_reg": params.bias_reg_user, "implicit_weight": params.implicit_weight,
+            "bias_reg": params.bias_reg_user, "implicit_weight": params.rated_weight,
             "max_iter": params.max_iter, "cold_start": cold_start, "validation_rmse": scored_all[cold_start],
             "validation_rmse_seen": scored_seen["rmse"], "fit_s": round(fit_s, 3)}
 
@@ -103,7 +104,7 @@ def tune(split: Split, base: ALSParams, grid: Grid, validation_fraction: float =
                 rows.append(point_row(params, validation, model.history.fit_seconds, model))
                 log.info("tune %d/%d %s rank %d, reg %g, bias reg %g, implicit %g: validation RMSE %.4f "
                          "(%.0f s so far)", len(rows), len(points), rows[-1]["model"], params.rank, params.reg,
-                         params.bias_reg_user, params.implicit_weight, rows[-1]["validation_rmse"],
+                         params.bias_reg_user, params.rated_weight, rows[-1]["validation_rmse"],
                          time.perf_counter() - started)
     finally:
         fit_part.unpersist()

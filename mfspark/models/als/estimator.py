@@ -12,15 +12,16 @@ mean), with bias_reg * b^2 (not scaled by the count) added to the objective:
     sum_(u,i) (r_ui - mu - b_u - b_i - x_u . y_i)^2 + reg * (sum_u n_u |x_u|^2 + sum_i n_i |y_i|^2)
         + bias_reg_user * sum_u b_u^2 + bias_reg_item * sum_i b_i^2
 
-`implicit_weight` w > 0 (learned biases) adds implicit information, who rated what, as a
+`rated_weight` w > 0 (learned biases) adds who rated what (the rated indicator; the literature's
+"implicit information", not implicit feedback), as a
 collective factorisation of the rated-indicator matrix N (1 where u rated i in the training
 ratings, 0 elsewhere, every cell) with its own item factors z_i:
 
     + w * sum_(u, every i) (N_ui - x_u . z_i)^2 + reg * sum_i n_i |z_i|^2
 
-`implicit_sides="both"` fits the transposed indicator too, with implicit user factors v_u sharing
+`rated_sides="both"` fits the transposed indicator too, with rated user factors v_u sharing
 the item factors: + w * sum_(every u, i) (N_ui - v_u . y_i)^2 + reg * sum_u n_u |v_u|^2 (cmfrec's
-`add_implicit_features`; on ml-latest-small it is what makes implicit information pay, see
+`add_implicit_features`; on ml-latest-small it is what makes the rated indicator pay, see
 docs/accuracy.md). `scale_reg=False` (learned biases) replaces every reg * n |f|^2 by a constant reg * |f|^2,
 cmfrec's default: with it, reg is on the scale of a count (e.g. 10, not 0.1).
 
@@ -45,6 +46,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache
+from typing import ClassVar
 
 import numpy as np
 from pyspark import RDD, Accumulator, StorageLevel
@@ -78,12 +80,12 @@ FACTOR_SCHEMA = "id int, features array<float>"
 # What the layout (blocked ratings) and the bias baseline depend on: equal across `fit_each` variants.
 LAYOUT_FIELDS = ("num_user_blocks", "num_item_blocks", "storage_level", "bias_sweeps", "min_rating", "max_rating")
 BIAS_FITS = ("baseline", "learned")
-IMPLICIT_SIDES = ("users", "both")
+RATED_SIDES = ("users", "both")
 # `train --preset` / `pipeline --preset`: fixed hyper-parameters chosen on validation splits of several
 # releases (docs/accuracy.md, "The accurate preset"); fields not named keep their values.
 PRESETS = {
     "accurate": {"rank": 50, "reg": 0.12, "max_iter": 15, "biases": True, "bias_fit": "learned",
-                 "bias_reg_user": 5.0, "bias_reg_item": 5.0, "implicit_weight": 0.3},
+                 "bias_reg_user": 5.0, "bias_reg_item": 5.0, "rated_weight": 0.3},
 }
 
 
@@ -95,6 +97,10 @@ class ALSParams:
     """ALS's hyper-parameters, each declared once (`mfspark.params`): the options of train, tune, sweep,
     compare-mllib and pipeline, the profile's `[pipeline.als]`/`[pipeline.lists]` tables, parameter files
     (`tune` writes one, `--params` reads it) and docs/configuration.md are derived from these fields."""
+
+    # The rated indicator's fields before they were renamed (they said "implicit", as implicit feedback does): what
+    # metadata.json, profiles, parameter files and library calls written before may still use.
+    RENAMED: ClassVar[dict[str, str]] = {"implicit_weight": "rated_weight", "implicit_sides": "rated_sides"}
 
     rank: int = param(10, "number of latent factors", low=1)
     reg: float = param(0.1, "lambda: L2 regularisation, scaled by each user's or movie's rating count (ALS-WR) "
@@ -119,9 +125,12 @@ class ALSParams:
     max_rating: float | str | None = param(OBSERVED, "highest prediction", kind=float, settable=False)
     bias_fit: str = param("baseline", "with biases: baseline (fitted first, factors on its residuals) or learned "
                                       "(inside ALS, jointly with the factors)", choices=BIAS_FITS)
-    implicit_weight: float = param(0.0, "> 0 (with learned biases): also fit who rated what with this weight", low=0)
-    implicit_sides: str = param("users", "with implicit_weight: implicit information for the users' factors only, "
-                                         "or both sides", choices=IMPLICIT_SIDES)
+    # Who rated what ("implicit information" in the literature, not implicit feedback): the options keep their
+    # old spelling, and saved models, profiles and parameter files with the old keys still load (RENAMED).
+    rated_weight: float = param(0.0, "> 0 (with learned biases): also fit who rated what with this weight", low=0,
+                                option="implicit-weight")
+    rated_sides: str = param("users", "with --implicit-weight: who rated what for the users' factors only, "
+                                      "or both sides", choices=RATED_SIDES, option="implicit-sides")
     scale_reg: bool = param(True, "(learned biases only) reg * |f|^2 per entity, not ALS-WR's "
                                   "reg * n * |f|^2 (reg then ~10, not ~0.1)", option="constant-reg", negate=True)
     implicit: bool = param(False, "implicit feedback (Hu/Koren/Volinsky, MLlib's implicitPrefs): ratings are "
@@ -143,8 +152,9 @@ class ALSParams:
 
     @classmethod
     def from_dict(cls, saved: dict) -> ALSParams:
-        """Params from a metadata.json; older ones also hold `cold_start`, now chosen at prediction time."""
-        return cls(**{k: v for k, v in saved.items() if k != "cold_start"})
+        """Params from a metadata.json; older ones also hold `cold_start`, now chosen at prediction time, and
+        name the rated indicator's fields by their old names (`RENAMED`)."""
+        return cls(**{k: v for k, v in renamed(saved).items() if k != "cold_start"})
 
     def validate(self) -> None:
         """Each field's own bound or choices (`mfspark.params.check`), then what holds between fields."""
@@ -152,8 +162,8 @@ class ALSParams:
         if self.implicit and self.biases:
             raise ConfigError("implicit feedback has no biases (--implicit without --biases)")
         check_scale(self.min_rating, self.max_rating)
-        if self.implicit_weight > 0 and not self.learned_biases:
-            raise ConfigError(f"implicit_weight {self.implicit_weight} (--implicit-weight) needs learned biases "
+        if self.rated_weight > 0 and not self.learned_biases:
+            raise ConfigError(f"rated_weight {self.rated_weight} (--implicit-weight) needs learned biases "
                               "(--biases --bias-fit learned)")
         if not self.scale_reg and not self.learned_biases:
             raise ConfigError("a constant reg (--constant-reg) needs learned biases (--biases --bias-fit learned)")
@@ -161,15 +171,21 @@ class ALSParams:
             raise ConfigError("nonnegative factors are not available with learned biases")
 
 
+def renamed(values: dict) -> dict:
+    """`values` with the old field names of `ALSParams.RENAMED` replaced by the new ones."""
+    return {ALSParams.RENAMED.get(key, key): value for key, value in values.items()}
+
+
 def model_name(params: ALSParams) -> str:
-    """als, als-biased, als-learned-biases, als-implicit (implicit information) or als-implicit-feedback."""
+    """als, als-biased, als-learned-biases, als-implicit (the rated indicator: the name outputs have always
+    carried) or als-implicit-feedback."""
     if params.implicit:
         return "als-implicit-feedback"
     if not params.biases:
         return "als"
     if not params.learned_biases:
         return "als-biased"
-    return "als-implicit" if params.implicit_weight > 0 else "als-learned-biases"
+    return "als-implicit" if params.rated_weight > 0 else "als-learned-biases"
 
 
 @dataclass
@@ -189,12 +205,13 @@ class FitHistory:
 
 
 class ALS:
-    """Estimator: `ALS(rank=..., reg=...).fit(ratings)` with ratings (user_id, movie_id, rating)."""
+    """Estimator: `ALS(rank=..., reg=...).fit(ratings)` with ratings (user_id, movie_id, rating); the rated
+    indicator's old keyword names (`RENAMED`) are still taken."""
 
     def __init__(self, **params):
         if "cold_start" in params:
             raise ConfigError("cold_start is chosen at prediction time: model.predict(pairs, cold_start=...)")
-        self.params = ALSParams(**params)
+        self.params = ALSParams(**renamed(params))
         self.params.validate()
 
     def fit(self, ratings: DataFrame, initial_model: ALSModel | None = None) -> ALSModel:
@@ -213,7 +230,7 @@ class ALS:
 
         A grid search (rank x reg, iteration counts) then blocks and shuffles the ratings once
         instead of once per point. Variants may differ in rank, reg, max_iter, seed, nonnegative,
-        checkpointing and implicit weight, and be plain or learned-bias models (both block the
+        checkpointing and rated weight, and be plain or learned-bias models (both block the
         ratings themselves); what shapes the layout or the baseline (`ALSParams.layout_key`) must
         equal this estimator's. The layout is released when the iteration ends.
         """
@@ -301,8 +318,8 @@ class ALS:
         reporter = _IterationReporter(terms, users.num_blocks, items.num_blocks, history, p)
         mu = baseline().mu if p.learned_biases else 0.0
         user_step, item_step = solvers.half_steps(p.rank, p.reg, p.nonnegative, p.learned_biases, mu,
-                                                  p.bias_reg_user, p.bias_reg_item, p.implicit_weight,
-                                                  p.alpha if p.implicit else None, p.implicit_sides, p.scale_reg)
+                                                  p.bias_reg_user, p.bias_reg_item, p.rated_weight,
+                                                  p.alpha if p.implicit else None, p.rated_sides, p.scale_reg)
         user_solved = blocks.initial_solved_blocks(users, user_step, p.seed)
         # With no iteration at all the model is the starting point.
         item_solved = blocks.initial_solved_blocks(items, item_step, p.seed + 1)
@@ -482,8 +499,8 @@ class ALSModel(Model):
 
     With learned biases, `learned_biases` holds the biases fitted inside ALS (a BiasModel: mu,
     user and movie tables), which known pairs are scored with; `baseline` stays the cold-start
-    path. The implicit model also keeps the items' implicit factors `implicit_factors` (id,
-    features) and their Gram Z^T Z `implicit_gram`, which folding in a new user needs.
+    path. The rated-indicator model also keeps the items' rated factors `rated_factors` (id,
+    features) and their Gram Z^T Z `rated_gram`, which folding in a new user needs.
 
     The factor (and bias) tables carry the ids as given to `fit` (int, long or string). `indexes`
     holds the dense index of each id column that is not int (see `mfspark.models.als.ids`); the
@@ -492,16 +509,16 @@ class ALSModel(Model):
 
     def __init__(self, user_factors: DataFrame, item_factors: DataFrame, params: ALSParams,
                  baseline: BiasModel | Callable[[], BiasModel] | None = None, history: FitHistory | None = None,
-                 learned_biases: BiasModel | None = None, implicit_factors: DataFrame | None = None,
-                 implicit_gram: np.ndarray | None = None, indexes: IdIndexes | None = None):
+                 learned_biases: BiasModel | None = None, rated_factors: DataFrame | None = None,
+                 rated_gram: np.ndarray | None = None, indexes: IdIndexes | None = None):
         self.user_factors = user_factors
         self.item_factors = item_factors
         self.params = params
         self._baseline = baseline
         self.history = history or FitHistory()
         self.learned_biases = learned_biases
-        self.implicit_factors = implicit_factors
-        self.implicit_gram = implicit_gram
+        self.rated_factors = rated_factors
+        self.rated_gram = rated_gram
         self.indexes = indexes or IdIndexes()
 
     @classmethod
@@ -512,14 +529,14 @@ class ALSModel(Model):
 
         Not cached: a cached frame stays registered with Spark until unpersisted, and would keep
         every fitted model's blocks alive; the blocks themselves are kept as long as the model is.
-        Learned biases (the column after the factors) become bias tables; the implicit model's
+        Learned biases (the column after the factors) become bias tables; the rated-indicator model's
         Z^T Z is summed by one small job. Indexed ids are mapped back to the ids given to `fit`.
         """
         indexes = indexes or IdIndexes()
         k = params.rank
         users, items = (spark.createDataFrame(blocks.factor_rows(solved, 0, k), FACTOR_SCHEMA)
                         for solved in (user_factors, item_factors))
-        learned = implicit_factors = implicit_gram = None
+        learned = rated_factors = rated_gram = None
         if params.learned_biases:
             user_biases, movie_biases = (
                 spark.createDataFrame(blocks.bias_rows(solved, k), f"{key} int, bias double, count int")
@@ -529,22 +546,22 @@ class ALSModel(Model):
             learned = BiasModel(baseline().mu, user_biases, movie_biases,
                                 BiasParams(params.bias_reg_user, params.bias_reg_item, params.max_iter,
                                            params.min_rating, params.max_rating))
-        if params.implicit_weight > 0:
-            implicit_factors = indexes.decode(
+        if params.rated_weight > 0:
+            rated_factors = indexes.decode(
                 spark.createDataFrame(blocks.factor_rows(item_factors, k + 1), FACTOR_SCHEMA), None, "id")
-            implicit_gram = blocks.summed_gram(item_factors)
-            if params.implicit_sides == "both":  # [Y^T Y, Z^T Z] stacked
-                implicit_gram = implicit_gram[1]
+            rated_gram = blocks.summed_gram(item_factors)
+            if params.rated_sides == "both":  # [Y^T Y, Z^T Z] stacked
+                rated_gram = rated_gram[1]
         users, items = indexes.decode(users, "id", None), indexes.decode(items, None, "id")
-        return cls(users, items, params, baseline, history, learned, implicit_factors, implicit_gram, indexes)
+        return cls(users, items, params, baseline, history, learned, rated_factors, rated_gram, indexes)
 
     def encoded(self, indexes: IdIndexes) -> ALSModel:
         """This model with the factor ids numbered by `indexes` (ids the indexes lack dropped), e.g. for
         a warm start or for the int-only recommendation kernels."""
         users, items = indexes.encode(self.user_factors, "id", None), indexes.encode(self.item_factors, None, "id")
-        implicit = None if self.implicit_factors is None else indexes.encode(self.implicit_factors, None, "id")
-        return ALSModel(users, items, self.params, self._baseline, self.history, self.learned_biases, implicit,
-                        self.implicit_gram)
+        rated = None if self.rated_factors is None else indexes.encode(self.rated_factors, None, "id")
+        return ALSModel(users, items, self.params, self._baseline, self.history, self.learned_biases, rated,
+                        self.rated_gram)
 
     @property
     def baseline(self) -> BiasModel | None:
@@ -612,9 +629,10 @@ class ALSModel(Model):
         meta = {"params": asdict(self.params), "history": asdict(self.history), "format": 1}
         if self.learned_biases is not None:
             self.learned_biases.save(f"{path}/learned_biases")
-        if self.implicit_factors is not None:
-            self.implicit_factors.write.mode("overwrite").parquet(f"{path}/implicit")
-            meta["implicit_gram"] = np.asarray(self.implicit_gram).tolist()
+        if self.rated_factors is not None:
+            # On-disk names of before the rename (directory `implicit`, key `implicit_gram`): old models load.
+            self.rated_factors.write.mode("overwrite").parquet(f"{path}/implicit")
+            meta["implicit_gram"] = np.asarray(self.rated_gram).tolist()
         HadoopFileSystem(spark).write_text(f"{path}/metadata.json", json.dumps(meta, indent=2))
 
     @classmethod
@@ -629,13 +647,13 @@ class ALSModel(Model):
         history = FitHistory(**{**meta["history"],
                                 "iterations": [IterationLog(**it) for it in meta["history"]["iterations"]]})
         learned = BiasModel.load(spark, f"{path}/learned_biases") if params.learned_biases else None
-        implicit_factors = implicit_gram = None
-        if params.implicit_weight > 0:
-            implicit_factors, implicit_gram = spark.read.parquet(f"{path}/implicit"), np.array(meta["implicit_gram"])
+        rated_factors = rated_gram = None
+        if params.rated_weight > 0:
+            rated_factors, rated_gram = spark.read.parquet(f"{path}/implicit"), np.array(meta["implicit_gram"])
         indexes = IdIndexes.load(spark, f"{path}/index", HadoopFileSystem(spark).exists)
         users, items = spark.read.parquet(f"{path}/users"), spark.read.parquet(f"{path}/items")
         check_factor_ranks(path, params.rank, users, items)
-        return cls(users, items, params, baseline, history, learned, implicit_factors, implicit_gram, indexes)
+        return cls(users, items, params, baseline, history, learned, rated_factors, rated_gram, indexes)
 
     @property
     def list_baseline(self) -> Baseline | None:
@@ -679,7 +697,7 @@ class ALSModel(Model):
         """`fold_in` with the new user's bias and how many of the ratings the model could use (a FoldedUser)."""
         learned = None
         if self.params.learned_biases:
-            learned = LearnedItems(self.params.bias_reg_user, self.implicit_factors, self.implicit_gram,
-                                   self.params.implicit_weight, self.params.scale_reg)
+            learned = LearnedItems(self.params.bias_reg_user, self.rated_factors, self.rated_gram,
+                                   self.params.rated_weight, self.params.scale_reg)
         return fold_in(self.item_factors, rating_pairs(ratings), self.params.reg, self.list_baseline,
                        self.params.nonnegative, learned, self.params.alpha if self.params.implicit else None)

@@ -6,8 +6,8 @@ that same half-step for one more user, with the training kernel
 baseline the user's bias comes first, as the baseline's own user update does
 (b_u = sum(r - mu - b_i) / (n_u + lambda_u)), and the factors fit what the baseline leaves.
 With biases learned inside ALS the user's [x_u, b_u] are solved jointly by the learned-bias
-kernel (`solve_biased_block`), and for the implicit model also against the rated movies'
-implicit factors and the model's Z^T Z: exactly one more user of the fit's last half-step.
+kernel (`solve_biased_block`), and for the rated-indicator model also against the rated movies'
+rated factors and the model's Z^T Z: exactly one more user of the fit's last half-step.
 An implicit-feedback model's user solves against Y^T Y of every item as well
 (`implicit_kernels.solve_implicit_block`: (Y^T Y + Y^T (C_u - I) Y + reg * n+_u * I) x_u =
 Y^T C_u p_u); the model does not keep Y^T Y, so one small job sums it on the executors.
@@ -41,9 +41,9 @@ class LearnedItems:
     """What a new user's joint [x_u, b_u] solve needs from a model whose biases were learned inside ALS."""
 
     bias_reg: float  # the user-bias regularisation of the fit
-    implicit_factors: DataFrame | None = None  # (id, features): the implicit model's z
-    implicit_gram: np.ndarray | None = None  # Z^T Z over every item
-    implicit_weight: float = 0.0
+    rated_factors: DataFrame | None = None  # (id, features): the rated-indicator model's z
+    rated_gram: np.ndarray | None = None  # Z^T Z over every item
+    rated_weight: float = 0.0
     scale_reg: bool = True  # the fit's reg scaling (False: constant reg)
 
 
@@ -97,11 +97,11 @@ def _fold_in_learned(entity, factors: np.ndarray, values: np.ndarray, movie_ids:
     """One user of the learned-bias kernel: source rows [y_i, b_i (, z_i)] of the rated movies."""
     rank = factors.shape[1]
     sources = np.hstack([factors, movie_bias[:, None]])
-    if learned.implicit_factors is not None:
-        implicit = _rows(learned.implicit_factors, movie_ids)
-        sources = np.hstack([sources, np.vstack([implicit[m] for m in movie_ids])])
+    if learned.rated_factors is not None:
+        rated = _rows(learned.rated_factors, movie_ids)
+        sources = np.hstack([sources, np.vstack([rated[m] for m in movie_ids])])
     solution = solve_biased_block(*entity, values.astype(np.float32), sources, rank, mu, reg, learned.bias_reg,
-                                  learned.implicit_weight, learned.implicit_gram, scale_reg=learned.scale_reg)
+                                  learned.rated_weight, learned.rated_gram, scale_reg=learned.scale_reg)
     x = solution.factors[0]
     return FoldedUser(x[:rank].astype(np.float32), float(x[rank]), len(movie_ids))
 

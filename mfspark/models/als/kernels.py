@@ -108,16 +108,16 @@ def _solve_entities(indptr, cols, ratings, y, reg, nonnegative, factors):  # pra
 class BiasedSolution:
     """New [factors, bias] of a block with biases learned inside ALS, plus objective terms.
 
-    `source_sums` (per entity, the sum of its sources' factors) is what the implicit factors of
-    the same entities are solved from (`solve_implicit_factors`). A pair whose rating is NaN
-    counts only as "u rated i" (the implicit term): e.g. a pair to predict, known to exist.
+    `source_sums` (per entity, the sum of its sources' factors) is what the rated factors of
+    the same entities are solved from (`solve_rated_factors`). A pair whose rating is NaN
+    counts only as "u rated i" (the rated-indicator term): e.g. a pair to predict, known to exist.
     """
 
     factors: np.ndarray  # (n_entities, rank + 1) float64: factors, then the bias
     squared_error: float  # sum over the block's ratings of (r - mu - b_u - b_i - x.y)^2
-    penalty: float  # reg * sum n_e |x_e|^2 + bias_reg * sum b_e^2 (+ the implicit loss, when given)
+    penalty: float  # reg * sum n_e |x_e|^2 + bias_reg * sum b_e^2 (+ the rated-indicator loss, when given)
     source_sums: np.ndarray  # (n_entities, rank) float64
-    rated_counts: np.ndarray  # (n_entities,) int64: pairs with a rating (the others are implicit only)
+    rated_counts: np.ndarray  # (n_entities,) int64: pairs with a rating (the others count only as rated)
 
 
 def solve_biased_block(
@@ -129,8 +129,8 @@ def solve_biased_block(
     mu: float,
     reg: float,
     bias_reg: float,
-    implicit_weight: float = 0.0,
-    implicit_gram: np.ndarray | None = None,
+    rated_weight: float = 0.0,
+    rated_gram: np.ndarray | None = None,
     scale_reg: bool = True,
 ) -> BiasedSolution:
     """One half-step of ALS with biases learned jointly with the factors.
@@ -140,10 +140,10 @@ def solve_biased_block(
 
         sum_i (r_ui - mu - b_i - b_u - x_u.y_i)^2 + reg * n_u |x_u|^2 + bias_reg * b_u^2
 
-    a ridge system of size rank + 1. With `implicit_gram` = Z^T Z over every item (the user
-    side of the implicit model) it also fits the rated-indicator row of the entity,
-    implicit_weight * sum over all items j of (1[u rated j] - x_u.z_j)^2, which adds
-    implicit_weight * Z^T Z to the factor block of the Gram and implicit_weight * sum of the
+    a ridge system of size rank + 1. With `rated_gram` = Z^T Z over every item (the user
+    side of the rated-indicator model) it also fits the rated-indicator row of the entity,
+    rated_weight * sum over all items j of (1[u rated j] - x_u.z_j)^2, which adds
+    rated_weight * Z^T Z to the factor block of the Gram and rated_weight * sum of the
     rated items' z to its right-hand side; the z columns follow the bias in the source rows.
     `scale_reg` False regularises the factors by a constant reg * |x_u|^2 instead of ALS-WR's
     reg * n_u |x_u|^2 (cmfrec's default; a rarely rated entity is shrunk much harder).
@@ -151,22 +151,22 @@ def solve_biased_block(
     y = np.ascontiguousarray(src_factors)
     n = len(indptr) - 1
     factors, source_sums, rated = np.empty((n, rank + 1)), np.empty((n, rank)), np.empty(n, dtype=np.int64)
-    implicit = implicit_gram is not None
-    gram = np.ascontiguousarray(implicit_gram, dtype=np.float64) if implicit else np.zeros((rank, rank))
+    indicator = rated_gram is not None
+    gram = np.ascontiguousarray(rated_gram, dtype=np.float64) if indicator else np.zeros((rank, rank))
     squared_error, penalty = _solve_biased_entities(
         np.asarray(indptr, dtype=np.int64), np.asarray(cols, dtype=np.int32), np.asarray(ratings, dtype=np.float32),
-        y, int(rank), float(mu), float(reg), float(bias_reg), float(implicit_weight) if implicit else 0.0, gram,
-        rank + 1 if implicit else -1, bool(scale_reg), factors, source_sums, rated)
+        y, int(rank), float(mu), float(reg), float(bias_reg), float(rated_weight) if indicator else 0.0, gram,
+        rank + 1 if indicator else -1, bool(scale_reg), factors, source_sums, rated)
     return BiasedSolution(factors, max(squared_error, 0.0), penalty, source_sums, rated)
 
 
 @compiled()
-def _solve_biased_entities(indptr, cols, ratings, y, k, mu, reg, bias_reg, weight, implicit_gram, implicit_at,
+def _solve_biased_entities(indptr, cols, ratings, y, k, mu, reg, bias_reg, weight, rated_gram, indicator_at,
                            scale_reg, factors, source_sums, rated_counts):  # pragma: no cover - compiled
     """Solve [x_e, b_e] of every entity into `factors`; returns (squared_error, penalty)."""
     m = k + 1
     gathered, values, lhs, factor, rhs = entity_buffers(indptr, m)
-    implicit_sum = np.zeros(k)
+    indicator_sum = np.zeros(k)
     squared_error = penalty = 0.0
     for e in range(len(indptr) - 1):
         lo, count = indptr[e], indptr[e + 1] - indptr[e]
@@ -190,15 +190,15 @@ def _solve_biased_entities(indptr, cols, ratings, y, k, mu, reg, bias_reg, weigh
             for j in range(count):
                 total += y[cols[lo + j], p]
             source_sums[e, p] = total
-        if implicit_at >= 0:  # rated-indicator row: + weight Z^T Z, + weight * the sum of the rated items' z
+        if indicator_at >= 0:  # rated-indicator row: + weight Z^T Z, + weight * the sum of the rated items' z
             for p in range(k):
                 total = 0.0
                 for j in range(count):
-                    total += y[cols[lo + j], implicit_at + p]
-                implicit_sum[p] = total
+                    total += y[cols[lo + j], indicator_at + p]
+                indicator_sum[p] = total
                 rhs[p] += weight * total
                 for q in range(k):
-                    lhs[p, q] += weight * implicit_gram[p, q]
+                    lhs[p, q] += weight * rated_gram[p, q]
         shift = reg * rated if scale_reg else reg
         for p in range(k):
             lhs[p, p] += shift
@@ -212,15 +212,15 @@ def _solve_biased_entities(indptr, cols, ratings, y, k, mu, reg, bias_reg, weigh
             x_rhs += x[p] * rhs[p]
         for p in range(k):
             x_x += x[p] * x[p]
-        if implicit_at >= 0:
-            x_e_x = quadratic_form(implicit_gram, x, k)
+        if indicator_at >= 0:
+            x_e_x = quadratic_form(rated_gram, x, k)
             for p in range(k):
-                x_s += x[p] * implicit_sum[p]
+                x_s += x[p] * indicator_sum[p]
         regularisation = shift * x_x + bias_reg * x[k] * x[k]
         gram_term = quadratic - weight * x_e_x - regularisation
         squared_error += sum_t2 - 2.0 * (x_rhs - weight * x_s) + gram_term
         penalty += regularisation
-        if implicit_at >= 0:  # sum over every item j of (1[rated] - x.z_j)^2
+        if indicator_at >= 0:  # sum over every item j of (1[rated] - x.z_j)^2
             penalty += weight * (count - 2.0 * x_s + x_e_x)
     return squared_error, penalty
 
@@ -245,12 +245,12 @@ def gram_and_rhs(gathered, values, count, gram, rhs):  # pragma: no cover - comp
     return sum_v2
 
 
-def solve_implicit_factors(
+def solve_rated_factors(
     source_sums: np.ndarray, counts: np.ndarray, source_gram: np.ndarray, weight: float, reg: float,
     scale_reg: bool = True,
 ) -> tuple[np.ndarray, float]:
-    """Implicit factors z_j of a block's items and their penalty reg * sum n_j |z_j|^2 (reg * sum |z_j|^2 if not
-    `scale_reg`).
+    """Rated factors z_j of a block's items (they predict who rated j) and their penalty reg * sum n_j |z_j|^2
+    (reg * sum |z_j|^2 if not `scale_reg`).
 
     z_j minimises weight * sum over every user u of (1[u rated j] - x_u.z_j)^2 + reg * n_j |z_j|^2:
     (weight X^T X + reg n_j I) z_j = weight * sum of the raters' x. X^T X is shared by every

@@ -1,5 +1,5 @@
 """What one block of a half-step solves, on numpy arrays: the choice of kernel for the model (plain ALS-WR,
-learned biases, implicit information, implicit feedback) over the block's in-block (`inblock.InBlock`).
+learned biases, the rated indicator (who rated what), implicit feedback) over the block's in-block (`inblock.InBlock`).
 
 Spark-free, as the solver trait of MLlib's ALS.scala: `blocks` runs these solves inside Spark tasks, and the
 single-node study (`scripts/studies/study_als_accuracy.py`) runs the same solves on a whole side in one process.
@@ -13,7 +13,7 @@ import numpy as np
 
 from mfspark.models.als.implicit_kernels import gram_matrix, solve_implicit_block
 from mfspark.models.als.inblock import InBlock
-from mfspark.models.als.kernels import solve_biased_block, solve_block, solve_implicit_factors
+from mfspark.models.als.kernels import solve_biased_block, solve_block, solve_rated_factors
 
 
 @dataclass(frozen=True)
@@ -22,12 +22,12 @@ class HalfStep:
 
     Plain ALS-WR: rows are the rank factors. Learned biases: rows are [factors, bias] and the
     bias rides to the other side as one more routed column, so the layout and the one stage
-    per half-step stay as they are. Implicit model (`implicit` "rows" for users, "columns"
-    for items): item rows also carry their implicit factors z, and every block sends the
+    per half-step stay as they are. Rated-indicator model (`rated` "rows" for users, "columns"
+    for items): item rows also carry their rated factors z, and every block sends the
     other side its part of the Gram the rated-indicator terms need (users X^T X, items Z^T Z;
-    rank x rank per message), which the receiving block sums over all its peers. With implicit
-    "both" each side does both: its rows carry [factors, bias, implicit factors], its solve fits its
-    rated-indicator rows against the other side's implicit factors and then solves its own implicit
+    rank x rank per message), which the receiving block sums over all its peers. With rated
+    "both" each side does both: its rows carry [factors, bias, rated factors], its solve fits its
+    rated-indicator rows against the other side's rated factors and then solves its own rated
     factors, and its messages carry both Grams (2 x rank x rank); the logged objective then counts the
     items' indicator term before the users' half-step moves v (exact for the users' side).
     `scale_reg` False: constant factor reg instead of ALS-WR's reg * n (learned biases only;
@@ -42,8 +42,8 @@ class HalfStep:
     learned_biases: bool = False
     mu: float = 0.0
     bias_reg: float = 0.0
-    implicit_weight: float = 0.0
-    implicit: str | None = None  # None, "rows" (users), "columns" (items) or "both"
+    rated_weight: float = 0.0
+    rated: str | None = None  # who-rated-what indicator: None, "rows" (users), "columns" (items) or "both"
     alpha: float | None = None  # implicit feedback: confidence 1 + alpha |r| (`implicit_kernels`)
     scale_reg: bool = True
 
@@ -52,13 +52,13 @@ class HalfStep:
         """Columns of this side's factor rows."""
         if not self.learned_biases:
             return self.rank
-        return self.rank + 1 + (self.rank if self.implicit in ("columns", "both") else 0)
+        return self.rank + 1 + (self.rank if self.rated in ("columns", "both") else 0)
 
     def initial(self, factors: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Starting rows from starting factors (bias and implicit factors 0), and their Gram if sent."""
+        """Starting rows from starting factors (bias and rated factors 0), and their Gram if sent."""
         rows = np.hstack([factors, np.zeros((len(factors), self.width - self.rank))])
-        gram = gram_matrix(factors.astype(np.float32)) if self.implicit or self.alpha is not None else None
-        if self.implicit == "both":
+        gram = gram_matrix(factors.astype(np.float32)) if self.rated or self.alpha is not None else None
+        if self.rated == "both":
             gram = np.stack([gram, np.zeros_like(gram)])
         return rows, gram
 
@@ -72,35 +72,34 @@ class HalfStep:
         if not self.learned_biases:
             result = solve_block(in_block.indptr, in_block.cols, in_block.ratings, stack, self.reg, self.nonnegative)
             return result.factors, None, None, result.squared_error, self.reg * result.penalty
-        # The other side's Grams: of its factors (to solve implicit factors), of its implicit ones (indicator rows).
-        factor_gram, implicit_gram = source_gram if self.implicit == "both" else (source_gram, source_gram)
-        fits_indicator, has_implicit = self.implicit in ("rows", "both"), self.implicit in ("columns", "both")
+        # The other side's Grams: of its factors (to solve rated factors), of its rated ones (indicator rows).
+        factor_gram, rated_gram = source_gram if self.rated == "both" else (source_gram, source_gram)
+        fits_indicator, has_rated_factors = self.rated in ("rows", "both"), self.rated in ("columns", "both")
         result = solve_biased_block(in_block.indptr, in_block.cols, in_block.ratings, stack, self.rank, self.mu,
-                                    self.reg, self.bias_reg, self.implicit_weight,
-                                    implicit_gram if fits_indicator else None, scale_reg=self.scale_reg)
+                                    self.reg, self.bias_reg, self.rated_weight,
+                                    rated_gram if fits_indicator else None, scale_reg=self.scale_reg)
         factors, penalty, gram = result.factors, result.penalty, None
         own_gram = factors[:, :self.rank].T @ factors[:, :self.rank]
-        if self.implicit == "rows":
+        if self.rated == "rows":
             gram = own_gram
-        if has_implicit:
-            implicit, implicit_penalty = solve_implicit_factors(result.source_sums, np.diff(in_block.indptr),
-                                                                factor_gram, self.implicit_weight, self.reg,
-                                                                self.scale_reg)
-            factors, penalty, gram = np.hstack([factors, implicit]), penalty + implicit_penalty, implicit.T @ implicit
-            if self.implicit == "both":
+        if has_rated_factors:
+            rated, rated_penalty = solve_rated_factors(result.source_sums, np.diff(in_block.indptr), factor_gram,
+                                                       self.rated_weight, self.reg, self.scale_reg)
+            factors, penalty, gram = np.hstack([factors, rated]), penalty + rated_penalty, rated.T @ rated
+            if self.rated == "both":
                 gram = np.stack([own_gram, gram])
         return factors, result.rated_counts, gram, result.squared_error, penalty
 
 
 def half_steps(rank: int, reg: float, nonnegative: bool, learned_biases: bool = False, mu: float = 0.0,
                bias_reg_user: float = 0.0, bias_reg_item: float = 0.0,
-               implicit_weight: float = 0.0, alpha: float | None = None, implicit_sides: str = "users",
+               rated_weight: float = 0.0, alpha: float | None = None, rated_sides: str = "users",
                scale_reg: bool = True) -> tuple[HalfStep, HalfStep]:
     """(user side, item side) half-steps of one model (`alpha`: implicit feedback)."""
-    implicit = implicit_weight > 0
-    both = implicit and implicit_sides == "both"
-    user = HalfStep(rank, reg, nonnegative, learned_biases, mu, bias_reg_user, implicit_weight,
-                    "both" if both else "rows" if implicit else None, alpha, scale_reg)
-    item = HalfStep(rank, reg, nonnegative, learned_biases, mu, bias_reg_item, implicit_weight,
-                    "both" if both else "columns" if implicit else None, alpha, scale_reg)
+    rated = rated_weight > 0
+    both = rated and rated_sides == "both"
+    user = HalfStep(rank, reg, nonnegative, learned_biases, mu, bias_reg_user, rated_weight,
+                    "both" if both else "rows" if rated else None, alpha, scale_reg)
+    item = HalfStep(rank, reg, nonnegative, learned_biases, mu, bias_reg_item, rated_weight,
+                    "both" if both else "columns" if rated else None, alpha, scale_reg)
     return user, item
