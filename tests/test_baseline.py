@@ -179,10 +179,11 @@ def test_recommend_for_users_ranks_unseen_movies_by_bias_as_a_pandas_sort(spark)
     """The bias model's lists (the top-N engine's, `recommend.lists.fallback_lists` by b_i) against a pandas sort:
     unseen movies by float32 b_i descending, equal b_i by the smaller movie id; score mu + b_u + b_i."""
     rng = np.random.default_rng(7)
-    # 30 users x 25 movies, ratings on a 0.5 grid: several movies share a damped b_i exactly, so ties are exercised.
+    # 30 users x 25 movies, random half-star ratings
     rows = [(int(u), int(m), float(rng.integers(1, 11)) / 2) for u in range(1, 31) for m in range(1, 26)
             if rng.random() < 0.4]
-    rows += [(u, m, 3.0) for u in (31, 32) for m in (26, 27)]  # movies 26 and 27: the same ratings, the same b_i
+    # movies 26 and 27: the same three five-star ratings, so the same b_i, the largest of all: a tie at the top
+    rows += [(u, m, 5.0) for u in (31, 32, 33) for m in (26, 27)]
     ratings = spark.createDataFrame(rows, SCHEMA)
     model = BiasModel.fit(ratings, BiasParams(lambda_u=2.0, lambda_i=3.0, sweeps=2))
     users = spark.createDataFrame([(1,), (2,), (31,), (99,)], "user_id int")
@@ -200,5 +201,6 @@ def test_recommend_for_users_ranks_unseen_movies_by_bias_as_a_pandas_sort(spark)
             .sort_values(["key", "movie_id"], ascending=[False, True]).head(5)
         expected += [(user, rank, movie, model.mu + b_u.get(user, 0.0) + b_i[movie])
                      for rank, movie in enumerate(order["movie_id"], start=1)]
+    assert [e[2] for e in expected if e[0] == 99][:2] == [26, 27]  # the tie is at the top, smaller id first
     assert [(r.user_id, r.rank, r.movie_id) for r in got.itertuples()] == [e[:3] for e in expected]
     assert got["score"].to_numpy() == pytest.approx([e[3] for e in expected], rel=1e-6)
