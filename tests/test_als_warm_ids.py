@@ -114,25 +114,41 @@ def test_warm_start_with_string_ids(spark):
 
 def test_written_lists_of_an_indexed_model_are_its_recommend_for_users_lists(spark, tmp_path):
     """write_top_n (the recommend command's and the pipeline's lists) goes through ALSModel.recommend_for_users:
-    ids beyond int come back as they went in, and a block-list of such ids is applied (through the index)."""
+    user ids beyond int come back as they went in (the raw factor tables used before overflowed the engine's ints)."""
     from mfspark.models.als.lists import write_top_n
+
+    big = 2**40
+    rows = [(big + u, m, float((u * m) % 5 + 1)) for u in range(1, 7) for m in range(1, 9) if (u + m) % 3]
+    ratings = spark.createDataFrame(rows, "user_id long, movie_id int, rating float")
+    model = ALS(rank=2, max_iter=2, seed=1, biases=True).fit(ratings)
+    assert model.indexes.user is not None and model.indexes.movie is None
+    plan = write_top_n(model, ratings, str(tmp_path / "lists"), 3, min_ratings=0)
+    assert plan.fallback.count() == 0
+    expected = model.recommend_for_users(None, 3, ratings.select("user_id", "movie_id"))
+    # the schema given: the (empty) cold-start part is written with int ids, the model's lists with long ones
+    written = spark.read.schema(expected.schema).parquet(str(tmp_path / "lists" / "recommendations"))
+    got = sorted((r.user_id, r.rank, r.movie_id, r.score) for r in written.collect())
+    want = sorted((r.user_id, r.rank, r.movie_id, r.score) for r in expected.collect())
+    assert [g[:3] for g in got] == [w[:3] for w in want] and {g[0] for g in got} == {big + u for u in range(1, 7)}
+    assert [g[3] for g in got] == pytest.approx([w[3] for w in want], rel=1e-6)
+
+
+def test_a_block_list_of_movie_ids_beyond_int_goes_through_the_index(spark):
+    """ALSModel.recommend_for_users(candidates=...): a block-list of movie ids beyond int is mapped through the fit's
+    index, so each list is the unblocked one without that movie."""
     from mfspark.recommend.lists import Candidates
 
     big = 2**40
-    rows = [(big + u, big + m, float((u * m) % 5 + 1)) for u in range(1, 7) for m in range(1, 9) if (u + m) % 3]
-    ratings = spark.createDataFrame(rows, "user_id long, movie_id long, rating float")
-    model = ALS(rank=2, max_iter=2, seed=1, biases=True).fit(ratings)
-    assert model.indexes.user is not None and model.indexes.movie is not None
-    block = Candidates(block=spark.createDataFrame([(big + 2,)], "movie_id long"))
-    plan = write_top_n(model, ratings, str(tmp_path / "lists"), 3, min_ratings=0, candidates=block)
-    assert plan.fallback.count() == 0
-    expected = model.recommend_for_users(None, 3, ratings.select("user_id", "movie_id"), candidates=block)
-    # the schema given: the (empty) cold-start part is written with int ids, the model's lists with long ones
-    written = spark.read.schema(expected.schema).parquet(str(tmp_path / "lists" / "recommendations"))
-    key = ("user_id", "rank", "movie_id")
-    got = sorted((r.user_id, r.rank, r.movie_id, r.score) for r in written.collect())
-    want = sorted((r.user_id, r.rank, r.movie_id, r.score) for r in expected.collect())
-    assert [g[:3] for g in got] == [w[:3] for w in want] and len(got) > 0
-    assert [g[3] for g in got] == pytest.approx([w[3] for w in want], rel=1e-6)
-    assert {r[0] for r in got} <= {big + u for u in range(1, 7)} and big + 2 not in {r[2] for r in got}
-    assert written.columns[:3] == list(key)
+    rows = [(u, big + m, float((u * m) % 5 + 1)) for u in range(1, 7) for m in range(1, 9) if (u + m) % 3]
+    ratings = spark.createDataFrame(rows, "user_id int, movie_id long, rating float")
+    model = ALS(rank=2, max_iter=2, seed=1).fit(ratings)
+    assert model.indexes.movie is not None
+    seen = ratings.select("user_id", "movie_id")
+    blocked = model.recommend_for_users(None, 2, seen, candidates=Candidates(
+        block=spark.createDataFrame([(big + 2,)], "movie_id long")))
+    full = model.recommend_for_users(None, 3, seen)
+    for user in range(1, 7):
+        expected = [r.movie_id for r in sorted(full.where(f"user_id = {user}").collect(), key=lambda r: r["rank"])
+                    if r.movie_id != big + 2][:2]
+        got = [r.movie_id for r in sorted(blocked.where(f"user_id = {user}").collect(), key=lambda r: r["rank"])]
+        assert got == expected and len(got) > 0
