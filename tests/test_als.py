@@ -402,7 +402,7 @@ def test_implicit_information_on_both_sides_fit_equals_dense_numpy_reference(spa
 def test_rated_sides_and_constant_reg_are_validated():
     from mfspark.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="rated_sides must be one of .* got 'items'"):
+    with pytest.raises(ConfigError, match=r"rated_sides \(--implicit-sides\) must be one of users, both, got 'it"):
         ALS(biases=True, bias_fit="learned", rated_weight=0.3, rated_sides="items")
     with pytest.raises(ConfigError, match="constant reg"):
         ALS(biases=True, scale_reg=False)

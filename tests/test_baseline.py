@@ -154,7 +154,7 @@ def test_tune_scores_each_grid_point_like_a_separate_fit(spark, ratings):
 @pytest.mark.parametrize(("params", "said"), [
     (BiasParams(lambda_u=-1.0), r"lambda_u \(--lambda-u\) must be 0 or more, got -1.0"),
     (BiasParams(lambda_i=float("nan")), r"lambda_i \(--lambda-i\) must be 0 or more, got nan"),
-    (BiasParams(sweeps=0), r"sweeps \(--sweeps\) must be at least 1, got 0"),
+    (BiasParams(sweeps=0), r"sweeps \(--sweeps\) must be 1 or more, got 0"),
     (BiasParams(min_rating=5.0, max_rating=1.0), "min_rating 5.0 is above max_rating 1.0"),
 ])
 def test_bias_params_that_would_give_infinite_or_no_biases_are_refused(ratings, params, said):

@@ -84,7 +84,7 @@ def test_zero_iterations_is_refused(spark, tmp_path):
     from mfspark.errors import ConfigError
 
     ingest_like(spark, tmp_path / "ingest")
-    with pytest.raises(ConfigError, match="--max-iter must be at least 1, got 0"):
+    with pytest.raises(ConfigError, match=r"max_iter \(--max-iter\) must be 1 or more, got 0"):
         run_train(spark, ["--input", str(tmp_path / "ingest"), "--out", str(tmp_path / "als"), "--max-iter", "0"])
     assert not (tmp_path / "als").exists()
 

@@ -19,6 +19,8 @@ from mfspark.errors import ConfigError, InputError
 from mfspark.evaluation import split as splits
 from mfspark.models.als.estimator import PRESETS, ALSParams
 from mfspark.models.base import COLD_START_STRATEGIES, DEFAULT_COLD_START
+from mfspark.models.ease import EASEParams
+from mfspark.models.lists_model import LISTS_KINDS
 from mfspark.pipeline.stages import LISTS_FIELDS
 from mfspark.runtime.fs import HadoopFileSystem, HadoopPath, filesystem, input_path
 from mfspark.runtime.provenance import versions
@@ -30,6 +32,8 @@ NOT_A_MODEL = (
     ("manifest.json", "an `mfspark ingest` output"),
 )
 PARAMS_FORMAT = "mfspark-params/1"  # a parameter file's "format" (read_params_file)
+# A parameter file's model sections: the dataclass and the fields it may set (None: every settable one).
+PARAMS_SECTIONS = {"als": (ALSParams, None), "lists": (ALSParams, LISTS_FIELDS), "ease": (EASEParams, None)}
 
 
 def add_release_arguments(parser: argparse.ArgumentParser) -> None:
@@ -190,8 +194,8 @@ def cold_start(args: argparse.Namespace, spark: SparkSession | None = None) -> s
 
 
 def read_params_file(path: str, spark: SparkSession | None = None) -> dict:
-    """A parameter file's sections, checked field by field: `als` (a model's `ALSParams`), `lists` (the
-    pipeline's lists model: LISTS_FIELDS) and `cold_start`; a missing or malformed file is one line."""
+    """A parameter file's sections, checked field by field (`PARAMS_SECTIONS`: als, the pipeline's lists model,
+    ease) and `cold_start`; a missing or malformed file is one line."""
     fs = filesystem(path, spark)
     if not fs.exists(path):
         raise InputError(f"--params {path} not found")
@@ -201,27 +205,31 @@ def read_params_file(path: str, spark: SparkSession | None = None) -> dict:
         raise InputError(f"--params {path}: not JSON ({exc})") from None
     if not isinstance(document, dict) or document.get("format") != PARAMS_FORMAT:
         raise InputError(f"--params {path}: not a parameter file (expected \"format\": \"{PARAMS_FORMAT}\")")
-    unknown = sorted(set(document) - {"format", "als", "lists", "cold_start", "chosen_by"})
+    unknown = sorted(set(document) - {"format", "cold_start", "lists_model", "chosen_by", *PARAMS_SECTIONS})
     if unknown:
         raise InputError(f"--params {path}: unknown section {unknown[0]}")
     cold = document.get("cold_start")
     if cold is not None and cold not in COLD_START_STRATEGIES:
         raise InputError(f"--params {path}: cold_start must be one of {', '.join(COLD_START_STRATEGIES)}, got {cold!r}")
-    return {"als": params.from_table(ALSParams, document.get("als", {}), f"--params {path}: als"),
-            "lists": params.from_table(ALSParams, document.get("lists", {}), f"--params {path}: lists",
-                                       names=LISTS_FIELDS),
-            "cold_start": cold}
+    kind = document.get("lists_model")
+    if kind is not None and kind not in LISTS_KINDS:
+        raise InputError(f"--params {path}: lists_model must be one of {', '.join(LISTS_KINDS)}, got {kind!r}")
+    return {name: params.from_table(cls, document.get(name, {}), f"--params {path}: {name}", names=names)
+            for name, (cls, names) in PARAMS_SECTIONS.items()} | {"cold_start": cold, "lists_model": kind}
 
 
-def params_document(chosen_by: dict, als: ALSParams | None = None, lists: ALSParams | None = None,
-                    cold_start: str | None = None) -> dict:
-    """What `read_params_file` reads: every settable field of each model given (the seed is the run's)."""
-    def section(model: ALSParams, names: tuple[str, ...]) -> dict:
-        return {name: getattr(model, name) for name in names if getattr(model, name) is not None}
+def params_document(chosen_by: dict, cold_start: str | None = None, lists_model: str | None = None,
+                    **models: object) -> dict:
+    """What `read_params_file` reads: for each model given by its section name (als, lists, ease), every field
+    the section may set (the seed is the run's)."""
+    def section(name: str, model: object) -> dict:
+        cls, names = PARAMS_SECTIONS[name]
+        return {key: getattr(model, key) for key in names or params.settable_names(cls)
+                if getattr(model, key) is not None}
     return {"format": PARAMS_FORMAT, "chosen_by": chosen_by,
-            **({"als": section(als, params.settable_names(ALSParams))} if als else {}),
-            **({"lists": section(lists, LISTS_FIELDS)} if lists else {}),
-            **({"cold_start": cold_start} if cold_start else {})}
+            **{name: section(name, model) for name, model in models.items() if model is not None},
+            **({"cold_start": cold_start} if cold_start else {}),
+            **({"lists_model": lists_model} if lists_model else {})}
 
 
 def model_dir(spark: SparkSession, path: str, option: str) -> str:

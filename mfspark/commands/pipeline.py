@@ -31,6 +31,8 @@ from mfspark.errors import ConfigError
 from mfspark.models.als.estimator import PRESETS, ALSParams
 from mfspark.models.base import COLD_START_STRATEGIES, DEFAULT_COLD_START
 from mfspark.models.bias import BiasParams
+from mfspark.models.ease import EASEParams
+from mfspark.params import settable_names
 from mfspark.pipeline.run import check_run_id, run_pipeline
 from mfspark.pipeline.stages import (
     ALS_FIELDS,
@@ -60,6 +62,7 @@ MODELS = {
     "baseline": (BiasParams, BASELINE_FIELDS, "", BiasParams()),
     "als": (ALSParams, ALS_FIELDS, "", PIPELINE_ALS),
     "lists": (ALSParams, LISTS_FIELDS, "lists-", LISTS_ALS),
+    "ease": (EASEParams, settable_names(EASEParams), "", EASEParams()),
 }
 # [pipeline] keys from before the models had tables of their own: still read, with a warning naming the new place.
 LEGACY_KEYS = {"rank": ("als", "rank"), "reg": ("als", "reg"), "max_iter": ("als", "max_iter"),
@@ -96,15 +99,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     stage.add_argument("--top-n", type=int,
                        help=f"recommend: list length (default {DEFAULTS['top_n']}; 0 = no recommend stage)")
     stage.add_argument("--lists", choices=LIST_MODELS,
-                       help="recommend: lists from implicit-feedback ALS on the ratings >= 4 (default; it ranks "
-                            "best, docs/accuracy.md) or from the train stage's model of rating values")
+                       help="recommend: lists from implicit-feedback ALS on the ratings >= 4 (default), from EASE "
+                            "on the same ratings (ranks best on ml-latest-small, docs/accuracy.md) or from the train "
+                            "stage's model of rating values")
     stage.add_argument("--cold-start", choices=COLD_START_STRATEGIES,
                        help=f"evaluate: how ALS scores test ratings of unseen users or movies (default "
                             f"{DEFAULTS['cold_start']}; a --params file from `mfspark tune` sets its choice)")
     titles = {"baseline": "the baseline stage's biases: [pipeline.baseline]",
               "als": "the train stage's ALS: [pipeline.als] (later wins: built-in, profile, --preset, --params FILE, "
                      "an option given)",
-              "lists": "the train_lists stage's implicit ALS: [pipeline.lists]"}
+              "lists": "the train_lists stage's implicit ALS: [pipeline.lists]",
+              "ease": "the train_lists stage's EASE (--lists ease): [pipeline.ease]"}
     for table, (cls, names, prefix, built_in) in MODELS.items():
         group = parser.add_argument_group(titles[table])
         add_model_options(group, cls, prefix=prefix, names=names, defaults=built_in)
@@ -151,8 +156,9 @@ def settings(args: argparse.Namespace, spark: SparkSession | None = None) -> tup
     if preset is not None and preset not in PRESETS:
         raise ConfigError(f"unknown preset '{preset}' (known: {', '.join(PRESETS)})")
     from_file = read_params_file(args.params, spark) if args.params else {}
-    if from_file.get("cold_start") and "cold_start" not in given:
-        chosen["cold_start"] = from_file["cold_start"]
+    for key, setting in (("cold_start", "cold_start"), ("lists_model", "lists")):  # the file's choices
+        if from_file.get(key) and setting not in given:
+            chosen[setting] = from_file[key]
     models = {}
     for name, (cls, _, prefix, built_in) in MODELS.items():
         preset_layer = PRESETS[preset] if preset and name == "als" else {}
@@ -182,6 +188,7 @@ def pipeline_config(args: argparse.Namespace, spark: SparkSession | None = None)
         bias=models["baseline"], als=replace(models["als"], seed=s["seed"]), top_n=s["top_n"], force=args.force,
         max_input_age_hours=s["max_input_age_hours"], run_id=run_id(args), warm_start=s["warm_start"],
         lists=s["lists"], lists_als=replace(models["lists"], seed=s["seed"]), cold_start=s["cold_start"],
+        ease=models["ease"],
     )
     config.validate()  # before a --dataset download and before any stage runs
     source, release = release_source(args, spark)

@@ -19,9 +19,11 @@ from dataclasses import asdict, dataclass, replace
 from pyspark.sql import DataFrame, SparkSession
 
 from mfspark.errors import ConfigError
-from mfspark.evaluation.metrics import rating_metrics
+from mfspark.evaluation.metrics import held_out_ranking, rating_metrics
 from mfspark.evaluation.split import Split, random_split
 from mfspark.models.als.estimator import ALS, ALSParams, model_name
+from mfspark.models.ease import EASE, EASEParams
+from mfspark.models.lists_model import LIKED_MIN_RATING, LISTS_KINDS, fit_lists_model, liked
 
 log = logging.getLogger(__name__)
 
@@ -140,4 +142,135 @@ def markdown_table(result: TuneResult) -> str:
               f"Chosen point refitted on all the training ratings: test RMSE **{result.test['rmse']:.4f}** "
               f"(user and movie seen: {result.test_seen_rmse:.4f}; MAE {result.test['mae']:.4f}; "
               f"fit {result.test_fit_s:.1f} s)."]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- the lists model (`mfspark tune --lists`)
+
+LIST_POINT_COLUMNS = (("model", "string"), ("rank", "int"), ("reg", "double"), ("alpha", "double"),
+                      ("max_iter", "int"), ("min_rating", "double"), ("validation_ndcg", "double"),
+                      ("validation_precision", "double"), ("fit_s", "double"))
+LIST_K = 10  # lists are chosen by NDCG@10, the pipeline's evaluate metric
+
+
+@dataclass(frozen=True)
+class ListsGrid:
+    """The lists models searched: implicit-feedback ALS over ranks x regs x alphas x iterations, and EASE over
+    its regs; `kinds` says which of the two are searched."""
+
+    kinds: tuple[str, ...] = ("implicit", "ease")
+    ranks: tuple[int, ...] = (10, 32, 64)
+    regs: tuple[float, ...] = (0.01, 0.1, 1.0)
+    alphas: tuple[float, ...] = (1.0,)
+    max_iters: tuple[int, ...] = (10,)
+    ease_regs: tuple[float, ...] = (100.0, 200.0, 500.0, 1000.0)
+    ease_min_ratings: tuple[float, ...] = (4.0,)
+
+    def points(self, implicit: ALSParams, ease: EASEParams) -> list[tuple[str, ALSParams | EASEParams]]:
+        unknown = sorted(set(self.kinds) - set(LISTS_KINDS))
+        if unknown:
+            raise ConfigError(f"unknown lists model {unknown[0]} (known: {', '.join(LISTS_KINDS)})")
+        points: list[tuple[str, ALSParams | EASEParams]] = []
+        if "implicit" in self.kinds:
+            points += [("implicit", replace(implicit, rank=rank, reg=reg, alpha=alpha, max_iter=iterations))
+                       for rank, reg, alpha, iterations in itertools.product(
+                           self.ranks, self.regs, self.alphas, self.max_iters)]
+        if "ease" in self.kinds:
+            points += [("ease", replace(ease, reg=reg, min_rating=threshold))
+                       for threshold, reg in itertools.product(self.ease_min_ratings, self.ease_regs)]
+        if not points:
+            raise ConfigError(f"the lists grid is empty: {self}")
+        for _, params in points:
+            params.validate()
+        return points
+
+
+@dataclass
+class ListsTuneResult:
+    points: list[dict]  # one row per grid point (LIST_POINT_COLUMNS)
+    best_kind: str
+    best: ALSParams | EASEParams
+    test: dict  # held_out_ranking of the best point refitted on all the training ratings, on the test split
+    validation_counts: tuple[int, int]
+
+
+def tune_lists(split: Split, points: list[tuple[str, ALSParams | EASEParams]], validation_fraction: float = 0.2,
+               validation_seed: int = 7) -> ListsTuneResult:
+    """Fit each lists model on part of `split.train`, score its top-10 lists of the validation users by NDCG@10
+    (validation ratings >= 4 relevant, fitted movies excluded); refit the best on all of `split.train` and score
+    it, once, on `split.test`. EASE points share one Gram matrix."""
+    carved = random_split(split.train, validation_fraction, validation_seed)
+    validation = Split("validation", carved.train.cache(), carved.test.cache())
+    counts = (validation.train.count(), validation.test.count())
+    rows, order = [], []
+    try:
+        for kind, params, model, fit_s in _fitted(points, validation.train):
+            order.append((kind, params))
+            metrics = held_out_ranking(model.recommend_for_users, validation, LIST_K)
+            rows.append(_list_row(kind, params, metrics, fit_s))
+            log.info("tune --lists %d/%d %s: validation NDCG@10 %.4f, precision@10 %.4f", len(rows), len(points),
+                     _describe(kind, params), metrics["ndcg@10"], metrics["precision@10"])
+    finally:
+        validation.train.unpersist()
+        validation.test.unpersist()
+    best_row = max(rows, key=lambda row: row["validation_ndcg"])
+    kind, best = order[rows.index(best_row)]
+    test = held_out_ranking(fit_lists_model(kind, best, split.train).recommend_for_users, split, LIST_K)
+    log.info("tune --lists: best on validation %s, test NDCG@10 %.4f", _describe(kind, best), test["ndcg@10"])
+    return ListsTuneResult(rows, kind, best, test, counts)
+
+
+def _fitted(points: list[tuple[str, ALSParams | EASEParams]], train: DataFrame):
+    """(kind, params, model, fit seconds) per point: the implicit ALS points, then the EASE points from one Gram
+    matrix (fitted lazily, one B in memory at a time)."""
+    for kind, params in points:
+        if kind == "implicit":
+            started = time.perf_counter()
+            yield kind, params, fit_lists_model(kind, params, train), time.perf_counter() - started
+    layouts: dict[tuple, list[EASEParams]] = {}
+    for kind, params in points:
+        if kind == "ease":
+            layouts.setdefault(params.layout, []).append(params)
+    for group in layouts.values():
+        started = time.perf_counter()
+        rows = liked(train, group[0].min_rating).select("user_id", "movie_id")
+        for params, model in zip(group, EASE(group[0]).fit_each(rows, group)):
+            yield "ease", params, model, time.perf_counter() - started
+            started = time.perf_counter()
+
+
+def _describe(kind: str, params: ALSParams | EASEParams) -> str:
+    if kind == "ease":
+        return f"EASE reg {params.reg:g}, liked >= {params.min_rating:g}"
+    return f"implicit ALS rank {params.rank}, reg {params.reg:g}, alpha {params.alpha:g}, {params.max_iter} it."
+
+
+def _list_row(kind: str, params: ALSParams | EASEParams, metrics: dict, fit_s: float) -> dict:
+    implicit = kind == "implicit"
+    return {"model": kind, "rank": params.rank if implicit else None, "reg": params.reg,
+            "alpha": params.alpha if implicit else None, "max_iter": params.max_iter if implicit else None,
+            "min_rating": LIKED_MIN_RATING if implicit else params.min_rating,
+            "validation_ndcg": metrics["ndcg@10"], "validation_precision": metrics["precision@10"],
+            "fit_s": round(fit_s, 3)}
+
+
+def list_points_frame(spark: SparkSession, rows: list[dict]) -> DataFrame:
+    schema = ", ".join(f"{name} {kind}" for name, kind in LIST_POINT_COLUMNS)
+    return spark.createDataFrame([tuple(row[name] for name, _ in LIST_POINT_COLUMNS) for row in rows], schema)
+
+
+def lists_markdown_table(result: ListsTuneResult) -> str:
+    """The lists grid by validation NDCG@10 (the chosen point first, in bold), then the test line."""
+    lines = ["| model | rank | reg | alpha | iters | liked >= | val NDCG@10 | val precision@10 | fit s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for i, row in enumerate(sorted(result.points, key=lambda row: -row["validation_ndcg"])):
+        name = f"**{row['model']}** (chosen)" if i == 0 else row["model"]
+        cells = [row["rank"], f"{row['reg']:g}", None if row["alpha"] is None else f"{row['alpha']:g}",
+                 row["max_iter"], f"{row['min_rating']:g}"]
+        lines.append(f"| {name} | " + " | ".join("" if c is None else str(c) for c in cells) +
+                     f" | {row['validation_ndcg']:.4f} | {row['validation_precision']:.4f} | {row['fit_s']:.1f} |")
+    fit_count, validation_count = result.validation_counts
+    lines += ["", f"Validation: {fit_count:,} ratings fitted, {validation_count:,} scored (carved from training). "
+              f"Chosen point refitted on all the training ratings: test NDCG@10 **{result.test['ndcg@10']:.4f}**, "
+              f"precision@10 {result.test['precision@10']:.4f}."]
     return "\n".join(lines) + "\n"

@@ -16,8 +16,6 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyspark.sql import functions as F
-
 from mfspark.data.ingest import DEFAULT_MAX_REJECT_FRACTION, describe_input, ingest_release, input_files
 from mfspark.data.movielens import detect_release, release_named
 from mfspark.errors import ConfigError
@@ -26,6 +24,8 @@ from mfspark.evaluation.metrics import held_out_ranking, rating_metrics
 from mfspark.models.als.estimator import ALS, ALSModel, ALSParams, model_name
 from mfspark.models.base import COLD_START_STRATEGIES, DEFAULT_COLD_START
 from mfspark.models.bias import BiasModel, BiasParams
+from mfspark.models.ease import EASEModel, EASEParams
+from mfspark.models.lists_model import IMPLICIT_LISTS, LIKED_MIN_RATING, fit_lists_model, load_model, save_lists_model
 from mfspark.params import settable_names
 from mfspark.pipeline.layout import stage_location
 from mfspark.runtime.commit import check_parquet_table
@@ -39,9 +39,10 @@ RANKING_K = 10  # the evaluate stage's list length, as the report's ranking colu
 # The lists' model: implicit-feedback ALS on the ratings >= 4 (who liked what). On ml-latest-small's temporal
 # split its top-10 lists beat popularity (precision@10 0.084 vs 0.057) where the rating-value models rank far
 # below it (biased ALS 0.011, plain 0.0025): docs/accuracy.md, "Ranking quality".
-LIST_MODELS = ("implicit", "ratings")
-LISTS_MIN_RATING = 4.0
-LISTS_ALS = ALSParams(rank=10, reg=0.1, max_iter=10, implicit=True, alpha=1.0)
+# "ease": EASE (mfspark.models.ease) on the same liked ratings; on ml-latest-small's default split it ranks best
+# (docs/accuracy.md, "Ranking quality").
+LIST_MODELS = ("implicit", "ease", "ratings")
+LISTS_ALS = IMPLICIT_LISTS
 PIPELINE_ALS = ALSParams(biases=True)  # the train stage's model: ALS on the bias baseline's residuals
 # What options, profile tables and parameter files may set of each model of the pipeline (mfspark.params):
 # the train stage's rating model (implicit feedback is the lists model's), the lists model, the baseline.
@@ -79,6 +80,7 @@ class PipelineConfig:
     lists: str = "implicit"  # what recommend's lists come from: the train_lists model, or "ratings": train's
     lists_als: ALSParams = field(default_factory=lambda: replace(LISTS_ALS))
     cold_start: str = DEFAULT_COLD_START  # evaluate: how the ALS model scores test ratings of unseen users/movies
+    ease: EASEParams = EASEParams()  # the lists model with lists="ease"
 
     def validate(self) -> None:
         """What the stages would refuse, refused before the first of them runs (a bad rank is not found after
@@ -89,6 +91,7 @@ class PipelineConfig:
             raise ConfigError(f"split must be one of {', '.join(PIPELINE_SPLITS)}, got '{self.split.kind}'")
         splits.check_fraction(self.split.test_fraction)
         self.bias.validate()
+        self.ease.validate()
         for name, model in (("als", self.als), ("lists", self.lists_als)):
             model.validate()
             if model.max_iter < 1:  # zero iterations would publish the random initial factors as a model
@@ -102,7 +105,14 @@ class PipelineConfig:
     @property
     def lists_stage(self) -> str:
         """The stage whose model makes the lists (no lists, top_n 0: no train_lists stage either)."""
-        return "train_lists" if self.lists == "implicit" and self.top_n > 0 else "train"
+        return "train_lists" if self.lists != "ratings" and self.top_n > 0 else "train"
+
+    @property
+    def lists_parameters(self) -> dict:
+        """What the train_lists stage's output depends on besides the split."""
+        if self.lists == "ease":
+            return {"model": "ease", "ease": asdict(self.ease)}
+        return {"min_rating": LIKED_MIN_RATING, "model": self.lists, "als": asdict(self.lists_als)}
 
 
 @dataclass(frozen=True)
@@ -173,10 +183,12 @@ def run_train(ctx: StageContext, out: str) -> dict:
 
 
 def run_train_lists(ctx: StageContext, out: str) -> dict:
-    """The lists' model: implicit-feedback ALS fitted on the training ratings >= LISTS_MIN_RATING."""
-    liked = ctx.split.train.where(F.col("rating") >= LISTS_MIN_RATING)
-    model = ALS(**asdict(ctx.config.lists_als)).fit(liked)
-    model.save(join(out, "factors"))
+    """The lists' model (implicit-feedback ALS, or EASE) fitted on the liked training ratings."""
+    c = ctx.config
+    model = fit_lists_model(c.lists, c.ease if c.lists == "ease" else c.lists_als, ctx.split.train)
+    save_lists_model(model, out)
+    if isinstance(model, EASEModel):
+        return {"movies": len(model.movies)}
     return {"rows": {"positives": model.history.num_ratings}, "iterations": len(model.history.iterations)}
 
 
@@ -194,7 +206,7 @@ def run_evaluate(ctx: StageContext, out: str) -> dict:
                | held_out_ranking(model.recommend_for_users, split, RANKING_K)
                for name, model, cold_start in (("als", als, c.cold_start), ("baseline", baseline, DEFAULT_COLD_START))}
     if c.lists_stage != "train":
-        lists = ALSModel.load(ctx.spark, join(ctx.stage_dir(c.lists_stage), "factors"))
+        lists = load_model(ctx.spark, ctx.stage_dir(c.lists_stage))
         metrics["lists"] = held_out_ranking(lists.recommend_for_users, split, RANKING_K)
     report_view = {
         "model": model_name(c.als), "params": asdict(c.als),
@@ -207,17 +219,17 @@ def run_evaluate(ctx: StageContext, out: str) -> dict:
 
 
 def run_recommend(ctx: StageContext, out: str) -> dict:
-    rows = recommend_top_n(ctx.spark, join(ctx.stage_dir(ctx.config.lists_stage), "factors"),
+    rows = recommend_top_n(ctx.spark, ctx.stage_dir(ctx.config.lists_stage),
                            ctx.stage_dir("ingest"), out, ctx.config.top_n)
     return {"rows": {"recommendations": rows}}
 
 
-def recommend_top_n(spark: SparkSession, model_dir: str, ingest_dir: str, out_dir: str, top_n: int) -> int:
-    """Each user's `top_n` unrated movies from the model in `model_dir` (cold-start users: damped popularity),
-    as Parquet under `out_dir`; returns the number of rows."""
+def recommend_top_n(spark: SparkSession, stage_dir: str, ingest_dir: str, out_dir: str, top_n: int) -> int:
+    """Each user's `top_n` unrated movies from the model a stage wrote in `stage_dir` (cold-start users: damped
+    popularity), as Parquet under `out_dir`; returns the number of rows."""
     from mfspark.models.als.lists import write_top_n
 
-    model = ALSModel.load(spark, model_dir)
+    model = load_model(spark, stage_dir)
     ratings = spark.read.parquet(f"{ingest_dir}/ratings").select("user_id", "movie_id", "rating")
     write_top_n(model, ratings, out_dir, top_n)
     return spark.read.parquet(f"{out_dir}/recommendations").count()
@@ -238,8 +250,7 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
     ]
     lists = () if c.lists_stage == "train" else (c.lists_stage,)
     if lists:
-        stages.append(Stage("train_lists", {"split": split, "min_rating": LISTS_MIN_RATING, "als": asdict(c.lists_als)},
-                            ("ingest",), run_train_lists))
+        stages.append(Stage("train_lists", {"split": split, **c.lists_parameters}, ("ingest",), run_train_lists))
     stages.append(Stage("evaluate", {"split": split, "ranking_k": RANKING_K, "cold_start": c.cold_start},
                         ("baseline", "train", *lists),
                         run_evaluate))

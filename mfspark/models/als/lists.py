@@ -19,10 +19,12 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
     from mfspark.models.als.estimator import ALSModel
+    from mfspark.models.ease import EASEModel
     from mfspark.recommend.topn import BlockSizes
 
 
-def write_top_n(model: ALSModel, ratings: DataFrame, out_dir: str, n: int, min_ratings: int = DEFAULT_MIN_RATINGS,
+def write_top_n(model: ALSModel | EASEModel, ratings: DataFrame, out_dir: str, n: int,
+                min_ratings: int = DEFAULT_MIN_RATINGS,
                 users: DataFrame | None = None, candidates: Candidates | None = None,
                 sizes: BlockSizes | None = None) -> UserPlan:
     """Write `out_dir/recommendations` (model lists, then the cold-start users' damped-popularity lists) and

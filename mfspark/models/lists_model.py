@@ -1,0 +1,49 @@
+"""The lists model: what ranks the top-N lists users receive, fitted on who liked what.
+
+Two kinds: "implicit" (implicit-feedback ALS on the training ratings >= LIKED_MIN_RATING, the ratings as
+confidences) and "ease" (`mfspark.models.ease`, on the ratings >= its `min_rating`). One place to fit and load
+either, for the pipeline's train_lists stage and for `mfspark tune --lists`, so a tuned choice is the model the
+pipeline fits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import TYPE_CHECKING
+
+from pyspark.sql import functions as F
+
+from mfspark.models.als.estimator import ALS, ALSModel, ALSParams
+from mfspark.models.ease import EASE, EASEModel, EASEParams
+from mfspark.runtime.fs import join
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+LIKED_MIN_RATING = 4.0
+LISTS_KINDS = ("implicit", "ease")
+# The implicit lists model's defaults: rank 10, reg 0.1, 10 iterations, alpha 1.
+IMPLICIT_LISTS = ALSParams(rank=10, reg=0.1, max_iter=10, implicit=True, alpha=1.0)
+
+
+def liked(ratings: DataFrame, min_rating: float = LIKED_MIN_RATING) -> DataFrame:
+    """The ratings that count as liked (>= min_rating)."""
+    return ratings.where(F.col("rating") >= min_rating)
+
+
+def fit_lists_model(kind: str, params: ALSParams | EASEParams, ratings: DataFrame) -> ALSModel | EASEModel:
+    """The lists model of `kind` fitted on the liked part of `ratings` (user_id, movie_id, rating)."""
+    if kind == "ease":
+        return EASE(params).fit(liked(ratings, params.min_rating).select("user_id", "movie_id"))
+    return ALS(**asdict(params)).fit(liked(ratings))
+
+
+def save_lists_model(model: ALSModel | EASEModel, stage_dir: str) -> None:
+    model.save(join(stage_dir, "ease" if isinstance(model, EASEModel) else "factors"))
+
+
+def load_model(spark: SparkSession, stage_dir: str) -> ALSModel | EASEModel:
+    """The model a pipeline stage wrote in `stage_dir`: EASE (`ease/`) or ALS factors (`factors/`)."""
+    ease = join(stage_dir, "ease")
+    return EASEModel.load(spark, ease) if EASEModel.is_saved_at(spark, ease) else \
+        ALSModel.load(spark, join(stage_dir, "factors"))

@@ -1,0 +1,118 @@
+"""EASE on Spark against dense numpy: the closed form against per-movie ridge regressions, the Spark fit's B and
+lists against numpy's X @ B, the catalogue cap, and the pipeline with `--lists ease`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mfspark.errors import ConfigError
+from mfspark.models.ease import EASE, EASEModel, EASEParams, ease_weights
+
+
+def liked_matrix(seed: int, users: int = 12, movies: int = 7, density: float = 0.45) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = (rng.random((users, movies)) < density).astype(np.float64)
+    x[0, :] = 1.0  # every movie liked by someone
+    return x
+
+
+def test_the_closed_form_equals_one_ridge_regression_per_movie_on_the_other_movies():
+    x, reg = liked_matrix(1), 2.5
+    weights = ease_weights(x.T @ x, reg)
+    for j in range(x.shape[1]):
+        others = [i for i in range(x.shape[1]) if i != j]
+        a = x[:, others]
+        ridge = np.linalg.solve(a.T @ a + reg * np.eye(len(others)), a.T @ x[:, j])
+        np.testing.assert_allclose(weights[others, j], ridge, rtol=1e-9, atol=1e-12)
+        assert weights[j, j] == 0.0
+
+
+def test_the_docstring_example():
+    gram = np.array([[3.0, 2.0], [2.0, 2.0]])
+    np.testing.assert_allclose(ease_weights(gram, 1.0), [[0.0, 0.5], [2 / 3, 0.0]])
+
+
+def liked_frame(spark, x: np.ndarray, movie_ids: list[int]):
+    rows = [(int(u) + 100, movie_ids[i]) for u, i in zip(*np.nonzero(x))]
+    return spark.createDataFrame(rows + rows[:3], "user_id int, movie_id int")  # duplicates count once
+
+
+def test_the_spark_fit_and_its_lists_equal_numpy(spark, tmp_path):
+    x, reg = liked_matrix(2), 3.0
+    movie_ids = [5, 9, 11, 20, 31, 40, 47]
+    model = EASE(reg=reg).fit(liked_frame(spark, x, movie_ids))
+    expected = ease_weights(x.T @ x, reg)
+    np.testing.assert_array_equal(model.movies, movie_ids)
+    np.testing.assert_allclose(model.weights, expected, rtol=1e-5, atol=1e-6)
+
+    model.save(str(tmp_path / "ease"))
+    loaded = EASEModel.load(spark, str(tmp_path / "ease"))
+    np.testing.assert_array_equal(loaded.weights, model.weights)
+    seen = liked_frame(spark, x, movie_ids).distinct()
+    lists = {(r.user_id, r.rank): (r.movie_id, r.score)
+             for r in loaded.recommend_for_users(None, 3, seen).collect()}
+    scores = x @ expected
+    for u in range(x.shape[0]):
+        if not x[u].any():  # liked nothing: not an EASE user (the pipeline gives such users the popularity list)
+            assert (u + 100, 1) not in lists
+            continue
+        unseen = sorted(-scores[u, j] for j in range(x.shape[1]) if x[u, j] == 0)[:3]
+        got = [lists[(u + 100, rank)] for rank in range(1, len(unseen) + 1)]
+        assert [score for _, score in got] == pytest.approx([-s for s in unseen], rel=1e-4, abs=1e-5)
+        for movie, score in got:  # the movie named has that score and is unseen (ties may swap equal movies)
+            j = movie_ids.index(movie)
+            assert x[u, j] == 0 and scores[u, j] == pytest.approx(score, rel=1e-4, abs=1e-5)
+        assert (u + 100, len(unseen) + 1) not in lists  # never a seen movie, never more than the unseen ones
+
+    similar = {(r.movie_id, r.rank): (r.similar_movie_id, r.similarity) for r in loaded.similar_items(2).collect()}
+    for i, movie in enumerate(movie_ids):
+        best = [j for j in np.argsort(-expected[i], kind="stable") if j != i][:2]
+        assert [similar[(movie, rank)][1] for rank in (1, 2)] == pytest.approx(expected[i, best], abs=1e-5)
+
+
+def test_the_catalogue_cap_keeps_the_most_liked_movies(spark):
+    x = liked_matrix(3, users=20, movies=6)
+    counts = x.sum(axis=0)
+    model = EASE(reg=1.0, max_items=3).fit(liked_frame(spark, x, list(range(1, 7))))
+    kept = sorted(np.lexsort((np.arange(6), -counts))[:3] + 1)  # most likers first, ties by id
+    np.testing.assert_array_equal(model.movies, kept)
+    columns = [int(m) - 1 for m in kept]
+    np.testing.assert_allclose(model.weights, ease_weights(x[:, columns].T @ x[:, columns], 1.0), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_parameters_are_checked():
+    with pytest.raises(ConfigError, match=r"reg \(--ease-reg\) must be above 0, got 0.0"):
+        EASEParams(reg=0.0).validate()
+    with pytest.raises(ConfigError, match=r"max_items \(--ease-max-items\) must be 1 or more, got 0"):
+        EASE(max_items=0)
+
+
+def test_tune_lists_then_the_pipeline_runs_the_chosen_lists_model(cli_with_test_session, spark, tmp_path):
+    """`mfspark tune --lists` picks the lists model by validation NDCG@10 and writes it; `mfspark pipeline
+    --params` fits exactly that model in its train_lists stage and makes the lists from it."""
+    from tests.test_pipeline import tiny_release
+
+    release = tiny_release(tmp_path / "release", users=40, movies=25)
+    main = cli_with_test_session
+    assert main(["ingest", "--input", str(release), "--out", str(tmp_path / "ingest")]) == 0
+    assert main(["tune", "--lists", "--input", str(tmp_path / "ingest"), "--out", str(tmp_path / "tune"),
+                 "--lists-models", "ease", "--ease-regs", "5,50,500"]) == 0
+    points = [row.asDict() for row in spark.read.parquet(str(tmp_path / "tune" / "lists")).collect()]
+    assert sorted((p["model"], p["reg"]) for p in points) == [("ease", 5.0), ("ease", 50.0), ("ease", 500.0)]
+    best = max(points, key=lambda p: p["validation_ndcg"])
+    chosen = json.loads((tmp_path / "tune" / "params.json").read_text())
+    assert (chosen["lists_model"], chosen["ease"]["reg"]) == ("ease", best["reg"])
+
+    assert main(["pipeline", "--input", str(release), "--out", str(tmp_path / "root"),
+                 "--params", str(tmp_path / "tune" / "params.json")]) == 0
+    lists_stage = tmp_path / "root" / "latest" / "train_lists"
+    saved = json.loads((lists_stage / "ease" / "metadata.json").read_text())
+    assert saved["params"]["reg"] == best["reg"] and not (lists_stage / "factors").exists()
+    evaluate = json.loads((tmp_path / "root" / "latest" / "evaluate" / "metrics.json").read_text())
+    assert 0 < evaluate["lists"]["ndcg@10"] <= 1
+    recommendations = spark.read.parquet(str(tmp_path / "root" / "latest" / "recommend" / "recommendations"))
+    assert recommendations.select("user_id").distinct().count() == 40
