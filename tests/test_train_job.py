@@ -102,7 +102,8 @@ def test_bias_options_and_the_accurate_preset():
     learned = parsed(["--biases", "--bias-fit", "learned", "--implicit-weight", "0.2"])
     assert (learned.learned_biases, learned.rated_weight) == (True, 0.2)
     accurate = parsed(["--preset", "accurate", "--rank", "7", "--user-blocks", "3"])
-    assert {key: getattr(accurate, key) for key in PRESETS["accurate"]} == PRESETS["accurate"]
+    # the preset's values, except an option given: it wins, as in `pipeline` (later wins: default, preset, option)
+    assert {key: getattr(accurate, key) for key in PRESETS["accurate"]} == PRESETS["accurate"] | {"rank": 7}
     assert accurate.num_user_blocks == 3  # options the preset does not name still apply
 
 
