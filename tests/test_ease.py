@@ -116,3 +116,38 @@ def test_tune_lists_then_the_pipeline_runs_the_chosen_lists_model(cli_with_test_
     assert 0 < evaluate["lists"]["ndcg@10"] <= 1
     recommendations = spark.read.parquet(str(tmp_path / "root" / "latest" / "recommend" / "recommendations"))
     assert recommendations.select("user_id").distinct().count() == 40
+
+
+def test_lists_auto_fits_the_candidate_best_on_validation_and_records_every_candidate(spark, tmp_path):
+    from mfspark.evaluation.tuning import ListsGrid
+    from mfspark.pipeline.run import run_pipeline
+    from tests.test_pipeline import config
+
+    grid = ListsGrid(ranks=(2,), regs=(0.1,), max_iters=(3,), ease_regs=(5.0, 50.0))
+    result = run_pipeline(spark, config(tmp_path, top_n=5, lists="auto", lists_grid=grid))
+    stage = tmp_path / "root" / "latest" / "train_lists"
+    record = json.loads((stage / "candidates.json").read_text())
+    assert [(row["model"], row["reg"]) for row in record["candidates"]] == [
+        ("implicit", 0.1), ("ease", 5.0), ("ease", 50.0)]
+    best = max(record["candidates"], key=lambda row: row["validation_ndcg"])
+    assert record["chosen"]["model"] == best["model"] and record["chosen"]["reg"] == best["reg"]
+    fitted = "ease" if best["model"] == "ease" else "factors"
+    saved = json.loads((stage / fitted / "metadata.json").read_text())["params"]
+    assert saved["reg"] == best["reg"] and (best["model"] == "ease" or saved["rank"] == best["rank"])
+    evaluate = json.loads((tmp_path / "root" / "latest" / "evaluate" / "metrics.json").read_text())
+    assert evaluate["lists_candidates"] == record
+    assert result["metrics"]["lists"]["ndcg@10"] == evaluate["lists"]["ndcg@10"]
+
+
+def test_the_report_table_of_lists_candidates_marks_the_best_with_its_test_scores():
+    from mfspark.report.page import lists_candidates_table
+
+    candidates = {"candidates": [
+        {"model": "implicit", "rank": 10, "reg": 0.1, "alpha": 1.0, "min_rating": 4.0, "validation_ndcg": 0.21,
+         "validation_precision": 0.15},
+        {"model": "ease", "rank": None, "reg": 200.0, "alpha": None, "min_rating": 4.0, "validation_ndcg": 0.25,
+         "validation_precision": 0.17}]}
+    html = lists_candidates_table(candidates, {"ndcg@10": 0.31, "precision@10": 0.227})
+    rows = html.split("<tr")[2:]  # after the header
+    assert "ease" in rows[0] and 'data-value="0.31"' in rows[0] and "reg 200" in rows[0]
+    assert "implicit" in rows[1] and "rank 10, reg 0.1, alpha 1" in rows[1] and 'data-value="0.31"' not in rows[1]

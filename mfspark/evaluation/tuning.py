@@ -194,12 +194,22 @@ class ListsTuneResult:
     validation_counts: tuple[int, int]
 
 
-def tune_lists(split: Split, points: list[tuple[str, ALSParams | EASEParams]], validation_fraction: float = 0.2,
-               validation_seed: int = 7) -> ListsTuneResult:
-    """Fit each lists model on part of `split.train`, score its top-10 lists of the validation users by NDCG@10
-    (validation ratings >= 4 relevant, fitted movies excluded); refit the best on all of `split.train` and score
-    it, once, on `split.test`. EASE points share one Gram matrix."""
-    carved = random_split(split.train, validation_fraction, validation_seed)
+@dataclass
+class ListsSearch:
+    """The validation search of the lists models: one row per point (LIST_POINT_COLUMNS), the best point."""
+
+    points: list[dict]
+    best_kind: str
+    best: ALSParams | EASEParams
+    validation_counts: tuple[int, int]
+
+
+def search_lists(train: DataFrame, points: list[tuple[str, ALSParams | EASEParams]], validation_fraction: float = 0.2,
+                 validation_seed: int = 7) -> ListsSearch:
+    """Fit each lists model on part of `train`, score its top-10 lists of the validation users by NDCG@10
+    (validation ratings >= 4 relevant, fitted movies excluded); the best by that. EASE points share one Gram
+    matrix. The pipeline's `--lists auto` and `tune --lists` both choose this way."""
+    carved = random_split(train, validation_fraction, validation_seed)
     validation = Split("validation", carved.train.cache(), carved.test.cache())
     counts = (validation.train.count(), validation.test.count())
     rows, order = [], []
@@ -208,16 +218,26 @@ def tune_lists(split: Split, points: list[tuple[str, ALSParams | EASEParams]], v
             order.append((kind, params))
             metrics = held_out_ranking(model.recommend_for_users, validation, LIST_K)
             rows.append(_list_row(kind, params, metrics, fit_s))
-            log.info("tune --lists %d/%d %s: validation NDCG@10 %.4f, precision@10 %.4f", len(rows), len(points),
+            log.info("lists search %d/%d %s: validation NDCG@10 %.4f, precision@10 %.4f", len(rows), len(points),
                      _describe(kind, params), metrics["ndcg@10"], metrics["precision@10"])
     finally:
         validation.train.unpersist()
         validation.test.unpersist()
     best_row = max(rows, key=lambda row: row["validation_ndcg"])
     kind, best = order[rows.index(best_row)]
-    test = held_out_ranking(fit_lists_model(kind, best, split.train).recommend_for_users, split, LIST_K)
-    log.info("tune --lists: best on validation %s, test NDCG@10 %.4f", _describe(kind, best), test["ndcg@10"])
-    return ListsTuneResult(rows, kind, best, test, counts)
+    log.info("lists search: best on validation %s", _describe(kind, best))
+    return ListsSearch(rows, kind, best, counts)
+
+
+def tune_lists(split: Split, points: list[tuple[str, ALSParams | EASEParams]], validation_fraction: float = 0.2,
+               validation_seed: int = 7) -> ListsTuneResult:
+    """`search_lists` on `split.train`, then the best refitted on all of `split.train` and scored, once, on
+    `split.test`."""
+    search = search_lists(split.train, points, validation_fraction, validation_seed)
+    model = fit_lists_model(search.best_kind, search.best, split.train)
+    test = held_out_ranking(model.recommend_for_users, split, LIST_K)
+    log.info("tune --lists: %s, test NDCG@10 %.4f", _describe(search.best_kind, search.best), test["ndcg@10"])
+    return ListsTuneResult(search.points, search.best_kind, search.best, test, search.validation_counts)
 
 
 def _fitted(points: list[tuple[str, ALSParams | EASEParams]], train: DataFrame):

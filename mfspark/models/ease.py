@@ -36,7 +36,8 @@ from pyspark.sql import functions as F
 
 from mfspark.errors import ConfigError, InputError
 from mfspark.params import check, param
-from mfspark.recommend.lists import recommend_for_users
+from mfspark.recommend.lists import Candidates, recommend_for_users
+from mfspark.recommend.topn import BlockSizes
 from mfspark.runtime.fs import HadoopFileSystem
 
 log = logging.getLogger(__name__)
@@ -175,9 +176,11 @@ class EASEModel:
         frame = pd.DataFrame({"id": self.movies, "features": list(matrix.astype(np.float32))})
         return self.spark.createDataFrame(frame, "id int, features array<float>")
 
-    def recommend_for_users(self, users: DataFrame | None, n: int, exclude: DataFrame | None = None) -> DataFrame:
-        """Top-N (user_id, rank, movie_id, score) for `users` (user_id; None: all), never an `exclude` pair."""
-        return recommend_for_users(self.user_factors, self.item_factors, exclude, n, users=users)
+    def recommend_for_users(self, users: DataFrame | None, n: int, exclude: DataFrame | None = None, *,
+                            candidates: Candidates | None = None, sizes: BlockSizes | None = None) -> DataFrame:
+        """Top-N (user_id, rank, movie_id, score) for `users` (user_id; None: all), never an `exclude` pair;
+        `candidates` and `sizes` as `recommend.lists.recommend_for_users` (the same call as `ALSModel`'s)."""
+        return recommend_for_users(self.user_factors, self.item_factors, exclude, n, None, users, candidates, sizes)
 
     def similar_items(self, n: int) -> DataFrame:
         """(movie_id, rank, similar_movie_id, similarity): the n largest B_ij of each movie i (what liking i adds

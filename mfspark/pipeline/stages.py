@@ -21,6 +21,7 @@ from mfspark.data.movielens import detect_release, release_named
 from mfspark.errors import ConfigError
 from mfspark.evaluation import split as splits
 from mfspark.evaluation.metrics import held_out_ranking, rating_metrics
+from mfspark.evaluation.tuning import ListsGrid, search_lists
 from mfspark.models.als.estimator import ALS, ALSModel, ALSParams, model_name
 from mfspark.models.base import COLD_START_STRATEGIES, DEFAULT_COLD_START
 from mfspark.models.bias import BiasModel, BiasParams
@@ -41,7 +42,10 @@ RANKING_K = 10  # the evaluate stage's list length, as the report's ranking colu
 # below it (biased ALS 0.011, plain 0.0025): docs/accuracy.md, "Ranking quality".
 # "ease": EASE (mfspark.models.ease) on the same liked ratings; on ml-latest-small's default split it ranks best
 # (docs/accuracy.md, "Ranking quality").
-LIST_MODELS = ("implicit", "ease", "ratings")
+# "auto": the train_lists stage searches AUTO_LISTS_GRID on a validation part of the training ratings and fits the
+# best by NDCG@10 (`mfspark.evaluation.tuning.search_lists`, as `mfspark tune --lists`).
+LIST_MODELS = ("implicit", "ease", "auto", "ratings")
+AUTO_LISTS_GRID = ListsGrid(ranks=(10, 64), regs=(0.1,), ease_regs=(100.0, 200.0, 500.0))
 LISTS_ALS = IMPLICIT_LISTS
 PIPELINE_ALS = ALSParams(biases=True)  # the train stage's model: ALS on the bias baseline's residuals
 # What options, profile tables and parameter files may set of each model of the pipeline (mfspark.params):
@@ -81,6 +85,7 @@ class PipelineConfig:
     lists_als: ALSParams = field(default_factory=lambda: replace(LISTS_ALS))
     cold_start: str = DEFAULT_COLD_START  # evaluate: how the ALS model scores test ratings of unseen users/movies
     ease: EASEParams = EASEParams()  # the lists model with lists="ease"
+    lists_grid: ListsGrid = AUTO_LISTS_GRID  # the candidates of lists="auto"
 
     def validate(self) -> None:
         """What the stages would refuse, refused before the first of them runs (a bad rank is not found after
@@ -112,6 +117,9 @@ class PipelineConfig:
         """What the train_lists stage's output depends on besides the split."""
         if self.lists == "ease":
             return {"model": "ease", "ease": asdict(self.ease)}
+        if self.lists == "auto":
+            return {"model": "auto", "grid": asdict(self.lists_grid), "als": asdict(self.lists_als),
+                    "ease": asdict(self.ease)}
         return {"min_rating": LIKED_MIN_RATING, "model": self.lists, "als": asdict(self.lists_als)}
 
 
@@ -183,13 +191,21 @@ def run_train(ctx: StageContext, out: str) -> dict:
 
 
 def run_train_lists(ctx: StageContext, out: str) -> dict:
-    """The lists' model (implicit-feedback ALS, or EASE) fitted on the liked training ratings."""
+    """The lists' model (implicit-feedback ALS, or EASE; with "auto" the best of AUTO_LISTS_GRID on a validation
+    part of the training ratings) fitted on the liked training ratings."""
     c = ctx.config
-    model = fit_lists_model(c.lists, c.ease if c.lists == "ease" else c.lists_als, ctx.split.train)
+    kind, params, search = c.lists, (c.ease if c.lists == "ease" else c.lists_als), None
+    if kind == "auto":
+        search = search_lists(ctx.split.train, c.lists_grid.points(c.lists_als, c.ease))
+        kind, params = search.best_kind, search.best
+        ctx.fs.write_json(join(out, "candidates.json"), {"chosen": {"model": kind, **asdict(params)},
+                                                          "candidates": search.points})
+    model = fit_lists_model(kind, params, ctx.split.train)
     save_lists_model(model, out)
+    summary = {"model": kind, **({"validation": search.points} if search else {})}
     if isinstance(model, EASEModel):
-        return {"movies": len(model.movies)}
-    return {"rows": {"positives": model.history.num_ratings}, "iterations": len(model.history.iterations)}
+        return summary | {"movies": len(model.movies)}
+    return summary | {"rows": {"positives": model.history.num_ratings}, "iterations": len(model.history.iterations)}
 
 
 def run_evaluate(ctx: StageContext, out: str) -> dict:
@@ -213,9 +229,16 @@ def run_evaluate(ctx: StageContext, out: str) -> dict:
         "rmse": metrics["als"]["rmse"], "mae": metrics["als"]["mae"], "test": metrics["als"],
         "split": asdict(c.split) | splits.cold_start_counts(split), "baseline": metrics["baseline"],
         "lists": metrics.get("lists", metrics["als"]),
+        **_lists_candidates(ctx),
     }
     ctx.fs.write_json(join(out, "metrics.json"), report_view)
     return {"metrics": metrics}
+
+
+def _lists_candidates(ctx: StageContext) -> dict:
+    """With --lists auto: the candidates' validation scores and the chosen model (train_lists/candidates.json)."""
+    path = join(ctx.stage_dir(ctx.config.lists_stage), "candidates.json")
+    return {"lists_candidates": ctx.fs.read_json(path)} if ctx.config.lists == "auto" and ctx.fs.exists(path) else {}
 
 
 def run_recommend(ctx: StageContext, out: str) -> dict:

@@ -183,6 +183,8 @@ def build_report(spark: SparkSession, inputs: ReportInputs, out: str, options: R
     timer.lap("inputs")
     data: dict = {"inputs": ", ".join(f"{k} {v}" for k, v in asdict(inputs).items() if v)}
     data["accuracy"], biases = accuracy_section(split, model, metrics, options)
+    if metrics.get("lists_candidates"):  # a pipeline run with --lists auto
+        data["lists_candidates"], data["lists_test"] = metrics["lists_candidates"], metrics.get("lists", {})
     timer.lap("accuracy")
     data["convergence"] = convergence_section(split, model, metrics, options)
     timer.lap("convergence")

@@ -70,6 +70,20 @@ def accuracy_table(rows: list[dict], ranking_keys: list[str]) -> str:
     return table(["model", "RMSE", "MAE", *ranking_keys, "test ratings", "fit s", "what"], body, "accuracy")
 
 
+def lists_candidates_table(candidates: dict, test: dict) -> str:
+    """`--lists auto`'s candidates by validation NDCG@10; the chosen one (bold) with its test scores."""
+    body = []
+    for row in sorted(candidates["candidates"], key=lambda r: -r["validation_ndcg"]):
+        chosen = row is max(candidates["candidates"], key=lambda r: r["validation_ndcg"])
+        what = ", ".join(f"{k} {row[k]:g}" for k in ("rank", "reg", "alpha", "min_rating") if row.get(k) is not None)
+        cells = [f"<td>{escape(row['model'])}</td><td>{escape(what)}</td>", number(row["validation_ndcg"]),
+                 number(row["validation_precision"]), number(test.get("ndcg@10") if chosen else None),
+                 number(test.get("precision@10") if chosen else None)]
+        body.append(f"<tr{BEST if chosen else ''}>{''.join(cells)}</tr>")
+    return table(["lists model", "parameters", "validation NDCG@10", "validation precision@10", "test NDCG@10",
+                  "test precision@10"], body, "lists-candidates")
+
+
 def convergence_table(history: list[dict], heldout: list[dict]) -> str:
     by_iteration = {p["iteration"]: p["heldout_rmse"] for p in heldout}
     rows = [f"<tr>{number(h['iteration'])}{number(h['train_rmse'])}{number(h['objective'], 1)}"
@@ -116,6 +130,9 @@ def page(data: dict, drawn: dict[str, Drawn]) -> str:
         f"<p class=\"note\">{escape(acc['note'])}</p>",
         accuracy_table(acc["rows"], acc["ranking_keys"]),
         figure(drawn["accuracy"]),
+        *(["<h3>Lists model, chosen on validation (--lists auto)</h3>",
+           lists_candidates_table(data["lists_candidates"], data.get("lists_test", {}))]
+          if data.get("lists_candidates") else []),
         "<h2>ALS convergence</h2>",
         f"<p class=\"note\">{escape(conv['note'])}</p>",
         figure(drawn["convergence"]),
