@@ -68,7 +68,7 @@ def ml_latest_small() -> Path:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "cluster: starts a Spark standalone cluster (scripts/local_cluster.sh); "
-                            "run only when selected, `pytest -m cluster`")
+                            "run only when selected, `pytest -m cluster` (.ci/run's own step)")
 
 
 def pytest_collection_modifyitems(config, items):
