@@ -17,7 +17,10 @@ from pathlib import Path
 from mfspark.models.als.estimator import ALS
 from mfspark.runtime.session import build_session, load_profile
 
-PARAMS = {"rank": 4, "reg": 0.1, "max_iter": 6, "checkpoint_interval": 3, "seed": 7,
+# One Spark job for the 6 iterations (checkpointed at the end): a worker killed at iteration 2 is lost inside it,
+# while later iterations need its shuffle outputs and blocks. (Checkpointed every 2, a kill between two jobs cost no
+# task: the next job starts from the checkpoint.)
+PARAMS = {"rank": 4, "reg": 0.1, "max_iter": 6, "checkpoint_interval": 6, "seed": 7,
           "num_user_blocks": 2, "num_item_blocks": 2}
 
 

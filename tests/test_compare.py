@@ -3,6 +3,7 @@
 import argparse
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 from pyspark.ml.recommendation import ALS as MLlibALS
@@ -45,7 +46,7 @@ def test_both_reach_the_planted_noise_floor(spark, tmp_path):
     assert result["mllib_rmse"] < 1.12 * floor, (result, floor)
 
 
-def test_compare_job_writes_comparison_json(spark, tmp_path, small_split):
+def test_compare_job_writes_comparison_json(spark, tmp_path, small_split, monkeypatch):
     from mfspark.commands import compare_mllib as job
     from mfspark.runtime.commit import read_json
 
@@ -53,14 +54,40 @@ def test_compare_job_writes_comparison_json(spark, tmp_path, small_split):
     train, test = small_split
     sample = train.unionByName(test).where(F.col("user_id") <= 60).withColumn("rated_at", F.current_timestamp())
     sample.write.parquet(str(ingest_out / "ratings"))
+    fitted = {"ours": [], "mllib": []}  # every model each side fitted (the warm-up's, then the timed fit's)
+    for name, cls in (("ours", ALS), ("mllib", MLlibALS)):
+        monkeypatch.setattr(cls, "fit", lambda self, *a, _fit=cls.fit, _to=fitted[name], **kw:
+                            _to.append(_fit(self, *a, **kw)) or _to[-1])
     parser = argparse.ArgumentParser()
     job.add_arguments(parser)
     args = parser.parse_args(["--input", str(ingest_out), "--out", str(tmp_path / "cmp"), "--max-iter", "3"])
-    result = job.run(args, spark)
+    job.run(args, spark)
     saved = read_json(spark, str(tmp_path / "cmp" / "comparison.json"))
-    assert saved["ours_rmse"] == pytest.approx(result["ours_rmse"])
     assert {"ours_rmse", "mllib_rmse", "ours_fit_s", "mllib_fit_s"} <= saved.keys()
     assert saved["split"]["train"] + saved["split"]["test"] == sample.count()
+
+    # Both RMSEs recomputed with numpy from the timed fits' factors, on the job's split (seed 42) of the sample:
+    # the test pairs whose user and movie both have factors (MLlib's "drop"), ours clipped to the training scale.
+    split = random_split(spark.read.parquet(str(ingest_out / "ratings")).select("user_id", "movie_id", "rating"),
+                         0.2, seed=42)
+    train_rows, test_rows = split.train.toPandas(), split.test.toPandas()
+    scale = (train_rows.rating.min(), train_rows.rating.max())
+    ours, mllib = fitted["ours"][-1], fitted["mllib"][-1]
+    expected = {"ours": held_out_rmse(ours.user_factors, ours.item_factors, test_rows, scale),
+                "mllib": held_out_rmse(mllib.userFactors, mllib.itemFactors, test_rows, None)}
+    assert saved["ours_rmse"] == pytest.approx(expected["ours"], rel=1e-6)
+    assert saved["mllib_rmse"] == pytest.approx(expected["mllib"], rel=1e-6)
+
+
+def held_out_rmse(user_factors, item_factors, test: pd.DataFrame, scale: tuple[float, float] | None) -> float:
+    users, items = ({row["id"]: np.asarray(row["features"], np.float64) for row in side.collect()}
+                    for side in (user_factors, item_factors))
+    known = test[test.user_id.isin(users.keys()) & test.movie_id.isin(items.keys())]
+    predicted = np.array([users[u] @ items[m] for u, m in zip(known.user_id, known.movie_id, strict=True)])
+    if scale is not None:
+        predicted = np.clip(predicted, *scale)
+    assert len(known) > 100
+    return float(np.sqrt(np.mean((predicted - known.rating.to_numpy(np.float64)) ** 2)))
 
 
 def test_warmed_up_fit_times_only_the_fit_after_the_warm_up(monkeypatch):

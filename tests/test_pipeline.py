@@ -18,6 +18,7 @@ import pytest
 
 from mfspark.commands import report as report_job
 from mfspark.errors import ConfigError, InputError, PipelineStageError
+from mfspark.evaluation.split import random_split
 from mfspark.models.als.estimator import ALSParams
 from mfspark.models.bias import BiasParams
 from mfspark.pipeline import layout
@@ -25,6 +26,7 @@ from mfspark.pipeline import run as pipeline
 from mfspark.pipeline.run import run_pipeline
 from mfspark.pipeline.stages import LISTS_ALS, PipelineConfig
 from mfspark.runtime.fs import LocalFileSystem
+from tests.independent import precision_at_k, predicted_ratings, rmse
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,7 +103,11 @@ def test_evaluate_writes_ranking_metrics_and_the_report_reads_the_pipeline_root(
     root = tmp_path / "root"
     evaluated = json.loads((root / "latest" / "evaluate" / "metrics.json").read_text())
     assert {"kind": "random", "test_fraction": 0.2, "seed": 42}.items() <= evaluated["split"].items()
-    assert evaluated["rmse"] == result["metrics"]["als"]["rmse"] and evaluated["params"]["rank"] == 2
+    # The held-out RMSE of the written model (factors + its bias tables), recomputed with numpy on the split.
+    train, test = split_frames(spark, root / "latest")
+    expected = rmse(predicted_ratings(root / "latest" / "train" / "factors", test,
+                                      (train.rating.min(), train.rating.max())), test.rating)
+    assert evaluated["rmse"] == pytest.approx(expected, rel=1e-6) and evaluated["params"]["rank"] == 2
     for model in ("als", "baseline"):
         ranking = result["metrics"][model]
         assert 0 <= ranking["precision@10"] <= 1 and 0 < ranking["coverage@10"] <= 1 and ranking["users"] > 0
@@ -137,7 +143,16 @@ def test_lists_come_from_implicit_als_on_the_liked_ratings_with_every_rated_movi
         best = [unseen[i] for i in np.lexsort((unseen, -scores))[:3]]
         assert rows.sort_values("rank").movie_id.tolist() == best
     evaluated = json.loads((run / "evaluate" / "metrics.json").read_text())
-    assert evaluated["lists"] == result["metrics"]["lists"] and 0 <= evaluated["lists"]["precision@10"] <= 1
+    train, test = split_frames(spark, run)  # precision@10 of the lists' model, recomputed with numpy
+    expected = precision_at_k(lists_model, train, test, 10)
+    assert 0 < expected < 1 and evaluated["lists"]["precision@10"] == pytest.approx(expected)
+
+
+def split_frames(spark, run: Path) -> tuple:
+    """The pipeline's train and test ratings of RUN (its random split, seed 42, of the ingested ratings) as pandas."""
+    ratings = spark.read.parquet(str(run / "ingest" / "ratings"))
+    split = random_split(ratings, 0.2, 42)
+    return split.train.toPandas(), split.test.toPandas()
 
 
 def test_failing_stage_is_named_in_one_line_and_latest_is_not_moved(spark, tmp_path, monkeypatch):

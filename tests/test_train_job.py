@@ -3,13 +3,16 @@
 import argparse
 import datetime as dt
 import math
+from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from chispa import assert_df_equality
 
 from mfspark.commands import train as train_job
 from mfspark.models.als.estimator import ALS, ALSModel
 from mfspark.runtime.commit import read_json
+from tests.independent import precision_at_k, predicted_ratings, rmse, temporal_split
 
 
 def ingest_like(spark, path):
@@ -43,8 +46,13 @@ def test_train_writes_factors_and_metrics_atomically(spark, tmp_path, monkeypatc
             "--split", "temporal"]
     summary = run_train(spark, argv)
     metrics = read_json(spark, f"{out}/metrics.json")
-    assert metrics["rmse"] == pytest.approx(summary["rmse"])
-    assert metrics["split"]["train"] + metrics["split"]["test"] == total
+    # The held-out RMSE of the written model, recomputed with numpy on the same temporal split made with pandas.
+    train, test = temporal_split(pq.read_table(tmp_path / "ingest" / "ratings").to_pandas(), 0.2)
+    assert (metrics["split"]["train"], metrics["split"]["test"]) == (len(train), len(test))
+    assert len(train) + len(test) == total
+    expected = rmse(predicted_ratings(Path(out) / "factors", test, (train.rating.min(), train.rating.max())),
+                    test.rating)
+    assert metrics["rmse"] == pytest.approx(expected, rel=1e-6) and summary["rmse"] == pytest.approx(expected, rel=1e-6)
     assert len(metrics["objective"]) == 4 and metrics["objective"] == sorted(metrics["objective"], reverse=True)
     assert metrics["params"]["biases"] is True and metrics["model"] == "als-biased"
     users = spark.read.parquet(f"{out}/factors/users")
@@ -139,7 +147,11 @@ def test_train_implicit_scores_lists_and_warm_start_begins_at_the_given_model(sp
     summary = run_train(spark, [*base, "--out", first, "--max-iter", "3"])
     metrics = read_json(spark, f"{first}/metrics.json")
     assert metrics["model"] == "als-implicit-feedback" and metrics["rmse"] is None
-    assert metrics["test"]["users"] > 0 and summary["ndcg@10"] == pytest.approx(metrics["test"]["ndcg@10"])
+    train, test = temporal_split(pq.read_table(tmp_path / "ingest" / "ratings").to_pandas(), 0.2)
+    expected = precision_at_k(Path(first) / "factors", train, test, 10)  # numpy, from the written factors
+    assert metrics["test"]["users"] > 0 and 0 < expected < 1
+    assert metrics["test"]["precision@10"] == pytest.approx(expected) and summary["precision@10"] == pytest.approx(
+        expected)
     starts = []
     fit = ALS.fit
     monkeypatch.setattr(ALS, "fit", lambda self, ratings, initial_model=None: starts.append(initial_model)
