@@ -9,7 +9,7 @@ from mfspark.commands import tune as tune_job
 from mfspark.errors import ConfigError
 from mfspark.evaluation.tuning import Grid, by_layout, point_row
 from mfspark.models.als.estimator import ALSParams
-from tests.test_train_job import ingest_like
+from tests.test_train_command import ingest_like
 
 
 def run_tune(spark, argv):
