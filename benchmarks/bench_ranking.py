@@ -61,12 +61,6 @@ GRIDS: dict[str, list[dict]] = {
     "implicit item-kNN cosine": [{"K": k} for k in (20, 50, 100, 200, 400)],
     "EASE (numpy)": [{"reg": r} for r in (20.0, 50.0, 100.0, 200.0, 300.0, 500.0, 1000.0, 2000.0, 5000.0)],
 }
-                     for f in (64, 128) for r in (0.01, 0.1, 1.0, 10.0) for a in (1.0, 5.0, 20.0)],
-    "implicit BPR": [{"factors": 64, "learning_rate": lr, "regularization": 0.01, "iterations": it}
-                     for lr in (0.01, 0.05, 0.1) for it in (100, 300)],
-    "implicit item-kNN cosine": [{"K": k} for k in (50, 100, 200, 400)],
-    "EASE (numpy)": [{"reg": r} for r in (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)],
-}
 
 Scorer = Callable[[np.ndarray], np.ndarray]  # user rows -> dense scores over the matrix's movies
 
