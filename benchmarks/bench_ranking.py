@@ -227,20 +227,22 @@ def ours(path: str) -> dict:
     lists_params = parameters.get("train_lists", {})
     if lists_params.get("model") == "ease":
         e = lists_params["ease"]
-        label = f"ours: EASE, reg {e['reg']:g}, liked >= {e['min_rating']:g}, max_items {e['max_items']}"
+        label, min_rating = f"ours: EASE, reg {e['reg']:g}, max_items {e['max_items']}", e["min_rating"]
     elif lists_params:
         a = lists_params["als"]
         label = (f"ours: implicit ALS, rank {a['rank']}, reg {a['reg']:g}, alpha {a['alpha']:g}, "
-                 f"{a['max_iter']} iterations, liked >= {lists_params['min_rating']:g}")
+                 f"{a['max_iter']} iterations")
+        min_rating = lists_params["min_rating"]
     else:
-        label = f"ours: {metrics_file} (no manifest: parameters unknown)"
+        label, min_rating = f"ours: {metrics_file} (no manifest: parameters unknown)", None
     split = parameters.get("evaluate", {}).get("split", {})
     if split and (split.get("kind"), split.get("test_fraction"), split.get("seed")) != (
             "random", TEST_FRACTION, SPLIT_SEED):
         label += f" (**another split**: {split})"
     stage = manifest.get("stages", {}).get("train_lists", {})
     fit_s = stage.get("seconds") if stage.get("action") == "run" else None
-    return {"label": label, "run": str(run), "metrics": lists, "fit_s": fit_s}
+    interactions = "?" if min_rating is None else "liked" if min_rating == LIKED else f"ratings >= {min_rating:g}"
+    return {"label": label, "interactions": interactions, "run": str(run), "metrics": lists, "fit_s": fit_s}
 
 
 # ------------------------------------------------------------------------------------------------ the table
@@ -265,7 +267,7 @@ def table(results: list[Result], our_runs: list[dict]) -> list[str]:
     for run in our_runs:
         m = run["metrics"]
         fit = f"{run['fit_s']:.1f} (stage)" if run["fit_s"] is not None else "-"
-        lines.append(f"| {run['label']} | liked | run `{run['run']}` | - | {m[f'precision@{K}']:.4f} | "
+        lines.append(f"| {run['label']} | {run['interactions']} | run `{run['run']}` | - | {m[f'precision@{K}']:.4f} | "
                      f"{m[f'recall@{K}']:.4f} | {m[f'ndcg@{K}']:.4f} | {m[f'map@{K}']:.4f} | {m['users']} | {fit} |")
     return lines
 
@@ -332,8 +334,10 @@ def main() -> None:
         f"each training rating (all); in bold the kind with the better validation NDCG@{K}. Each row's parameters "
         f"are the best of its grid on validation NDCG@{K}, refitted on all training ratings and scored once on "
         f"test; fit s = that refit. `implicit` ALS: {ALS_ITERATIONS} iterations, confidence alpha x 1; BPR on one "
-        f"thread (repeatable); seed {SEED}. Our rows come from the runs' `evaluate/metrics.json` (`lists`); fit s "
-        f"there is the train_lists stage (Spark, with its writes).", "",
+        f"thread (repeatable); seed {SEED}. EASE: exact, its inverse by the Woodbury identity through the users' "
+        f"Gram matrix (`fit_ease`), so its fit s is not the movie-side inverse ours does. Our rows come from the "
+        f"runs' `evaluate/metrics.json` (`lists`); fit s there is the train_lists stage (Spark, with its writes).",
+        "",
         *table(results, our_runs), "",
         "## The validation grid", "",
         *grid_table(grid_rows),
