@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Iterable
+from dataclasses import Field
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +106,10 @@ def run_info(spark: SparkSession, args: argparse.Namespace, split: splits.Split)
     }
 
 
-def _dest(name: str, prefix: str) -> str:
-    return prefix.replace("-", "_") + name
+def _dest(f: Field, spec: params.Spec, prefix: str) -> str:
+    """The argparse destination: the option's own name (two models' fields of one name, e.g. ALS's and EASE's
+    `reg` as --reg and --ease-reg, never share a destination)."""
+    return params.option_of(f, spec, prefix).removeprefix("--").replace("-", "_")
 
 
 def add_model_options(group: Any, cls: type, *, prefix: str = "", names: Iterable[str] | None = None,
@@ -123,7 +126,7 @@ def add_model_options(group: Any, cls: type, *, prefix: str = "", names: Iterabl
             continue
         value = getattr(shown, f.name)
         default = default_note or ("" if value is None else f" (default: {_shown(value, spec)})")
-        kwargs: dict[str, Any] = {"dest": _dest(f.name, prefix), "default": None, "help": spec.doc + default}
+        kwargs: dict[str, Any] = {"dest": _dest(f, spec, prefix), "default": None, "help": spec.doc + default}
         if spec.kind is bool:
             kwargs["action"] = "store_const" if spec.negate else argparse.BooleanOptionalAction
             if spec.negate:
@@ -144,7 +147,7 @@ def _shown(value: object, spec: params.Spec) -> str:
 
 def given_params(args: argparse.Namespace, cls: type, *, prefix: str = "") -> dict[str, Any]:
     """The fields of `cls` given on the command line (options added by `add_options` with `prefix`)."""
-    values = {f.name: getattr(args, _dest(f.name, prefix), None) for f, spec in params.specs(cls) if spec.settable}
+    values = {f.name: getattr(args, _dest(f, spec, prefix), None) for f, spec in params.specs(cls) if spec.settable}
     return {name: value for name, value in values.items() if value is not None}
 
 
