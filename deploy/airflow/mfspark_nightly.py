@@ -4,9 +4,10 @@
             through the connection of the chosen cluster (MFSPARK_CLUSTER):
               standalone  connection `spark_default`, e.g. AIRFLOW_CONN_SPARK_DEFAULT='spark://HOST:7077?deploy-mode=client',
                           profile `cluster`;
-              yarn        connection `spark_yarn`, e.g. AIRFLOW_CONN_SPARK_YARN='spark://yarn?deploy-mode=cluster&queue=default'
-                          (HADOOP_CONF_DIR in the worker's environment), profile `yarn`; IN and ROOT are then
-                          hdfs:// or s3a:// URIs that every container reads.
+              yarn        connection `spark_yarn`, e.g. AIRFLOW_CONN_SPARK_YARN='spark://yarn?deploy-mode=cluster&queue=default
+                          &yarn_resourcemanager_webapp_address=http%3A%2F%2Frm%3A8088' (HADOOP_CONF_DIR in the
+                          worker's environment), profile `yarn`; IN and ROOT are then hdfs:// or s3a:// URIs that
+                          every container reads.
   publish   resolves the run the way every reader does, `mfspark runs ROOT --latest` (ROOT, or a run URI, which
             names itself), then `mfspark runs RUN --latest --stage recommend` for where that run's lists are (a
             reused stage lives in an earlier run): its last line, `<that location>/recommendations`, is the
@@ -48,8 +49,12 @@ from airflow.sdk import DAG
 
 # The one setting that picks the cluster: its Airflow connection and the mfspark profile sized for it.
 CLUSTERS = {
-    "standalone": {"conn_id": "spark_default", "profile": "cluster"},
-    "yarn": {"conn_id": "spark_yarn", "profile": "yarn"},
+    "standalone": {"conn_id": "spark_default", "profile": "cluster", "yarn_track_via_rm_api": False},
+    # YARN cluster mode: spark-submit returns once YARN accepted the application, and the task follows it through
+    # the ResourceManager's REST API (the connection's extra `yarn_resourcemanager_webapp_address`); a retry after
+    # an Airflow worker crash finds the running application instead of submitting a second one (the provider's
+    # `durable` default, which refuses YARN cluster mode without this tracking).
+    "yarn": {"conn_id": "spark_yarn", "profile": "yarn", "yarn_track_via_rm_api": True},
 }
 CLUSTER = os.environ.get("MFSPARK_CLUSTER", "standalone")
 if CLUSTER not in CLUSTERS:
@@ -82,6 +87,7 @@ with DAG(
     pipeline = SparkSubmitOperator(
         task_id="pipeline",
         conn_id=CLUSTERS[CLUSTER]["conn_id"],
+        yarn_track_via_rm_api=CLUSTERS[CLUSTER]["yarn_track_via_rm_api"],
         application=str(HOME / "jobs" / "pipeline.py"),
         py_files=str(HOME / "dist" / "mfspark.zip"),
         archives=os.environ.get("MFSPARK_ARCHIVES"),
