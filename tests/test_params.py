@@ -193,6 +193,7 @@ def test_old_keys_in_tables_and_library_calls_and_the_unchanged_options():
     assert table == {"rated_weight": 0.3, "rated_sides": "both"}
     assert ALS(biases=True, bias_fit="learned", implicit_weight=0.2).params.rated_weight == 0.2
     parsed = parser_of("train").parse_args(["--out", "o", "--implicit-weight", "0.3", "--implicit-sides", "both"])
-    assert given_params(parsed, ALSParams)["rated_weight"] == 0.3 and parsed.rated_sides == "both"
+    chosen = given_params(parsed, ALSParams)
+    assert (chosen["rated_weight"], chosen["rated_sides"]) == (0.3, "both")
     flags = declared_options(parser_of("train"))
     assert "--implicit-weight" in flags and "--rated-weight" not in flags
