@@ -208,9 +208,3 @@ class EASEModel:
         weights = np.stack(items["weights"].to_numpy()).astype(np.float32)
         return cls(EASEParams(**meta["params"]), items["movie_id"].to_numpy(np.int32), weights,
                    spark.read.parquet(f"{path}/users"))
-
-    @staticmethod
-    def is_saved_at(spark: SparkSession, path: str) -> bool:
-        fs = HadoopFileSystem(spark)
-        return fs.exists(f"{path}/metadata.json") and json.loads(fs.read_text(f"{path}/metadata.json")).get(
-            "format") == FORMAT

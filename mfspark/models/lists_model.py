@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from mfspark.models.als.estimator import ALS, ALSModel, ALSParams
 from mfspark.models.ease import EASE, EASEModel, EASEParams
-from mfspark.runtime.fs import join
+from mfspark.runtime.fs import HadoopFileSystem, join
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -44,6 +44,6 @@ def save_lists_model(model: ALSModel | EASEModel, stage_dir: str) -> None:
 
 def load_model(spark: SparkSession, stage_dir: str) -> ALSModel | EASEModel:
     """The model a pipeline stage wrote in `stage_dir`: EASE (`ease/`) or ALS factors (`factors/`)."""
-    ease = join(stage_dir, "ease")
-    return EASEModel.load(spark, ease) if EASEModel.is_saved_at(spark, ease) else \
+    ease = join(stage_dir, "ease")  # EASEModel.load checks the format of the metadata it reads
+    return EASEModel.load(spark, ease) if HadoopFileSystem(spark).exists(join(ease, "metadata.json")) else \
         ALSModel.load(spark, join(stage_dir, "factors"))
