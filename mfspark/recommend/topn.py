@@ -91,8 +91,8 @@ def top_n(queries: DataFrame, candidates: DataFrame, n: int, exclude: DataFrame 
     if len(query_ranks | candidate_ranks) > 1:
         raise ValueError(f"the queries' factors have rank {_ranks(query_ranks)} and the candidates' "
                          f"{_ranks(candidate_ranks)}: scores need one rank")
-    num_candidate_blocks = max(1, math.ceil(num_candidates / sizes.candidates))
-    query_blocks = _blocks(queries, max(1, math.ceil(num_queries / sizes.queries)), LIST_GROUPS if grouped else None,
+    num_candidate_blocks = block_count(num_candidates, sizes.candidates)
+    query_blocks = _blocks(queries, block_count(num_queries, sizes.queries), LIST_GROUPS if grouped else None,
                            exclude)
     candidate_blocks = _blocks(candidates, num_candidate_blocks,
                                GROUP_MASK if GROUP_MASK in candidates.columns else None)
@@ -103,6 +103,11 @@ def top_n(queries: DataFrame, candidates: DataFrame, n: int, exclude: DataFrame 
     lists = pairs.mapInArrow(lambda batches: _score_pairs(batches, n, grouped),
                              GROUPED_RESULT_SCHEMA if grouped else RESULT_SCHEMA)
     return lists if num_candidate_blocks == 1 else _merge_lists(lists, n, grouped)
+
+
+def block_count(rows: int, block_size: int) -> int:
+    """Blocks of about `block_size` ids for `rows` ids (at least one): a query or candidate side's partitions."""
+    return max(1, math.ceil(rows / block_size))
 
 
 def _shape(factors: DataFrame) -> tuple[int, set[int]]:
