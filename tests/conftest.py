@@ -66,15 +66,19 @@ def ml_latest_small() -> Path:
     return found / "ml-latest-small"
 
 
+# Markers whose tests run only when `-m` names them: they start daemons or JVMs and take minutes (CI runs each
+# as its own step).
+OPT_IN_MARKERS = ("cluster", "bench_smoke")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Mark the tests that read ml-latest-small `integration` (markers: pyproject.toml), and leave the cluster
-    tests out unless `-m` names them: they start daemons and take minutes."""
+    """Mark the tests that read ml-latest-small `integration` (markers: pyproject.toml), and leave the opt-in
+    tests out unless `-m` names their marker."""
     for item in items:
         if "ml_latest_small" in item.fixturenames:
             item.add_marker(pytest.mark.integration)
-    if "cluster" in (config.option.markexpr or ""):
-        return
-    kept = [item for item in items if item.get_closest_marker("cluster") is None]
+    left_out = [marker for marker in OPT_IN_MARKERS if marker not in (config.option.markexpr or "")]
+    kept = [item for item in items if not any(item.get_closest_marker(marker) for marker in left_out)]
     if len(kept) < len(items):
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept
