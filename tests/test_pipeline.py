@@ -293,6 +293,7 @@ KILLS = [
 ]
 
 
+@pytest.mark.slow  # eight pipeline processes: CI's promise step runs it (`pytest -m "hadoop or slow"`)
 def test_sigkill_at_six_moments_of_all_six_stages_leaves_latest_complete_and_the_rerun_matches(tmp_path):
     root = tmp_path / "root"
     day1 = tiny_release(tmp_path / "day1", movies=40)
