@@ -108,3 +108,9 @@ def test_bench_pipeline_cluster(work, release):
     run("benchmarks/bench_pipeline_cluster.py", "--input", release, "--work", work / "cluster", "--results",
         work / "pipeline_cluster.md", "--worker-memory", "1g", "--executor-memory", "768m", "--port", 7377)
     table(work / "pipeline_cluster.md")
+
+
+def test_bench_pipeline(work, release):
+    """Ours against the plain-MLlib job (benchmarks/mllib_pipeline.py), each a fresh process."""
+    run("benchmarks/bench_pipeline.py", "--inputs", release, "--work", work / "pipeline", "--out", work / "pipeline.md")
+    assert "MLlib" in table(work / "pipeline.md")
