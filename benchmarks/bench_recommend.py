@@ -239,10 +239,15 @@ def run_implicit(users_path, items_path, ratings_path, n: int, timings: dict):
     everyone = np.arange(len(user_ids))
     ids, scores = timed("implicit recommend", timings,
                         lambda: model.recommend(everyone, liked, N=n, filter_already_liked_items=True))
-    # A user with k < N unrated movies gets k (ours); implicit fills the list up with rated ones: cut them off.
-    unrated = len(item_ids) - np.diff(liked.indptr)
-    valid = (ids >= 0) & np.isfinite(scores) & (np.arange(n)[None, :] < unrated[:, None])
+    valid = implicit_valid(ids, scores, liked)
     return lists_by_user(np.repeat(user_ids, n).reshape(-1, n)[valid], item_ids[ids[valid]], scores[valid])
+
+
+def implicit_valid(ids: np.ndarray, scores: np.ndarray, liked) -> np.ndarray:
+    """Which of implicit's (users x N) entries are real: a user with k < N unrated movies gets k (ours), and
+    implicit fills the rest of the list up with rated ones."""
+    unrated = liked.shape[1] - np.diff(liked.indptr)
+    return (ids >= 0) & np.isfinite(scores) & (np.arange(ids.shape[1])[None, :] < unrated[:, None])
 
 
 def spark_lists(spark, path, user_col, movie_col):
@@ -307,7 +312,7 @@ def in_memory(args, base: Path) -> None:
     top_ids = np.vstack([p.ids for p in parts])
     top_scores = np.vstack([p.scores for p in parts])
     everyone = np.repeat(user_ids, n)
-    ours_valid, theirs_valid = np.isfinite(top_scores.ravel()), np.isfinite(scores.ravel())  # empty slots: -inf
+    ours_valid, theirs_valid = np.isfinite(top_scores.ravel()), implicit_valid(ids, scores, seen).ravel()
     check = compare(lists_by_user(everyone[ours_valid], top_ids.ravel()[ours_valid], top_scores.ravel()[ours_valid]),
                     lists_by_user(everyone[theirs_valid], movie_ids[ids.ravel()[theirs_valid]],
                                   scores.ravel()[theirs_valid]), "ours vs implicit")
