@@ -56,7 +56,7 @@ def write_top_n(model: ALSModel | EASEModel, ratings: DataFrame, out_dir: str, n
     if fallback_count:
         fallback = ratings.sparkSession.read.parquet(fallback_path).select("user_id")
         lists = lists.join(fallback, "user_id", "left_anti").unionByName(
-            _fallback_lists(model, ratings, fallback, seen, n, candidates, sizes), allowMissingColumns=False)
+            _fallback_lists(model, ratings, fallback, seen, n, candidates, sizes))
     written = _write_observed(lists, f"{out_dir}/recommendations", F.count(F.lit(1)).alias("rows"),
                               F.count(F.when(F.col("rank") == 1, True)).alias("users"),
                               F.min("user_id").alias("first_user"))
