@@ -11,14 +11,13 @@ of b is B_ab = 0.5 (a co-liked movie), of a itself nothing (excluded as seen).
 
 Where each part runs:
 - G: a Spark aggregation. The users (their liked movies, as indices into the modelled movies) are coalesced to
-  one partition per core; each partition adds X_p^T X_p, a chunk of users at a time as a sparse product (the
-  co-likes only, not a dense chunk x n product), into one dense n x n block; the blocks are summed by a tree
+  one partition per core; each partition adds X_p^T X_p, one user's co-likes at a time (|items|^2 cells, not a
+  dense row x n product), into one dense n x n block; the blocks are summed by a tree
   reduce. The ratings are never collected: the driver receives n x n counts per partition.
-- P and B: numpy on the driver (n x n doubles: 800 MB at the default cap of 10,000 movies). G + reg I is
-  symmetric positive definite, so P comes from its Cholesky factor (LAPACK potrf/potri, half the work of a general
-  inverse: 5,774 movies in about 4 s on 2 cores against 14 s for `np.linalg.inv`). The catalogue is capped by
-  `max_items`: the movies liked by the most users; the others get no EASE score (they are never in an EASE list)
-  and the cap is logged.
+- P and B: numpy on the driver (n x n doubles: 800 MB at the default cap of 10,000 movies; the inverse of 5,774
+  movies takes 14-20 s on 2 cores, and a Cholesky route (LAPACK potrf + potri, or + trtri and a product) measured
+  no faster here). The catalogue is capped by `max_items`: the movies liked by the most users; the others get no
+  EASE score (they are never in an EASE list) and the cap is logged.
 - Scores: our top-N engine (`mfspark.recommend.lists`) with each user's liked row (0/1 over the n movies) as the
   query vector and B's column j as movie j's vector, so x_u . B[:, j] = s_uj and seen movies are excluded the
   same way as for ALS. Similar movies: the one-hot row of movie i as the query, so the score of j is B_ij.
@@ -36,7 +35,6 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import scipy.sparse as sp
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -49,18 +47,19 @@ from mfspark.runtime.fs import HadoopFileSystem
 log = logging.getLogger(__name__)
 
 FORMAT = "mfspark-ease/1"
-USER_CHUNK = 1024  # users whose 0/1 rows are multiplied at once while summing the Gram matrix
 
 
 @dataclass(frozen=True)
 class EASEParams:
     """EASE's parameters (`mfspark.params`: options, profile table `[pipeline.ease]`, parameter files)."""
 
-    reg: float = param(500.0, "EASE's lambda: L2 weight on the item-item matrix (MovieLens: a few hundred)", low=0,
+    # reg 200 and ratings >= 3: the best on validation of the pipeline's split of ml-latest-small (docs/accuracy.md,
+    # "Ranking quality"; ratings >= 3 beat >= 3.5 and >= 4 at every reg tried).
+    reg: float = param(200.0, "EASE's lambda: L2 weight on the item-item matrix (MovieLens: a few hundred)", low=0,
                        option="ease-reg")
     max_items: int = param(10_000, "catalogue cap: the movies liked by the most users are modelled (the driver "
                                    "holds max_items^2 doubles: 10,000 -> 800 MB)", low=1, option="ease-max-items")
-    min_rating: float = param(4.0, "ratings >= this count as liked (the rows of X)", low=0, option="ease-min-rating")
+    min_rating: float = param(3.0, "ratings >= this count as liked (the rows of X)", low=0, option="ease-min-rating")
 
     @property
     def layout(self) -> tuple[int, float]:
@@ -124,47 +123,21 @@ def gram_matrix(users: DataFrame, n: int) -> np.ndarray:
     numbers come to the driver."""
     def partial(rows):
         total = np.zeros((n, n), dtype=np.float32)  # counts stay exact in float32 up to 2^24 users
-        for chunk in _chunks((row.items for row in rows), USER_CHUNK):
-            lengths = [len(items) for items in chunk]
-            x = sp.csr_matrix((np.ones(sum(lengths), dtype=np.float32), np.concatenate(chunk).astype(np.int32),
-                               np.concatenate([[0], np.cumsum(lengths)])), shape=(len(chunk), n))
-            co_likes = (x.T @ x).tocoo()  # canonical: each (i, j) once, so the fancy += adds every count
-            total[co_likes.row, co_likes.col] += co_likes.data
+        for row in rows:
+            items = np.asarray(row.items, dtype=np.int64)
+            total[np.ix_(items, items)] += 1.0  # the user's co-likes only (distinct items: each cell once)
         yield total
 
     cores = users.sparkSession.sparkContext.defaultParallelism
     return users.coalesce(cores).rdd.mapPartitions(partial).treeReduce(np.add).astype(np.float64)
 
 
-def _chunks(iterable, size: int):
-    chunk = []
-    for item in iterable:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 def ease_weights(gram: np.ndarray, reg: float) -> np.ndarray:
     """B from G: P = (G + reg I)^-1, B = -P / diag(P) column-wise, diag(B) = 0 (Steck 2019, eq. 8)."""
-    inverse = spd_inverse(gram + reg * np.eye(len(gram)))
+    inverse = np.linalg.inv(gram + reg * np.eye(len(gram)))
     weights = -inverse / np.diag(inverse)[None, :]
     np.fill_diagonal(weights, 0.0)
     return weights
-
-
-def spd_inverse(matrix: np.ndarray) -> np.ndarray:
-    """The inverse of a symmetric positive definite matrix through its Cholesky factor (potrf, potri)."""
-    from scipy.linalg import lapack
-
-    factor, info = lapack.dpotrf(matrix, lower=True)
-    if info == 0:
-        inverse, info = lapack.dpotri(factor, lower=True)
-    if info != 0:
-        raise ConfigError(f"EASE: the regularised Gram matrix is not positive definite (LAPACK info {info})")
-    return np.tril(inverse) + np.tril(inverse, -1).T  # potri fills the lower triangle only
 
 
 class EASEModel:
