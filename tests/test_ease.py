@@ -100,18 +100,21 @@ def test_tune_lists_then_the_pipeline_runs_the_chosen_lists_model(cli_with_test_
     main = cli_with_test_session
     assert main(["ingest", "--input", str(release), "--out", str(tmp_path / "ingest")]) == 0
     assert main(["tune", "--lists", "--input", str(tmp_path / "ingest"), "--out", str(tmp_path / "tune"),
-                 "--lists-models", "ease", "--ease-regs", "5,50,500"]) == 0
+                 "--lists-models", "ease", "--ease-regs", "5,500", "--ease-min-ratings", "3,4"]) == 0
     points = [row.asDict() for row in spark.read.parquet(str(tmp_path / "tune" / "lists")).collect()]
-    assert sorted((p["model"], p["reg"]) for p in points) == [("ease", 5.0), ("ease", 50.0), ("ease", 500.0)]
+    assert sorted((p["model"], p["reg"], p["min_rating"]) for p in points) == [
+        ("ease", 5.0, 3.0), ("ease", 5.0, 4.0), ("ease", 500.0, 3.0), ("ease", 500.0, 4.0)]
     best = max(points, key=lambda p: p["validation_ndcg"])
     chosen = json.loads((tmp_path / "tune" / "params.json").read_text())
-    assert (chosen["lists_model"], chosen["ease"]["reg"]) == ("ease", best["reg"])
+    assert (chosen["lists_model"], chosen["ease"]["reg"], chosen["ease"]["min_rating"]) == (
+        "ease", best["reg"], best["min_rating"])
 
     assert main(["pipeline", "--input", str(release), "--out", str(tmp_path / "root"),
                  "--params", str(tmp_path / "tune" / "params.json")]) == 0
     lists_stage = tmp_path / "root" / "latest" / "train_lists"
     saved = json.loads((lists_stage / "ease" / "metadata.json").read_text())
-    assert saved["params"]["reg"] == best["reg"] and not (lists_stage / "factors").exists()
+    assert (saved["params"]["reg"], saved["params"]["min_rating"]) == (best["reg"], best["min_rating"])
+    assert not (lists_stage / "factors").exists()
     evaluate = json.loads((tmp_path / "root" / "latest" / "evaluate" / "metrics.json").read_text())
     assert 0 < evaluate["lists"]["ndcg@10"] <= 1
     recommendations = spark.read.parquet(str(tmp_path / "root" / "latest" / "recommend" / "recommendations"))
