@@ -151,6 +151,7 @@ LIST_POINT_COLUMNS = (("model", "string"), ("rank", "int"), ("reg", "double"), (
                       ("max_iter", "int"), ("min_rating", "double"), ("validation_ndcg", "double"),
                       ("validation_precision", "double"), ("fit_s", "double"))
 LIST_K = 10  # lists are chosen by NDCG@10, the pipeline's evaluate metric
+LIST_POINT_NAMES = ("model", "rank", "reg", "alpha", "max_iter", "min_rating")  # the columns naming a point
 
 
 @dataclass(frozen=True)
@@ -281,12 +282,16 @@ def _describe(kind: str, params: ALSParams | EASEParams) -> str:
 
 
 def list_point(kind: str, params: ALSParams | EASEParams) -> dict:
-    """A lists point's columns of LIST_POINT_COLUMNS (model, rank, reg, alpha, max_iter, min_rating): what names
-    it in a table, and in candidates.json."""
+    """A lists point's LIST_POINT_NAMES columns: what names it in a table, and in candidates.json."""
     implicit = kind == "implicit"
     return {"model": kind, "rank": params.rank if implicit else None, "reg": params.reg,
             "alpha": params.alpha if implicit else None, "max_iter": params.max_iter if implicit else None,
             "min_rating": LIKED_MIN_RATING if implicit else params.min_rating}
+
+
+def point_key(row: dict) -> tuple:
+    """What identifies a lists point in a row of any table of them (validation, test, candidates.json)."""
+    return tuple(row[name] for name in LIST_POINT_NAMES)
 
 
 def list_points_frame(spark: SparkSession, rows: list[dict]) -> DataFrame:

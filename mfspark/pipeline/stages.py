@@ -21,7 +21,7 @@ from mfspark.data.movielens import detect_release, release_named
 from mfspark.errors import ConfigError
 from mfspark.evaluation import split as splits
 from mfspark.evaluation.metrics import held_out_ranking, rating_metrics
-from mfspark.evaluation.tuning import ListsGrid, best_list_row, list_point, score_lists, search_lists
+from mfspark.evaluation.tuning import ListsGrid, best_list_row, list_point, point_key, score_lists, search_lists
 from mfspark.models.als.estimator import ALS, ALSModel, ALSParams, model_name
 from mfspark.models.base import COLD_START_STRATEGIES, DEFAULT_COLD_START
 from mfspark.models.bias import BiasModel, BiasParams
@@ -247,23 +247,14 @@ def _lists_candidates(ctx: StageContext, chosen_test: dict | None) -> dict:
     if c.lists != "auto" or not ctx.fs.exists(path):
         return {}
     record = ctx.fs.read_json(path)
-    chosen = _point_of(best_list_row(record["candidates"]))
+    chosen = point_key(best_list_row(record["candidates"]))
     others = [(kind, params) for kind, params in c.lists_grid.points(c.lists_als, c.ease)
-              if list_point(kind, params) != chosen]
-    tested = {_key(row): row for _, _, row in score_lists(ctx.split, others, "test")}
-    tested[_key(chosen)] = {"test_ndcg": chosen_test["ndcg@10"], "test_precision": chosen_test["precision@10"]}
-    record["candidates"] = [row | {name: tested[_key(row)][name] for name in ("test_ndcg", "test_precision")}
+              if point_key(list_point(kind, params)) != chosen]
+    tested = {point_key(row): row for _, _, row in score_lists(ctx.split, others, "test")}
+    tested[chosen] = {"test_ndcg": chosen_test["ndcg@10"], "test_precision": chosen_test["precision@10"]}
+    record["candidates"] = [row | {name: tested[point_key(row)][name] for name in ("test_ndcg", "test_precision")}
                             for row in record["candidates"]]
     return {"lists_candidates": record}
-
-
-def _point_of(row: dict) -> dict:
-    """The columns naming a lists point (`list_point`'s) of a candidates.json row."""
-    return {name: row[name] for name in list_point("ease", EASEParams())}
-
-
-def _key(row: dict) -> tuple:
-    return tuple(_point_of(row).values())
 
 
 def run_recommend(ctx: StageContext, out: str) -> dict:
