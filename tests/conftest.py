@@ -66,15 +66,20 @@ def ml_latest_small() -> Path:
     return found / "ml-latest-small"
 
 
+# Tests that take minutes each, left out of the default suite unless `-m` names their marker; `.ci/run` runs each
+# marker as its own step, every time (markers: pyproject.toml).
+OPT_IN_MARKERS = ("cluster", "hadoop", "slow")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Mark the tests that read ml-latest-small `integration` (markers: pyproject.toml), and leave the cluster
-    tests out unless `-m` names them: they start daemons and take minutes."""
+    """Mark the tests that read ml-latest-small `integration`, and leave the opt-in tests out unless `-m` names
+    their marker."""
     for item in items:
         if "ml_latest_small" in item.fixturenames:
             item.add_marker(pytest.mark.integration)
-    if "cluster" in (config.option.markexpr or ""):
-        return
-    kept = [item for item in items if item.get_closest_marker("cluster") is None]
+    named = config.option.markexpr or ""
+    left_out = [marker for marker in OPT_IN_MARKERS if marker not in named]
+    kept = [item for item in items if not any(item.get_closest_marker(marker) for marker in left_out)]
     if len(kept) < len(items):
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept

@@ -144,11 +144,17 @@ def test_a_block_list_of_movie_ids_beyond_int_goes_through_the_index(spark):
     model = ALS(rank=2, max_iter=2, seed=1).fit(ratings)
     assert model.indexes.movie is not None
     seen = ratings.select("user_id", "movie_id")
-    blocked = model.recommend_for_users(None, 2, seen, candidates=Candidates(
-        block=spark.createDataFrame([(big + 2,)], "movie_id long")))
-    full = model.recommend_for_users(None, 3, seen)
-    for user in range(1, 7):
-        expected = [r.movie_id for r in sorted(full.where(f"user_id = {user}").collect(), key=lambda r: r["rank"])
-                    if r.movie_id != big + 2][:2]
-        got = [r.movie_id for r in sorted(blocked.where(f"user_id = {user}").collect(), key=lambda r: r["rank"])]
-        assert got == expected and len(got) > 0
+    blocked = lists_by_user(model.recommend_for_users(None, 2, seen, candidates=Candidates(
+        block=spark.createDataFrame([(big + 2,)], "movie_id long"))))
+    full = lists_by_user(model.recommend_for_users(None, 3, seen))
+    assert sorted(blocked) == sorted(full) == list(range(1, 7))
+    for user, movies in blocked.items():
+        assert movies == [m for m in full[user] if m != big + 2][:2] and len(movies) > 0
+
+
+def lists_by_user(lists) -> dict:
+    """{user_id: [movie_id by rank]} of a (user_id, rank, movie_id, ...) frame, in one collect."""
+    by_user: dict = {}
+    for row in sorted(lists.collect(), key=lambda r: (r.user_id, r["rank"])):
+        by_user.setdefault(row.user_id, []).append(row.movie_id)
+    return by_user

@@ -23,6 +23,7 @@ from mfspark.runtime.fs import HadoopFileSystem, LocalFileSystem, input_path, jo
 from tests.hadoop_services import spark_conf
 from tests.test_pipeline import finish, kill_at, tiny_release
 
+pytestmark = pytest.mark.hadoop  # CI's `pytest -m "hadoop or slow"` step; not in the default suite
 REPO = Path(__file__).resolve().parents[1]
 FAST_LOCKS = {"MFSPARK_LOCK_HEARTBEAT_SECONDS": "1", "MFSPARK_LOCK_STALE_SECONDS": "6"}
 

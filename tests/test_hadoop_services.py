@@ -22,6 +22,7 @@ from py4j.protocol import Py4JJavaError
 from mfspark.runtime.spark_internals import hadoop_configuration, jvm
 from tests.hadoop_services import REPO, HadoopServices, s3_client, yarn_submit_command
 
+pytestmark = pytest.mark.hadoop  # CI's `pytest -m "hadoop or slow"` step; not in the default suite
 CONDITIONAL_CREATE = "fs.option.create.conditional.overwrite"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -98,9 +99,17 @@ def test_run_writes_stages_manifest_and_latest_then_skips_what_is_unchanged(spar
                                                                         third["run_id"]])
 
 
-def test_evaluate_writes_ranking_metrics_and_the_report_reads_the_pipeline_root(spark, tmp_path):
-    result = run_pipeline(spark, config(tmp_path, top_n=5))
-    root = tmp_path / "root"
+@pytest.fixture(scope="module")
+def six_stage_run(spark, tmp_path_factory) -> tuple[dict, Path]:
+    """(result, root) of one complete run of all six stages on the 40-movie release (read, never changed, by the
+    tests below): every user has more than the 20 ratings below which a user gets the popularity list."""
+    tmp_path = tmp_path_factory.mktemp("six-stages")
+    source = tiny_release(tmp_path / "release40", movies=40)
+    return run_pipeline(spark, config(tmp_path, top_n=3, source_dir=source)), tmp_path / "root"
+
+
+def test_evaluate_writes_ranking_metrics_and_the_report_reads_the_pipeline_root(spark, six_stage_run, tmp_path):
+    result, root = six_stage_run
     evaluated = json.loads((root / "latest" / "evaluate" / "metrics.json").read_text())
     assert {"kind": "random", "test_fraction": 0.2, "seed": 42}.items() <= evaluated["split"].items()
     # The held-out RMSE of the written model (factors + its bias tables), recomputed with numpy on the split.
@@ -122,12 +131,11 @@ def test_evaluate_writes_ranking_metrics_and_the_report_reads_the_pipeline_root(
     assert trained["rmse"] == evaluated["rmse"] and trained["ndcg@10"] == evaluated["test"]["ndcg@10"]
 
 
-def test_lists_come_from_implicit_als_on_the_liked_ratings_with_every_rated_movie_excluded(spark, tmp_path):
-    # 40 movies: every user has more than the 20 ratings below which a user gets the popularity list.
-    result = run_pipeline(spark, config(tmp_path, top_n=3, source_dir=tiny_release(tmp_path / "release40", movies=40)))
+def test_lists_come_from_implicit_als_on_the_liked_ratings_with_every_rated_movie_excluded(spark, six_stage_run):
+    result, root = six_stage_run
     assert [step["stage"] for step in result["plan"]] == [
         "ingest", "baseline", "train", "train_lists", "evaluate", "recommend"]
-    run = tmp_path / "root" / "latest"
+    run = root / "latest"
     lists_model = run / "train_lists" / "factors"
     assert json.loads((lists_model / "metadata.json").read_text())["params"]["implicit"] is True
     users, items = ({row["id"]: np.array(row["features"]) for row in pq.read_table(lists_model / side).to_pylist()}
@@ -293,6 +301,7 @@ KILLS = [
 ]
 
 
+@pytest.mark.slow  # eight pipeline processes: CI's promise step runs it (`pytest -m "hadoop or slow"`)
 def test_sigkill_at_six_moments_of_all_six_stages_leaves_latest_complete_and_the_rerun_matches(tmp_path):
     root = tmp_path / "root"
     day1 = tiny_release(tmp_path / "day1", movies=40)
@@ -335,8 +344,6 @@ def test_a_change_to_any_source_file_changes_every_stage_key(tmp_path, monkeypat
 
     package = Path(resources.files("mfspark"))
     copy = tmp_path / "mfspark"
-    import shutil
-
     shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
     stage_list = stages.build_stages(config(tmp_path))
     before = stages.stage_keys(stage_list)
@@ -401,12 +408,13 @@ def test_a_run_being_removed_stops_being_resumable_before_its_data_goes(tmp_path
     assert pipeline.resumable_run(root, {"ingest": "k1"}) is None
 
 
-def test_runs_lists_each_run_and_latest_prints_the_uri_programs_read(spark, tmp_path, capsys):
+def test_runs_lists_each_run_and_latest_prints_the_uri_programs_read(six_stage_run, tmp_path, capsys):
     from mfspark.commands.main import main
 
-    root = tmp_path / "root"
-    first = run_pipeline(spark, config(tmp_path))
-    (root / "runs" / "20990101T000000Z-killed00").mkdir()  # an incomplete run
+    first, shared = six_stage_run
+    root = tmp_path / "root"  # a copy: the incomplete run added below must not reach the other tests' root
+    shutil.copytree(shared, root, symlinks=True)
+    (root / "runs" / "20990101T000000Z-killed00").mkdir()
     assert main(["runs", str(root)]) == 0
     table = capsys.readouterr().out.splitlines()
     manifest = json.loads((root / "runs" / first["run_id"] / "manifest.json").read_text())
