@@ -70,18 +70,19 @@ def run_measured(cmd: list[str]) -> tuple[dict, int]:
     return json.loads(out.strip().splitlines()[-1]), peak
 
 
-def prepare(shape: str, work: Path, seed: int) -> Path:
-    """Synthetic release + ingest output for a shape, reused when already there."""
-    ingested = work / f"{shape}-ingest"
+def prepare(shape: str, work: Path, seed: int, scale: float = 1.0) -> Path:
+    """Synthetic release + ingest output for a shape (times `scale`), reused when already there."""
+    name = shape if scale == 1.0 else f"{shape}-x{scale:g}"
+    ingested = work / f"{name}-ingest"
     if (ingested / "manifest.json").exists():
         return ingested
     from mfspark.data.ingest import ingest_release
     from mfspark.data.synth import generate
     from mfspark.runtime.session import build_session, load_profile
 
-    source = work / f"{shape}-synth"
+    source = work / f"{name}-synth"
     if not (source / "synth.json").exists():
-        generate(shape, source, seed=seed)
+        generate(shape, source, seed=seed, scale=scale)
     spark = build_session(load_profile("local", work), "bench-als-ingest")
     try:
         ingest_release(spark, source, str(ingested))
@@ -171,6 +172,7 @@ def main() -> None:
     parser.add_argument("--reg", type=float, default=0.05)
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--scale", type=float, default=1.0, help="of the synthetic releases (a smoke run: 0.004)")
     parser.add_argument("--implicit", action="store_true", help="implicit feedback against MLlib's implicitPrefs")
     parser.add_argument("--alpha", type=float, default=1.0)
     parser.add_argument("--out", help="write the markdown table here")
@@ -184,7 +186,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     rows = []
     for n, shape in enumerate(args.shapes):
-        ingested = prepare(shape, work, args.seed)
+        ingested = prepare(shape, work, args.seed, args.scale)
         row = {"shape": shape, "rank": args.rank, "iterations": args.iterations, "reg": args.reg}
         order = ("ours", "mllib") if n % 2 == 0 else ("mllib", "ours")
         for impl in order:

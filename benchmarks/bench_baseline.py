@@ -73,7 +73,8 @@ def numpy_side(split_dir: str, params: BiasParams) -> dict:
     fitted = time.perf_counter()
     tu, tm = users.get_indexer(test["user_id"]), movies.get_indexer(test["movie_id"])
     prediction = mu + np.where(tu >= 0, b_u[tu], 0.0) + np.where(tm >= 0, b_i[tm], 0.0)
-    error = np.clip(prediction, params.min_rating, params.max_rating) - test["rating"].to_numpy(np.float64)
+    scale = params.resolved((rating.min(), rating.max()))  # the clipping `BiasModel.fit` sets (default: observed)
+    error = np.clip(prediction, scale.min_rating, scale.max_rating) - test["rating"].to_numpy(np.float64)
     return {"read_s": loaded - started, "fit_s": fitted - loaded, "evaluate_s": time.perf_counter() - fitted,
             "rmse": float(np.sqrt(np.mean(error**2))), "mae": float(np.mean(np.abs(error))), "count": len(test)}
 

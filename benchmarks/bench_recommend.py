@@ -15,11 +15,20 @@ In one process, one Spark session (local[2]):
               no-op run)
   ours-all    the same without exclusions (what MLlib computes)
   MLlib       `ALSModel.recommendForAllUsers(N)` over the same factors (an MLlib model saved
-              with our factors in its place), written to Parquet; seen movies are not excluded
+              with our factors in its place), written to Parquet; seen movies are not excluded.
+              Its factor tables have the partitions MLlib's own fit leaves (`ALS.fit` on a tiny
+              frame: numUserBlocks = numItemBlocks = 10 by default, so 10 x 10 scoring tasks), one
+              file per partition read as one partition each; it gets an untimed warm-up run
+              (the JIT of its scoring loop) on 2,048 users, as ours gets one
   implicit    `AlternatingLeastSquares.recommend` for all users at once with
               filter_already_liked_items=True, 2 threads, factors and the user x movie CSR in memory
 Checks inside the run: ours == implicit and ours-all == MLlib as top-N sets per user, ties
 aside (a differing movie must score within 1e-4 of the user's N-th score).
+
+`--command MODEL` times the whole `mfspark recommend --model MODEL --input INGEST --out ... --top-n N`
+as a user runs it, a fresh process from JVM start to committed Parquet (`--repeats` times), against
+MLlib's `recommendForAllUsers(N)` on that model's factors, partitioned and warmed up as above, in a
+session of its own; INGEST is `--input` (default: the shape's ingest under --work).
 
 `--in-memory` compares the two single-node kernels alone, without Spark or ingest: ours
 (`kernels.update_top_n` over 4,096-user blocks, two Python threads: the kernel releases the
@@ -28,6 +37,8 @@ GIL) against `implicit`, same factors and seen CSR in memory, wall and CPU secon
     python benchmarks/bench_recommend.py --shape ml-10m --work /tmp/bench --out benchmarks/results/recommend.md
     python benchmarks/bench_recommend.py --shape ml-10m --work /tmp/bench --in-memory \
         --out benchmarks/results/recommend.md
+    python benchmarks/bench_recommend.py --shape ml-25m --work /tmp/bench --command /tmp/bench/als \
+        --out benchmarks/results/recommend.md
 
 Needs the `bench` extra (implicit).
 """
@@ -35,8 +46,11 @@ Needs the `bench` extra (implicit).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -48,14 +62,14 @@ REPO = Path(__file__).resolve().parents[1]
 TIE_TOLERANCE = 1e-4
 
 
-def prepare(shape: str, work: Path, seed: int) -> Path:
-    """Synthetic release with truth, ingested; reused when present. Returns the work dir of the shape."""
+def prepare(shape: str, work: Path, seed: int, scale: float = 1.0) -> Path:
+    """Synthetic release with truth (not ingested yet); reused when present. Returns the work dir of the shape."""
     from mfspark.data.synth import generate
 
-    base = work / shape
+    base = work / (shape if scale == 1.0 else f"{shape}-x{scale:g}")
     source = base / "synth"
     if not (source / "synth.json").exists():
-        generate(shape, source, seed=seed, write_truth=True)
+        generate(shape, source, seed=seed, scale=scale, write_truth=True)
     return base
 
 
@@ -99,8 +113,8 @@ def run_ours(spark, users_path, items_path, ratings_path, n, out: Path, exclude:
         users, items, seen = frames()
         exclusions = seen.select(F.col("user_id").alias("query_id"), F.col("movie_id").alias("candidate_id"))
         sizes = topn.BlockSizes()
-        for frame in (topn._blocks(users, topn._num_blocks(users, sizes.queries), None, exclusions),
-                      topn._blocks(items, topn._num_blocks(items, sizes.candidates), None)):
+        for frame in (topn._blocks(users, topn.block_count(users.count(), sizes.queries), None, exclusions),
+                      topn._blocks(items, topn.block_count(items.count(), sizes.candidates), None)):
             frame.write.format("noop").mode("overwrite").save()
 
     def write(fmt):
@@ -127,17 +141,52 @@ def run_ours(spark, users_path, items_path, ratings_path, n, out: Path, exclude:
 
 
 def mllib_model(spark, users_path, items_path, rank: int, work: Path):
-    """An MLlib ALSModel scoring exactly our factors (fit a 3-row model, swap its factor tables)."""
+    """(An MLlib ALSModel scoring exactly our factors, the partitions per factor table MLlib's own fit leaves).
+
+    A 3-row fit gives the model and the partition count (its factor DataFrames keep ALS's numUserBlocks /
+    numItemBlocks partitions); its factor tables are replaced by ours written as that many files, which
+    `mllib_partitions` reads as one partition each."""
     from pyspark.ml.recommendation import ALS, ALSModel
 
     tiny = spark.createDataFrame([(0, 0, 1.0), (1, 1, 2.0), (0, 1, 3.0)], "user int, item int, rating float")
     path = work / "mllib-model"
     shutil.rmtree(path, ignore_errors=True)
-    ALS(rank=rank, maxIter=1, userCol="user", itemCol="item").fit(tiny).save(str(path))
-    for name, source in (("userFactors", users_path), ("itemFactors", items_path)):
+    fitted = ALS(rank=rank, maxIter=1, userCol="user", itemCol="item").fit(tiny)
+    partitions = (fitted.userFactors.rdd.getNumPartitions(), fitted.itemFactors.rdd.getNumPartitions())
+    fitted.save(str(path))
+    for name, source, count in (("userFactors", users_path, partitions[0]), ("itemFactors", items_path, partitions[1])):
         shutil.rmtree(path / name)
-        spark.read.parquet(str(source)).write.parquet(str(path / name))
-    return ALSModel.load(str(path))
+        spark.read.parquet(str(source)).repartition(count).write.parquet(str(path / name))
+    return ALSModel.load(str(path)), partitions
+
+
+@contextlib.contextmanager
+def mllib_partitions(spark, model, expected: tuple[int, int]):
+    """MLlib reads its factor files as one partition each, as its fit left them in memory.
+
+    Spark packs small files into few partitions (files of 0.2-0.6 MB into one or two here: MLlib then
+    scored in one or two tasks, on at most two cores); an open cost above the split size puts one file
+    in each. Checked, then undone for the rest of the session."""
+    key = "spark.sql.files.openCostInBytes"
+    before = spark.conf.get(key)
+    spark.conf.set(key, str(1 << 30))
+    try:
+        found = (model.userFactors.rdd.getNumPartitions(), model.itemFactors.rdd.getNumPartitions())
+        if found != expected:
+            raise SystemExit(f"MLlib's factors read as {found} partitions, its fit leaves {expected}")
+        yield found
+    finally:
+        spark.conf.set(key, before)
+
+
+def run_mllib(spark, model, partitions: tuple[int, int], n: int, out: Path, timings: dict) -> None:
+    """MLlib's `recommendForAllUsers(n)` to Parquet, after an untimed warm-up on 2,048 users (same code path)."""
+    with mllib_partitions(spark, model, partitions):
+        timed("mllib warm-up (untimed)", {}, lambda: model.recommendForUserSubset(
+            model.userFactors.limit(2048).withColumnRenamed("id", "user"), n).write.format("noop")
+            .mode("overwrite").save())
+        timed("mllib total", timings, lambda: model.recommendForAllUsers(n).write.mode("overwrite")
+              .parquet(str(out)))
 
 
 def lists_by_user(user_ids, movie_ids, scores):
@@ -190,9 +239,15 @@ def run_implicit(users_path, items_path, ratings_path, n: int, timings: dict):
     everyone = np.arange(len(user_ids))
     ids, scores = timed("implicit recommend", timings,
                         lambda: model.recommend(everyone, liked, N=n, filter_already_liked_items=True))
-    # A user who rated every movie has no list (ours writes none; implicit returns one anyway): leave them out.
-    valid = (ids >= 0) & np.isfinite(scores) & (np.diff(liked.indptr) < len(item_ids))[:, None]
+    valid = implicit_valid(ids, scores, liked)
     return lists_by_user(np.repeat(user_ids, n).reshape(-1, n)[valid], item_ids[ids[valid]], scores[valid])
+
+
+def implicit_valid(ids: np.ndarray, scores: np.ndarray, liked) -> np.ndarray:
+    """Which of implicit's (users x N) entries are real: a user with k < N unrated movies gets k (ours), and
+    implicit fills the rest of the list up with rated ones."""
+    unrated = liked.shape[1] - np.diff(liked.indptr)
+    return (ids >= 0) & np.isfinite(scores) & (np.arange(ids.shape[1])[None, :] < unrated[:, None])
 
 
 def spark_lists(spark, path, user_col, movie_col):
@@ -257,7 +312,7 @@ def in_memory(args, base: Path) -> None:
     top_ids = np.vstack([p.ids for p in parts])
     top_scores = np.vstack([p.scores for p in parts])
     everyone = np.repeat(user_ids, n)
-    ours_valid, theirs_valid = np.isfinite(top_scores.ravel()), np.isfinite(scores.ravel())  # empty slots: -inf
+    ours_valid, theirs_valid = np.isfinite(top_scores.ravel()), implicit_valid(ids, scores, seen).ravel()
     check = compare(lists_by_user(everyone[ours_valid], top_ids.ravel()[ours_valid], top_scores.ravel()[ours_valid]),
                     lists_by_user(everyone[theirs_valid], movie_ids[ids.ravel()[theirs_valid]],
                                   scores.ravel()[theirs_valid]), "ours vs implicit")
@@ -275,31 +330,37 @@ def in_memory(args, base: Path) -> None:
         f"{t['implicit cpu'] / t['ours cpu']:.1f}x |", "",
         f"Checked in the run: top-{n} sets equal for all {check['users']:,} users ({check['tie_only']} lists differ "
         "only by ties).", ""])
-    print(text)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(text + "\n")
+    write_result(args, text)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="ml-10m")
+    parser.add_argument("--scale", type=float, default=1.0, help="of the synthetic release (a smoke run: 0.01)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--top-n", type=int, default=10)
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-recommend"))
     parser.add_argument("--out", type=Path, help="append the result table to this markdown file")
     parser.add_argument("--in-memory", action="store_true", help="kernels only: ours vs implicit, no Spark")
+    parser.add_argument("--command", type=Path, metavar="MODEL",
+                        help="the whole `mfspark recommend` on this `mfspark train` output against MLlib")
+    parser.add_argument("--input", type=Path, help="--command: the ingest output (default: the shape's)")
+    parser.add_argument("--repeats", type=int, default=2, help="--command: runs of the command")
     args = parser.parse_args()
+    base = prepare(args.shape, args.work, args.seed, args.scale)
     if args.in_memory:
-        in_memory(args, prepare(args.shape, args.work, args.seed))
+        in_memory(args, base)
         return
     from mfspark.data.ingest import ingest_release
     from mfspark.runtime.session import build_session, load_profile
 
-    base = prepare(args.shape, args.work, args.seed)
     spark = build_session(load_profile("local", base, conf_dir=REPO / "conf"), "bench-recommend")
     if not (base / "ingest" / "manifest.json").exists():
         ingest_release(spark, base / "synth", str(base / "ingest"))
+    if args.command:
+        spark.stop()
+        command_vs_mllib(args, args.input or base / "ingest", base)
+        return
     users_path, items_path = write_factors(base)
     ratings_path = base / "ingest" / "ratings"
     load = os.getloadavg()
@@ -307,9 +368,8 @@ def main() -> None:
     timings: dict = {}
     run_ours(spark, users_path, items_path, ratings_path, args.top_n, base / "ours", True, timings, "ours")
     run_ours(spark, users_path, items_path, ratings_path, args.top_n, base / "ours-all", False, timings, "ours-all")
-    model = mllib_model(spark, users_path, items_path, 10, base)
-    timed("mllib total", timings, lambda: model.recommendForAllUsers(args.top_n).write.mode("overwrite")
-          .parquet(str(base / "mllib")))
+    model, partitions = mllib_model(spark, users_path, items_path, 10, base)
+    run_mllib(spark, model, partitions, args.top_n, base / "mllib", timings)
     implicit_lists = run_implicit(users_path, items_path, ratings_path, args.top_n, timings)
     checks = {"implicit": compare(spark_lists(spark, base / "ours", "user_id", "movie_id"), implicit_lists,
                                   "ours vs implicit")}
@@ -318,24 +378,95 @@ def main() -> None:
     mllib.write.mode("overwrite").parquet(str(base / "mllib-flat"))
     checks["mllib"] = compare(spark_lists(spark, base / "ours-all", "user_id", "movie_id"),
                               spark_lists(spark, base / "mllib-flat", "user_id", "movie_id"), "ours-all vs MLlib")
+    blocks = our_blocks(spark, users_path, items_path)
     load_end = os.getloadavg()
     spark.stop()
-    report(args, timings, checks, load, load_end)
+    report(args, timings, checks, blocks, partitions, load, load_end)
 
 
-def report(args, t: dict, checks: dict, load, load_end) -> None:
+def our_blocks(spark, users_path, items_path) -> tuple[int, int]:
+    """(query blocks, candidate blocks) of ours with the default block sizes: its scoring tasks are their product."""
+    from mfspark.recommend.topn import BlockSizes, block_count
+
+    sizes = BlockSizes()
+    return (block_count(spark.read.parquet(str(users_path)).count(), sizes.queries),
+            block_count(spark.read.parquet(str(items_path)).count(), sizes.candidates))
+
+
+def mllib_blas() -> str:
+    """Which BLAS MLlib's netlib binding finds (it loads libblas.so.3 when present, else runs Java BLAS)."""
+    from ctypes.util import find_library
+
+    return "native BLAS" if find_library("blas") else "Java BLAS (no libblas.so.3)"
+
+
+def command_vs_mllib(args, ingest: Path, base: Path) -> None:
+    """The whole `mfspark recommend` in fresh processes, then MLlib on the same model's factors."""
+    from mfspark.runtime.session import build_session, load_profile
+
+    load = os.getloadavg()
+    out = base / "command-out"
+    command = [sys.executable, "-m", "mfspark.commands.main", "recommend", "--model", str(args.command),
+               "--input", str(ingest), "--out", str(out), "--top-n", str(args.top_n)]
+    seconds = []
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        result = subprocess.run(command, check=True, capture_output=True, text=True)
+        seconds.append(time.perf_counter() - started)
+        print(f"  mfspark recommend: {seconds[-1]:.1f} s {result.stdout.splitlines()[-1]}", flush=True)
+    factors = args.command / "factors" if (args.command / "factors").is_dir() else args.command
+    spark = build_session(load_profile("local", base, conf_dir=REPO / "conf"), "bench-recommend-mllib")
+    timings: dict = {}
+    model, partitions = mllib_model(spark, factors / "users", factors / "items", model_rank(factors), base)
+    run_mllib(spark, model, partitions, args.top_n, base / "mllib-command", timings)
+    blocks = our_blocks(spark, factors / "users", factors / "items")
+    spark.stop()
+    load_end = os.getloadavg()
+    mllib = timings["mllib total"]
+    text = "\n".join([
+        f"### whole `mfspark recommend` vs MLlib, {args.shape} shape, model {args.command}, N={args.top_n}, "
+        f"local[2] (load average {load[0]:.1f} at start, {load_end[0]:.1f} at end)", "",
+        f"`{' '.join(['mfspark'] + command[3:])}`", "",
+        "| run | seconds | / MLlib |", "| --- | ---: | ---: |",
+        *(f"| ours: the whole command, run {i + 1} (fresh process: JVM start to committed Parquet; {blocks[0]} x "
+          f"{blocks[1]} scoring tasks) | {s:.1f} | {s / mllib:.2f}x |" for i, s in enumerate(seconds)),
+        f"| MLlib `recommendForAllUsers` to Parquet, warm session, its fit's partitions ({partitions[0]} x "
+        f"{partitions[1]} tasks), {mllib_blas()} | {mllib:.1f} | |", "",
+        f"Goal: the whole command at most 0.2x MLlib: {'met' if min(seconds) <= 0.2 * mllib else 'not met'} "
+        f"(best run {min(seconds) / mllib:.2f}x).", ""])
+    write_result(args, text)
+
+
+def model_rank(factors: Path) -> int:
+    import json
+
+    return json.loads((factors / "metadata.json").read_text())["params"]["rank"]
+
+
+def write_result(args, text: str) -> None:
+    print(text)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write(text + "\n")
+
+
+def report(args, t: dict, checks: dict, blocks: tuple[int, int], partitions: tuple[int, int], load,
+           load_end) -> None:
     score = t["ours noop"] - t["ours read+blocks"]
     write = t["ours total"] - t["ours noop"]
     lines = [
-        f"### {args.shape} shape, N={args.top_n}, rank 10, local[2] "
-        f"(load average {load[0]:.1f} at start, {load_end[0]:.1f} at end)",
+        f"### {args.shape} shape{'' if args.scale == 1.0 else f' x{args.scale:g}'}, N={args.top_n}, rank 10, "
+        f"local[2] (load average {load[0]:.1f} at start, {load_end[0]:.1f} at end)",
         "",
         "| run | seconds | ours is faster by |",
         "| --- | ---: | ---: |",
         f"| ours, seen excluded (separate jobs after a warm-up: read + blocks {t['ours read+blocks']:.1f} s, "
-        f"score + select {score:.1f} s, write {write:.1f} s) | {t['ours total']:.1f} | |",
+        f"score + select {score:.1f} s, write {write:.1f} s; {blocks[0]} x {blocks[1]} scoring tasks) | "
+        f"{t['ours total']:.1f} | |",
         f"| ours, nothing excluded | {t['ours-all total']:.1f} | |",
-        f"| MLlib `recommendForAllUsers`, nothing excluded | {t['mllib total']:.1f} | "
+        f"| MLlib `recommendForAllUsers`, nothing excluded, after a warm-up; its fit's partitions: "
+        f"{partitions[0]} user x {partitions[1]} item ({partitions[0] * partitions[1]} tasks), {mllib_blas()} | "
+        f"{t['mllib total']:.1f} | "
         f"{t['mllib total'] / t['ours-all total']:.1f}x (vs ours, nothing excluded); "
         f"{t['mllib total'] / t['ours total']:.1f}x (vs ours, seen excluded) |",
         f"| `implicit` 0.7.3 `recommend`, seen excluded, 2 threads, in memory | {t['implicit recommend']:.1f} | "
@@ -349,11 +480,7 @@ def report(args, t: dict, checks: dict, load, load_end) -> None:
         f"ours-all vs MLlib ({checks['mllib']['tie_only']} tie-only differences).",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(text + "\n")
+    write_result(args, "\n".join(lines))
 
 
 if __name__ == "__main__":

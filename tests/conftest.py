@@ -68,7 +68,7 @@ def ml_latest_small() -> Path:
 
 # Tests that take minutes each, left out of the default suite unless `-m` names their marker; `.ci/run` runs each
 # marker as its own step, every time (markers: pyproject.toml).
-OPT_IN_MARKERS = ("cluster", "hadoop", "slow")
+OPT_IN_MARKERS = ("cluster", "hadoop", "slow", "bench_smoke")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -122,10 +122,10 @@ def test_written_lists_of_an_indexed_model_are_its_recommend_for_users_lists(spa
     ratings = spark.createDataFrame(rows, "user_id long, movie_id int, rating float")
     model = ALS(rank=2, max_iter=2, seed=1, biases=True).fit(ratings)
     assert model.indexes.user is not None and model.indexes.movie is None
-    plan = write_top_n(model, ratings, str(tmp_path / "lists"), 3, min_ratings=0)
-    assert plan.fallback.count() == 0
+    counts = write_top_n(model, ratings, str(tmp_path / "lists"), 3, min_ratings=0)
+    assert counts.fallback_users == 0 and counts.users == 6 and counts.first_user == big + 1
     expected = model.recommend_for_users(None, 3, ratings.select("user_id", "movie_id"))
-    # the schema given: the (empty) cold-start part is written with int ids, the model's lists with long ones
+    # the schema given: the model's lists keep the long ids
     written = spark.read.schema(expected.schema).parquet(str(tmp_path / "lists" / "recommendations"))
     got = sorted((r.user_id, r.rank, r.movie_id, r.score) for r in written.collect())
     want = sorted((r.user_id, r.rank, r.movie_id, r.score) for r in expected.collect())

@@ -79,12 +79,14 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
         return _fold_in_and_print(spark, model, baseline, movies, candidates, sizes, args)
     if not args.out:
         raise InputError("--out is required (unless --ratings-file is given)")
-    ratings = read_ratings(spark, args.input).cache()
+    # Not cached: the seen pairs must stay a plain projection of the ingest's Parquet, which the engine's tasks
+    # read with pyarrow (a cached frame goes through the JVM: seconds per 10M pairs).
+    ratings = read_ratings(spark, args.input)
     users = _id_frame(spark, args.users, "--users", column="user_id")
     seen = ratings.select("user_id", "movie_id")
     result = {}
     with atomic_output(spark, args.out) as staging:
-        write_top_n(model, ratings, staging, args.top_n, args.min_ratings, users, candidates, sizes)
+        written = write_top_n(model, ratings, staging, args.top_n, args.min_ratings, users, candidates, sizes)
         if args.audiences:
             recs.audiences(model.user_factors, model.item_factors, seen, args.top_n, baseline, sizes) \
                 .write.parquet(f"{staging}/audiences")
@@ -95,13 +97,11 @@ def run(args: argparse.Namespace, spark: SparkSession) -> dict:
             recs.genre_rows(model.user_factors, model.item_factors, seen, movies, favourites, args.top_n, baseline,
                             sizes).write.parquet(f"{staging}/genre_rows")
             result["genres"] = spark.read.parquet(f"{staging}/genre_rows").select("genre").distinct().count()
-        written = spark.read.parquet(f"{staging}/recommendations")
-        result |= {"rows": written.count(), "users": written.select("user_id").distinct().count(),
-                   "fallback_users": spark.read.parquet(f"{staging}/fallback_users").count()}
-        shown = args.show_user if args.show_user is not None else _first_user(written)
+        result |= {"rows": written.rows, "users": written.users, "fallback_users": written.fallback_users}
+        shown = args.show_user if args.show_user is not None else written.first_user
         if shown is not None:
-            _print_list(f"user {shown}", written.where(F.col("user_id") == shown), movies)
-    ratings.unpersist()
+            lists = spark.read.parquet(f"{staging}/recommendations")
+            _print_list(f"user {shown}", lists.where(F.col("user_id") == shown), movies)
     return result
 
 
@@ -118,20 +118,19 @@ def _fold_in_and_print(spark: SparkSession, model: ALSModel, baseline, movies: D
     return {"folded_ratings": folded.used, "bias": folded.bias}
 
 
-def _first_user(lists: DataFrame) -> int | None:
-    row = lists.agg(F.min("user_id")).first()
-    return row[0] if row else None
-
-
 def _print_list(heading: str, rows: DataFrame, movies: DataFrame) -> None:
-    """One user's list with titles and genres (a few rows reach the driver)."""
-    titled = rows.join(movies.select("movie_id", "title", "year", "genres"), "movie_id", "left") \
-        .orderBy("user_id", "rank").collect()
-    print(f"Top {len(titled)} for {heading}:")
-    for row in titled:
-        year = f" ({row['year']})" if row["year"] else ""
-        genres = "|".join(row["genres"] or [])
-        print(f"{row['rank']:>3}. {row['title']}{year}  [{genres}]  score {row['score']:.3f}")
+    """One user's list with titles and genres: its rows, then their movies, reach the driver (a few each)."""
+    ranked = sorted(rows.collect(), key=lambda row: row["rank"])
+    ids = [row["movie_id"] for row in ranked]
+    titles = {row["movie_id"]: row for row in
+              movies.where(F.col("movie_id").isin(ids)).select("movie_id", "title", "year", "genres").collect()}
+    print(f"Top {len(ranked)} for {heading}:")
+    for row in ranked:
+        movie = titles.get(row["movie_id"])
+        title = movie["title"] if movie else f"movie {row['movie_id']}"
+        year = f" ({movie['year']})" if movie and movie["year"] else ""
+        genres = "|".join((movie["genres"] if movie else None) or [])
+        print(f"{row['rank']:>3}. {title}{year}  [{genres}]  score {row['score']:.3f}")
 
 
 _ID_LIST = re.compile(r"^\d+(,\d+)*$")

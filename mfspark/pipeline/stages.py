@@ -270,8 +270,7 @@ def recommend_top_n(spark: SparkSession, stage_dir: str, ingest_dir: str, out_di
 
     model = load_model(spark, stage_dir)
     ratings = spark.read.parquet(f"{ingest_dir}/ratings").select("user_id", "movie_id", "rating")
-    write_top_n(model, ratings, out_dir, top_n)
-    return spark.read.parquet(f"{out_dir}/recommendations").count()
+    return write_top_n(model, ratings, out_dir, top_n).rows
 
 
 def build_stages(config: PipelineConfig) -> list[Stage]:

@@ -145,29 +145,17 @@ def similar_movies(item_factors: DataFrame, k: int, sizes: BlockSizes | None = N
                        F.col("candidate_id").alias("similar_movie_id"), F.col("score").alias("similarity"))
 
 
-@dataclass(frozen=True)
-class UserPlan:
-    """Who gets a model list and who a cold-start list (with the reason)."""
-
-    model_users: DataFrame | None  # (user_id); None: every user with factors
-    fallback: DataFrame  # (user_id, reason 'unknown' | 'few_ratings', ratings)
-
-
-def plan_users(user_factors: DataFrame, ratings: DataFrame, requested: DataFrame | None,
-               min_ratings: int) -> UserPlan:
-    """Split the requested users (default: every user with factors or ratings) by whether the
-    model knows them and they have at least `min_ratings` ratings."""
+def cold_start_users(user_factors: DataFrame, ratings: DataFrame, requested: DataFrame | None,
+                     min_ratings: int) -> DataFrame:
+    """(user_id, reason, ratings) of the requested users (default: every user with factors or ratings) who get a
+    cold-start list: `unknown` (no factors) or `few_ratings` (fewer than `min_ratings` in `ratings`)."""
     counts = ratings.groupBy("user_id").agg(F.count(F.lit(1)).cast("int").alias("ratings"))
     known = user_factors.select(F.col("id").alias("user_id"), F.lit(True).alias("_known"))
     wanted = requested.select("user_id").distinct() if requested is not None \
         else counts.select("user_id").union(known.select("user_id")).distinct()
     table = wanted.join(counts, "user_id", "left").fillna(0, subset=["ratings"]).join(known, "user_id", "left")
     reason = F.when(F.col("_known").isNull(), "unknown").when(F.col("ratings") < min_ratings, "few_ratings")
-    table = table.withColumn("reason", reason)
-    fallback = table.where(F.col("reason").isNotNull()).select("user_id", "reason", "ratings")
-    if requested is None and min_ratings <= 0:
-        return UserPlan(None, fallback)
-    return UserPlan(table.where(F.col("reason").isNull()).select("user_id"), fallback)
+    return table.withColumn("reason", reason).where(F.col("reason").isNotNull()).select("user_id", "reason", "ratings")
 
 
 FALLBACK_ORDERS = ("popularity", "bias")

@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from functools import cache
+from functools import cache, partial
 from typing import ClassVar
 
 import numpy as np
@@ -642,8 +642,8 @@ class ALSModel(Model):
         meta = _read_metadata(spark, path)
         params = ALSParams.from_dict(meta["params"])
         baseline = None
-        if HadoopFileSystem(spark).exists(f"{path}/baseline"):
-            baseline = BiasModel.load(spark, f"{path}/baseline")
+        if HadoopFileSystem(spark).exists(f"{path}/baseline"):  # read when first used (`baseline`): an unbiased
+            baseline = partial(BiasModel.load, spark, f"{path}/baseline")  # model's lists never need it
         history = FitHistory(**{**meta["history"],
                                 "iterations": [IterationLog(**it) for it in meta["history"]["iterations"]]})
         learned = BiasModel.load(spark, f"{path}/learned_biases") if params.learned_biases else None
