@@ -218,23 +218,15 @@ def ours(path: str) -> dict:
         metrics_file = Path(stage_location(fs, str(run), "evaluate")) / "metrics.json"
     if not metrics_file.is_file():
         raise InputError(f"{path}: no evaluate/metrics.json")
-    lists = json.loads(metrics_file.read_text()).get("lists")
-    if lists is None:
+    metrics = json.loads(metrics_file.read_text())
+    if metrics.get("lists") is None:
         raise InputError(f"{metrics_file}: no lists entry")
     manifest_file = run / MANIFEST
     manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else {}
     parameters = manifest.get("parameters", {})
-    lists_params = parameters.get("train_lists", {})
-    if lists_params.get("model") == "ease":
-        e = lists_params["ease"]
-        label, min_rating = f"ours: EASE, reg {e['reg']:g}, max_items {e['max_items']}", e["min_rating"]
-    elif lists_params:
-        a = lists_params["als"]
-        label = (f"ours: implicit ALS, rank {a['rank']}, reg {a['reg']:g}, alpha {a['alpha']:g}, "
-                 f"{a['max_iter']} iterations")
-        min_rating = lists_params["min_rating"]
-    else:
-        label, min_rating = f"ours: {metrics_file} (no manifest: parameters unknown)", None
+    label, min_rating = lists_label(parameters.get("train_lists", {}), metrics)
+    if label is None:
+        label = f"ours: {metrics_file} (no manifest: parameters unknown)"
     split = parameters.get("evaluate", {}).get("split", {})
     if split and (split.get("kind"), split.get("test_fraction"), split.get("seed")) != (
             "random", TEST_FRACTION, SPLIT_SEED):
@@ -242,7 +234,26 @@ def ours(path: str) -> dict:
     stage = manifest.get("stages", {}).get("train_lists", {})
     fit_s = stage.get("seconds") if stage.get("action") == "run" else None
     interactions = "?" if min_rating is None else "liked" if min_rating == LIKED else f"ratings >= {min_rating:g}"
-    return {"label": label, "interactions": interactions, "run": str(run), "metrics": lists, "fit_s": fit_s}
+    return {"label": label, "interactions": interactions, "run": str(run), "metrics": metrics["lists"],
+            "fit_s": fit_s}
+
+
+def lists_label(lists_params: dict, metrics: dict) -> tuple[str | None, float | None]:
+    """(label, liked threshold) of a run's lists model from its train_lists parameters; with `--lists auto` the
+    candidate it chose (evaluate's `lists_candidates`)."""
+    kind, how = lists_params.get("model"), ""
+    if kind == "auto":
+        params = metrics["lists_candidates"]["chosen"]
+        kind, how = params["model"], "--lists auto chose "
+    else:
+        params = lists_params.get("ease" if kind == "ease" else "als")
+    if kind == "ease":
+        return (f"ours: {how}EASE, reg {params['reg']:g}, liked >= {params['min_rating']:g}, max_items "
+                f"{params['max_items']}", params["min_rating"])
+    if kind is None:
+        return None, None
+    return (f"ours: {how}implicit ALS, rank {params['rank']}, reg {params['reg']:g}, alpha {params['alpha']:g}, "
+            f"{params['max_iter']} iterations", lists_params.get("min_rating", LIKED))
 
 
 # ------------------------------------------------------------------------------------------------ the table

@@ -43,3 +43,17 @@ def test_lists_exclude_training_movies_skip_movies_without_interactions_and_brea
     assert got["users"] == 2
     assert got["precision@2"] == pytest.approx((1 / 2 + 0) / 2)
     assert got["ndcg@2"] == pytest.approx((1 / np.log2(3)) / (1 + 1 / np.log2(3)) / 2)
+
+
+def test_our_rows_name_the_lists_model_a_run_fitted_and_the_one_auto_chose():
+    from bench_ranking import lists_label
+
+    als = {"rank": 64, "reg": 0.3, "alpha": 0.5, "max_iter": 10}
+    ease = {"reg": 200.0, "min_rating": 3.0, "max_items": 10000}
+    assert lists_label({"model": "implicit", "min_rating": 4.0, "als": als}, {}) == (
+        "ours: implicit ALS, rank 64, reg 0.3, alpha 0.5, 10 iterations", 4.0)
+    assert lists_label({"model": "ease", "ease": ease}, {}) == (
+        "ours: EASE, reg 200, liked >= 3, max_items 10000", 3.0)
+    assert lists_label({"model": "auto"}, {"lists_candidates": {"chosen": {"model": "ease", **ease}}}) == (
+        "ours: --lists auto chose EASE, reg 200, liked >= 3, max_items 10000", 3.0)
+    assert lists_label({}, {}) == (None, None)

@@ -100,18 +100,21 @@ def test_tune_lists_then_the_pipeline_runs_the_chosen_lists_model(cli_with_test_
     main = cli_with_test_session
     assert main(["ingest", "--input", str(release), "--out", str(tmp_path / "ingest")]) == 0
     assert main(["tune", "--lists", "--input", str(tmp_path / "ingest"), "--out", str(tmp_path / "tune"),
-                 "--lists-models", "ease", "--ease-regs", "5,50,500"]) == 0
+                 "--lists-models", "ease", "--ease-regs", "5,500", "--ease-min-ratings", "3,4"]) == 0
     points = [row.asDict() for row in spark.read.parquet(str(tmp_path / "tune" / "lists")).collect()]
-    assert sorted((p["model"], p["reg"]) for p in points) == [("ease", 5.0), ("ease", 50.0), ("ease", 500.0)]
+    assert sorted((p["model"], p["reg"], p["min_rating"]) for p in points) == [
+        ("ease", 5.0, 3.0), ("ease", 5.0, 4.0), ("ease", 500.0, 3.0), ("ease", 500.0, 4.0)]
     best = max(points, key=lambda p: p["validation_ndcg"])
     chosen = json.loads((tmp_path / "tune" / "params.json").read_text())
-    assert (chosen["lists_model"], chosen["ease"]["reg"]) == ("ease", best["reg"])
+    assert (chosen["lists_model"], chosen["ease"]["reg"], chosen["ease"]["min_rating"]) == (
+        "ease", best["reg"], best["min_rating"])
 
     assert main(["pipeline", "--input", str(release), "--out", str(tmp_path / "root"),
                  "--params", str(tmp_path / "tune" / "params.json")]) == 0
     lists_stage = tmp_path / "root" / "latest" / "train_lists"
     saved = json.loads((lists_stage / "ease" / "metadata.json").read_text())
-    assert saved["params"]["reg"] == best["reg"] and not (lists_stage / "factors").exists()
+    assert (saved["params"]["reg"], saved["params"]["min_rating"]) == (best["reg"], best["min_rating"])
+    assert not (lists_stage / "factors").exists()
     evaluate = json.loads((tmp_path / "root" / "latest" / "evaluate" / "metrics.json").read_text())
     assert 0 < evaluate["lists"]["ndcg@10"] <= 1
     recommendations = spark.read.parquet(str(tmp_path / "root" / "latest" / "recommend" / "recommendations"))
@@ -119,12 +122,19 @@ def test_tune_lists_then_the_pipeline_runs_the_chosen_lists_model(cli_with_test_
 
 
 def test_lists_auto_fits_the_candidate_best_on_validation_and_records_every_candidate(spark, tmp_path):
+    """train_lists fits the candidate best on validation; evaluate adds each candidate's test scores: every one
+    refitted on all the training ratings and its lists scored on the test split, as the chosen one is."""
+    from mfspark.evaluation.metrics import held_out_ranking
+    from mfspark.evaluation.split import make_splits
     from mfspark.evaluation.tuning import ListsGrid
+    from mfspark.models.lists_model import fit_lists_model
     from mfspark.pipeline.run import run_pipeline
     from tests.test_pipeline import config
 
-    grid = ListsGrid(ranks=(2,), regs=(0.1,), max_iters=(3,), ease_regs=(5.0, 50.0))
-    result = run_pipeline(spark, config(tmp_path, top_n=5, lists="auto", lists_grid=grid))
+    grid = ListsGrid(ranks=(2,), regs=(0.1,), alphas=(1.0,), max_iters=(3,), ease_regs=(5.0, 50.0),
+                     ease_min_ratings=(4.0,))
+    settings = config(tmp_path, top_n=5, lists="auto", lists_grid=grid)
+    result = run_pipeline(spark, settings)
     stage = tmp_path / "root" / "latest" / "train_lists"
     record = json.loads((stage / "candidates.json").read_text())
     assert [(row["model"], row["reg"]) for row in record["candidates"]] == [
@@ -135,8 +145,19 @@ def test_lists_auto_fits_the_candidate_best_on_validation_and_records_every_cand
     saved = json.loads((stage / fitted / "metadata.json").read_text())["params"]
     assert saved["reg"] == best["reg"] and (best["model"] == "ease" or saved["rank"] == best["rank"])
     evaluate = json.loads((tmp_path / "root" / "latest" / "evaluate" / "metrics.json").read_text())
-    assert evaluate["lists_candidates"] == record
     assert result["metrics"]["lists"]["ndcg@10"] == evaluate["lists"]["ndcg@10"]
+
+    listed = evaluate["lists_candidates"]
+    assert listed["chosen"] == record["chosen"]
+    assert [{k: v for k, v in row.items() if not k.startswith("test_")} for row in listed["candidates"]] == \
+        record["candidates"]
+    ratings = spark.read.parquet(str(tmp_path / "root" / "latest" / "ingest" / "ratings"))
+    [split] = make_splits(ratings, "random", test_fraction=0.2, seed=42)
+    for row, (kind, params) in zip(listed["candidates"], grid.points(settings.lists_als, settings.ease)):
+        test = held_out_ranking(fit_lists_model(kind, params, split.train).recommend_for_users, split, 10)
+        assert (row["test_ndcg"], row["test_precision"]) == pytest.approx((test["ndcg@10"], test["precision@10"]))
+        if row is max(listed["candidates"], key=lambda r: r["validation_ndcg"]):
+            assert row["test_ndcg"] == evaluate["lists"]["ndcg@10"]
 
 
 def test_the_report_table_of_lists_candidates_marks_the_best_with_its_test_scores():
@@ -151,3 +172,17 @@ def test_the_report_table_of_lists_candidates_marks_the_best_with_its_test_score
     rows = html.split("<tr")[2:]  # after the header
     assert "ease" in rows[0] and 'data-value="0.31"' in rows[0] and "reg 200" in rows[0]
     assert "implicit" in rows[1] and "rank 10, reg 0.1, alpha 1" in rows[1] and 'data-value="0.31"' not in rows[1]
+
+
+def test_the_report_table_shows_every_candidates_test_scores_when_evaluate_gave_them():
+    from mfspark.report.page import lists_candidates_table
+
+    candidates = {"candidates": [
+        {"model": "implicit", "rank": 64, "reg": 0.3, "alpha": 0.5, "min_rating": 4.0, "validation_ndcg": 0.19,
+         "validation_precision": 0.13, "test_ndcg": 0.3005, "test_precision": 0.2253},
+        {"model": "ease", "rank": None, "reg": 200.0, "alpha": None, "min_rating": 3.0, "validation_ndcg": 0.1954,
+         "validation_precision": 0.1366, "test_ndcg": 0.321, "test_precision": 0.2384}]}
+    rows = lists_candidates_table(candidates, {"ndcg@10": 0.321, "precision@10": 0.2384}).split("<tr")[2:]
+    assert rows[0].startswith(' class="best"')  # the chosen one first, marked
+    assert 'data-value="0.321"' in rows[0] and 'data-value="0.2384"' in rows[0] and "min_rating 3" in rows[0]
+    assert 'data-value="0.3005"' in rows[1] and 'data-value="0.2253"' in rows[1]

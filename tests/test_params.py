@@ -18,6 +18,7 @@ from mfspark.commands.main import COMMANDS
 from mfspark.errors import ConfigError, InputError
 from mfspark.models.als.estimator import ALSParams
 from mfspark.models.bias import BiasParams
+from mfspark.models.lists_model import IMPLICIT_LISTS
 from tests.test_pipeline import tiny_release
 
 MODEL_COMMANDS = ("train", "tune", "sweep", "compare-mllib", "pipeline", "baseline")
@@ -103,7 +104,7 @@ def test_pipeline_models_layer_built_in_then_profile_then_preset_then_file_then_
               "[pipeline.baseline]\nlambda_u = 1.5\n"
     _, models = pipeline_settings(tmp_path, profile, [])
     assert (models["als"].rank, models["als"].reg, models["als"].max_iter, models["als"].biases) == (20, 0.2, 3, True)
-    assert (models["lists"].alpha, models["lists"].rank, models["lists"].implicit) == (4.0, 10, True)
+    assert (models["lists"].alpha, models["lists"].rank, models["lists"].implicit) == (4.0, IMPLICIT_LISTS.rank, True)
     assert (models["baseline"].lambda_u, models["baseline"].lambda_i) == (1.5, BiasParams().lambda_i)
 
     tuned = params_file(tmp_path / "params.json", als={"rank": 30, "bias_fit": "learned", "rated_sides": "both"},

@@ -20,9 +20,12 @@ from mfspark.commands import report as report_job
 from mfspark.commands import sweep as sweep_job
 from mfspark.commands import train as train_job
 from mfspark.errors import InputError
+from mfspark.evaluation.draws import split_masks
+from mfspark.models.ease import EASE
 from mfspark.report.figures import with_hover_titles
 from mfspark.report.inputs import ReportInputs, resolve_run
 from mfspark.runtime.fs import LocalFileSystem
+from tests.test_neighbours import expected_quality
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GENRES = ("Animation", "Horror", "Romance", "Action")
@@ -61,7 +64,8 @@ def run_command(module, spark, argv: list[str]) -> dict:
 
 @pytest.fixture(scope="module")
 def built(spark, tmp_path_factory) -> Path:
-    """ingest -> train (biased, rank 3) -> sweep (2 x 2) -> report; returns the working directory."""
+    """ingest -> train (biased, rank 3) -> sweep (2 x 2) -> an EASE lists model -> report; returns the working
+    directory."""
     root = tmp_path_factory.mktemp("report")
     tiny_ingest(spark, root / "ingest")
     split = ["--input", str(root / "ingest"), "--seed", "3"]
@@ -69,8 +73,11 @@ def built(spark, tmp_path_factory) -> Path:
                                    "--max-iter", "4", "--biases"])
     run_command(sweep_job, spark, [*split, "--out", str(root / "sweep"), "--ranks", "2,3", "--regs", "0.01,1",
                                    "--max-iter", "3"])
+    liked = spark.read.parquet(str(root / "ingest" / "ratings")).where("rating >= 3")
+    EASE(reg=5.0).fit(liked.select("user_id", "movie_id")).save(str(root / "lists" / "ease"))  # a train_lists stage
     run_command(report_job, spark, ["--ingest", str(root / "ingest"), "--model", str(root / "train"),
-                                    "--sweep", str(root / "sweep"), "--out", str(root / "report"),
+                                    "--sweep", str(root / "sweep"), "--lists", str(root / "lists"),
+                                    "--out", str(root / "report"),
                                     "--svd-rank", "3", "--map-movies", "40", "--neighbour-min-count", "1",
                                     "--pca-users", "50", "--pca-movies", "30"])
     return root
@@ -188,6 +195,35 @@ def test_user_section_lists_unseen_movies(spark, built):
     scores = [item["score"] for item in user["top_n"]]
     assert scores == sorted(scores, reverse=True)
     assert sum(p["count"] for p in user["profile"] if p["genre"] != "Drama") == user["ratings"]
+
+
+def test_similar_movies_of_both_models_and_their_numbers_equal_numpy(spark, built):
+    """The rating model's neighbours (cosine of its item factors) and the lists model's (EASE's largest B_ij) of
+    every movie, recomputed in numpy, give the report's genre agreement and co-watch lift (pandas, on the training
+    part of the split: random, seed 3)."""
+    ratings = spark.read.parquet(str(built / "ingest" / "ratings")).toPandas()
+    test, _ = split_masks(ratings.user_id.to_numpy(), ratings.movie_id.to_numpy(), 0.2, seed=3, validation_seed=0)
+    train = ratings[~test]
+    genres = {r.movie_id: list(r.genres) for r in spark.read.parquet(str(built / "ingest" / "movies")).collect()}
+    items = spark.read.parquet(str(built / "train" / "factors" / "items")).toPandas().sort_values("id")
+    factors = np.stack(items.features.to_numpy()).astype(np.float64)
+    unit = factors / np.linalg.norm(factors, axis=1, keepdims=True)
+    ease = spark.read.parquet(str(built / "lists" / "ease" / "items")).toPandas().sort_values("movie_id")
+    similarity = {"rating model": (items.id.to_numpy(), unit @ unit.T),
+                  "lists model": (ease.movie_id.to_numpy(), np.stack(ease.weights.to_numpy()))}
+    watched = set(train.movie_id)  # --neighbour-min-count 1: any movie with a training rating may be a neighbour
+    report = json.loads((built / "report" / "report.json").read_text())["similarity"]
+    for name, (ids, scores) in similarity.items():
+        pairs = []
+        for i, movie in enumerate(ids):  # 40 movies: all among the 200 most watched
+            if movie in watched:
+                allowed = [j for j in range(len(ids)) if j != i and ids[j] in watched]
+                pairs += [(movie, ids[j]) for j in sorted(allowed, key=lambda j: (-scores[i, j], ids[j]))[:10]]
+        expected = expected_quality(pairs, list(train[["user_id", "movie_id"]].itertuples(index=False)), genres)
+        assert report["quality"][name] == pytest.approx(expected, rel=1e-6), name
+    rows = parsed_page(built / "report").tables["neighbour-quality"]
+    assert [cells[0][0] for cells in rows[1:]] == ["rating model", "lists model"]
+    assert len(parsed_page(built / "report").tables["neighbours"][0]) == 4  # movie, genre, both models' neighbours
 
 
 def test_hover_titles_follow_marker_order():

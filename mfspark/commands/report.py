@@ -1,7 +1,7 @@
 """`mfspark report`: one self-contained HTML page (plus a PNG per figure) about a trained model.
 
 Reads a pipeline run (`--run ROOT` or `--run ROOT/runs/<id>`) or explicit outputs (`--ingest`, `--model`,
-optional `--recs` and `--sweep`); writes `OUT/index.html`, `OUT/figures/*.png` and `OUT/report.json`.
+optional `--recs`, `--sweep` and `--lists`); writes `OUT/index.html`, `OUT/figures/*.png` and `OUT/report.json`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--model", help="an `mfspark train` output (factors/, metrics.json)")
     source.add_argument("--recs", help="an `mfspark recommend` output (optional: else the user's list is computed)")
     source.add_argument("--sweep", help="an `mfspark sweep` output (optional: adds the rank x lambda figure)")
+    source.add_argument("--lists", help="a pipeline run's train_lists stage directory (optional; a --run's own by "
+                                        "default): the lists model's similar movies beside the rating model's")
     defaults = ReportOptions()
     content = parser.add_argument_group("content")
     content.add_argument("--user", type=int, help="target user id (default: a typical active user)")
@@ -41,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, spark: SparkSession) -> dict:
     fs = filesystem(args.run or args.model or args.ingest or ".", spark)
-    inputs = report_inputs(fs, args.run, args.ingest, args.model, args.recs, args.sweep)
+    inputs = report_inputs(fs, args.run, args.ingest, args.model, args.recs, args.sweep, args.lists)
     options = ReportOptions(user_id=args.user, top_n=args.top_n, svd_rank=args.svd_rank, compare=not args.no_compare,
                             map_movies=args.map_movies, neighbour_min_count=args.neighbour_min_count,
                             pca_users=args.pca_users, pca_movies=args.pca_movies)

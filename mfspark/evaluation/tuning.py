@@ -151,6 +151,7 @@ LIST_POINT_COLUMNS = (("model", "string"), ("rank", "int"), ("reg", "double"), (
                       ("max_iter", "int"), ("min_rating", "double"), ("validation_ndcg", "double"),
                       ("validation_precision", "double"), ("fit_s", "double"))
 LIST_K = 10  # lists are chosen by NDCG@10, the pipeline's evaluate metric
+LIST_POINT_NAMES = ("model", "rank", "reg", "alpha", "max_iter", "min_rating")  # the columns naming a point
 
 
 @dataclass(frozen=True)
@@ -160,11 +161,11 @@ class ListsGrid:
 
     kinds: tuple[str, ...] = ("implicit", "ease")
     ranks: tuple[int, ...] = (10, 32, 64)
-    regs: tuple[float, ...] = (0.01, 0.1, 1.0)
-    alphas: tuple[float, ...] = (1.0,)
+    regs: tuple[float, ...] = (0.1, 0.3, 1.0)
+    alphas: tuple[float, ...] = (0.5, 1.0)
     max_iters: tuple[int, ...] = (10,)
-    ease_regs: tuple[float, ...] = (100.0, 200.0, 500.0, 1000.0)
-    ease_min_ratings: tuple[float, ...] = (4.0,)
+    ease_regs: tuple[float, ...] = (100.0, 200.0, 400.0, 800.0)
+    ease_min_ratings: tuple[float, ...] = (3.0, 4.0)
 
     def points(self, implicit: ALSParams, ease: EASEParams) -> list[tuple[str, ALSParams | EASEParams]]:
         unknown = sorted(set(self.kinds) - set(LISTS_KINDS))
@@ -208,25 +209,40 @@ def search_lists(train: DataFrame, points: list[tuple[str, ALSParams | EASEParam
                  validation_seed: int = 7) -> ListsSearch:
     """Fit each lists model on part of `train`, score its top-10 lists of the validation users by NDCG@10
     (validation ratings >= 4 relevant, fitted movies excluded); the best by that. EASE points share one Gram
-    matrix. The pipeline's `--lists auto` and `tune --lists` both choose this way."""
+    matrix per liked threshold. The pipeline's `--lists auto` and `tune --lists` both choose this way."""
     carved = random_split(train, validation_fraction, validation_seed)
     validation = Split("validation", carved.train.cache(), carved.test.cache())
     counts = (validation.train.count(), validation.test.count())
-    rows, order = [], []
     try:
-        for kind, params, model, fit_s in _fitted(points, validation.train):
-            order.append((kind, params))
-            metrics = held_out_ranking(model.recommend_for_users, validation, LIST_K)
-            rows.append(_list_row(kind, params, metrics, fit_s))
-            log.info("lists search %d/%d %s: validation NDCG@10 %.4f, precision@10 %.4f", len(rows), len(points),
-                     _describe(kind, params), metrics["ndcg@10"], metrics["precision@10"])
+        scored = score_lists(validation, points, "validation")
     finally:
         validation.train.unpersist()
         validation.test.unpersist()
-    best_row = max(rows, key=lambda row: row["validation_ndcg"])
-    kind, best = order[rows.index(best_row)]
+    rows = [row for _, _, row in scored]
+    kind, best, _ = scored[rows.index(best_list_row(rows))]
     log.info("lists search: best on validation %s", _describe(kind, best))
     return ListsSearch(rows, kind, best, counts)
+
+
+def best_list_row(rows: list[dict]) -> dict:
+    """The row a lists search chooses: the highest validation NDCG@10 (the first of equal ones)."""
+    return max(rows, key=lambda row: row["validation_ndcg"])
+
+
+def score_lists(split: Split, points: list[tuple[str, ALSParams | EASEParams]],
+                label: str) -> list[tuple[str, ALSParams | EASEParams, dict]]:
+    """(kind, params, row) per point: fitted on `split.train`, its top-10 lists of the `split.test` users scored
+    (`label`_ndcg, `label`_precision: NDCG@10 and precision@10). Implicit points first, then EASE by threshold.
+    On the validation carve this is the search; on the test split, every candidate's test scores."""
+    scored = []
+    for kind, params, model, fit_s in _fitted(points, split.train):
+        metrics = held_out_ranking(model.recommend_for_users, split, LIST_K)
+        scored.append((kind, params, list_point(kind, params) | {
+            f"{label}_ndcg": metrics["ndcg@10"], f"{label}_precision": metrics["precision@10"],
+            "fit_s": round(fit_s, 3)}))
+        log.info("lists %s %d/%d %s: NDCG@10 %.4f, precision@10 %.4f", label, len(scored), len(points),
+                 _describe(kind, params), metrics["ndcg@10"], metrics["precision@10"])
+    return scored
 
 
 def tune_lists(split: Split, points: list[tuple[str, ALSParams | EASEParams]], validation_fraction: float = 0.2,
@@ -265,13 +281,17 @@ def _describe(kind: str, params: ALSParams | EASEParams) -> str:
     return f"implicit ALS rank {params.rank}, reg {params.reg:g}, alpha {params.alpha:g}, {params.max_iter} it."
 
 
-def _list_row(kind: str, params: ALSParams | EASEParams, metrics: dict, fit_s: float) -> dict:
+def list_point(kind: str, params: ALSParams | EASEParams) -> dict:
+    """A lists point's LIST_POINT_NAMES columns: what names it in a table, and in candidates.json."""
     implicit = kind == "implicit"
     return {"model": kind, "rank": params.rank if implicit else None, "reg": params.reg,
             "alpha": params.alpha if implicit else None, "max_iter": params.max_iter if implicit else None,
-            "min_rating": LIKED_MIN_RATING if implicit else params.min_rating,
-            "validation_ndcg": metrics["ndcg@10"], "validation_precision": metrics["precision@10"],
-            "fit_s": round(fit_s, 3)}
+            "min_rating": LIKED_MIN_RATING if implicit else params.min_rating}
+
+
+def point_key(row: dict) -> tuple:
+    """What identifies a lists point in a row of any table of them (validation, test, candidates.json)."""
+    return tuple(row[name] for name in LIST_POINT_NAMES)
 
 
 def list_points_frame(spark: SparkSession, rows: list[dict]) -> DataFrame:

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import Column, DataFrame, SparkSession
 
+    from mfspark.recommend.lists import Candidates
+
 COLD_START_STRATEGIES = ("nan", "drop", "baseline", "learned")
 # The API's and the CLI's default (`train --cold-start`, `predict(pairs)`): every test rating gets a number.
 DEFAULT_COLD_START = "baseline"
@@ -127,8 +129,10 @@ class Model(ABC):
         leaving out the (user_id, movie_id) pairs in `exclude` (e.g. what they already rated)."""
         raise self._not_offered("recommend_for_users")
 
-    def similar_items(self, n: int) -> DataFrame:
-        """Each movie's n most similar movies: (movie_id, rank, similar_movie_id, similarity)."""
+    def similar_items(self, n: int, movies: DataFrame | None = None,
+                      candidates: Candidates | None = None) -> DataFrame:
+        """Each movie's n most similar movies: (movie_id, rank, similar_movie_id, similarity); `movies` (movie_id):
+        only these movies' neighbours; `candidates` (`recommend.lists.Candidates`): who may be a neighbour."""
         raise self._not_offered("similar_items")
 
     def fold_in(self, ratings: pd.DataFrame | DataFrame) -> np.ndarray:

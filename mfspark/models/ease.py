@@ -10,12 +10,14 @@ P = inv([[4, 2], [2, 3]]) = [[3, -2], [-2, 4]] / 8, so B_ab = 2/4 = 0.5 and B_ba
 of b is B_ab = 0.5 (a co-liked movie), of a itself nothing (excluded as seen).
 
 Where each part runs:
-- G: a Spark aggregation. Each partition of the users (their liked movies, as indices into the modelled movies)
-  adds X_p^T X_p, a chunk of users at a time, into one dense n x n block; the blocks are summed by a tree
-  reduce. The ratings are never collected: the driver receives n x n counts.
-- P and B: numpy on the driver (n x n doubles: 800 MB at the default cap of 10,000 movies; the inverse of that
-  takes about a minute on 2 cores). The catalogue is capped by `max_items`: the movies liked by the most users;
-  the others get no EASE score (they are never in an EASE list) and the cap is logged.
+- G: a Spark aggregation. The users (their liked movies, as indices into the modelled movies) are coalesced to
+  one partition per core; each partition adds X_p^T X_p, one user's co-likes at a time (|items|^2 cells, not a
+  dense row x n product), into one dense n x n block; the blocks are summed by a tree
+  reduce. The ratings are never collected: the driver receives n x n counts per partition.
+- P and B: numpy on the driver (n x n doubles: 800 MB at the default cap of 10,000 movies; the inverse of 5,774
+  movies takes 14-20 s on 2 cores, and a Cholesky route (LAPACK potrf + potri, or + trtri and a product) measured
+  no faster here). The catalogue is capped by `max_items`: the movies liked by the most users; the others get no
+  EASE score (they are never in an EASE list) and the cap is logged.
 - Scores: our top-N engine (`mfspark.recommend.lists`) with each user's liked row (0/1 over the n movies) as the
   query vector and B's column j as movie j's vector, so x_u . B[:, j] = s_uj and seen movies are excluded the
   same way as for ALS. Similar movies: the one-hot row of movie i as the query, so the score of j is B_ij.
@@ -28,9 +30,11 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -43,18 +47,19 @@ from mfspark.runtime.fs import HadoopFileSystem
 log = logging.getLogger(__name__)
 
 FORMAT = "mfspark-ease/1"
-USER_CHUNK = 1024  # users whose 0/1 rows are multiplied at once while summing the Gram matrix
 
 
 @dataclass(frozen=True)
 class EASEParams:
     """EASE's parameters (`mfspark.params`: options, profile table `[pipeline.ease]`, parameter files)."""
 
-    reg: float = param(500.0, "EASE's lambda: L2 weight on the item-item matrix (MovieLens: a few hundred)", low=0,
+    # reg 200 and ratings >= 3: the best on validation of the pipeline's split of ml-latest-small (docs/accuracy.md,
+    # "Ranking quality"; ratings >= 3 beat >= 3.5 and >= 4 at every reg tried).
+    reg: float = param(200.0, "EASE's lambda: L2 weight on the item-item matrix (MovieLens: a few hundred)", low=0,
                        option="ease-reg")
     max_items: int = param(10_000, "catalogue cap: the movies liked by the most users are modelled (the driver "
                                    "holds max_items^2 doubles: 10,000 -> 800 MB)", low=1, option="ease-max-items")
-    min_rating: float = param(4.0, "ratings >= this count as liked (the rows of X)", low=0, option="ease-min-rating")
+    min_rating: float = param(3.0, "ratings >= this count as liked (the rows of X)", low=0, option="ease-min-rating")
 
     @property
     def layout(self) -> tuple[int, float]:
@@ -113,35 +118,23 @@ def modelled_movies(pairs: DataFrame, cap: int) -> list[int]:
 
 
 def gram_matrix(users: DataFrame, n: int) -> np.ndarray:
-    """G = X^T X (float64, n x n) from (user_id, items: sorted indices) rows: one dense sum per partition,
-    summed pairwise on the executors (treeReduce), so only n x n numbers come to the driver."""
+    """G = X^T X (float64, n x n) from (user_id, items: sorted indices) rows: one dense sum per partition (one
+    partition per core: each ships n x n counts), summed pairwise on the executors (treeReduce), so only n x n
+    numbers come to the driver."""
     def partial(rows):
         total = np.zeros((n, n), dtype=np.float32)  # counts stay exact in float32 up to 2^24 users
-        for chunk in _chunks((row.items for row in rows), USER_CHUNK):
-            x = np.zeros((len(chunk), n), dtype=np.float32)
-            for r, items in enumerate(chunk):
-                x[r, items] = 1.0
-            total += x.T @ x
+        for row in rows:
+            items = np.asarray(row.items, dtype=np.int64)
+            total[np.ix_(items, items)] += 1.0  # the user's co-likes only (distinct items: each cell once)
         yield total
 
-    return users.rdd.mapPartitions(partial).treeReduce(np.add).astype(np.float64)
-
-
-def _chunks(iterable, size: int):
-    chunk = []
-    for item in iterable:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+    cores = users.sparkSession.sparkContext.defaultParallelism
+    return users.coalesce(cores).rdd.mapPartitions(partial).treeReduce(np.add).astype(np.float64)
 
 
 def ease_weights(gram: np.ndarray, reg: float) -> np.ndarray:
     """B from G: P = (G + reg I)^-1, B = -P / diag(P) column-wise, diag(B) = 0 (Steck 2019, eq. 8)."""
-    regularised = gram + reg * np.eye(len(gram))
-    inverse = np.linalg.inv(regularised)
+    inverse = np.linalg.inv(gram + reg * np.eye(len(gram)))
     weights = -inverse / np.diag(inverse)[None, :]
     np.fill_diagonal(weights, 0.0)
     return weights
@@ -167,14 +160,21 @@ class EASEModel:
             F.sequence(F.lit(0), F.lit(n - 1)),
             lambda i: F.when(F.array_contains("items", i), 1.0).otherwise(0.0).cast("float")).alias("features"))
 
-    @property
+    @cached_property
     def item_factors(self) -> DataFrame:
-        """(id, features): movie j with B's column j, so that user row . column = the EASE score."""
+        """(id, features): movie j with B's column j, so that user row . column = the EASE score. Built once per
+        model: each list or evaluation of it reuses the same n x n table."""
         return self._rows(self.weights.T)
 
-    def _rows(self, matrix: np.ndarray) -> DataFrame:
-        frame = pd.DataFrame({"id": self.movies, "features": list(matrix.astype(np.float32))})
-        return self.spark.createDataFrame(frame, "id int, features array<float>")
+    def _rows(self, matrix: np.ndarray, ids: np.ndarray | None = None) -> DataFrame:
+        """(id, features) of `matrix`'s rows (ids: the movies), handed to Spark as one Arrow table built on the
+        flat float32 buffer (a pandas frame of n arrays converts row by row: 8 s for 5,774 x 5,774)."""
+        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        features = pa.ListArray.from_arrays(np.arange(0, matrix.size + 1, matrix.shape[1], dtype=np.int32),
+                                            pa.array(matrix.ravel()))
+        ids = self.movies if ids is None else ids
+        table = pa.table({"id": pa.array(ids, pa.int32()), "features": features})
+        return self.spark.createDataFrame(table, "id int, features array<float>")
 
     def recommend_for_users(self, users: DataFrame | None, n: int, exclude: DataFrame | None = None, *,
                             candidates: Candidates | None = None, sizes: BlockSizes | None = None) -> DataFrame:
@@ -182,12 +182,16 @@ class EASEModel:
         `candidates` and `sizes` as `recommend.lists.recommend_for_users` (the same call as `ALSModel`'s)."""
         return recommend_for_users(self.user_factors, self.item_factors, exclude, n, None, users, candidates, sizes)
 
-    def similar_items(self, n: int) -> DataFrame:
+    def similar_items(self, n: int, movies: DataFrame | None = None,
+                      candidates: Candidates | None = None) -> DataFrame:
         """(movie_id, rank, similar_movie_id, similarity): the n largest B_ij of each movie i (what liking i adds
-        to j's score), i itself excluded."""
-        one_hot = self._rows(np.eye(len(self.movies), dtype=np.float32))
+        to j's score), i itself excluded; for `movies` (movie_id; None: every modelled movie; the ids come to the
+        driver, a query row each), the neighbours among `candidates` (None: all)."""
+        rows = np.arange(len(self.movies)) if movies is None else np.flatnonzero(np.isin(self.movies, [
+            row.movie_id for row in movies.select("movie_id").distinct().collect()]))
+        one_hot = self._rows(np.eye(len(self.movies), dtype=np.float32)[rows], self.movies[rows])
         itself = one_hot.select(F.col("id").alias("user_id"), F.col("id").alias("movie_id"))
-        lists = recommend_for_users(one_hot, self.item_factors, itself, n)
+        lists = recommend_for_users(one_hot, self.item_factors, itself, n, candidates=candidates)
         return lists.select(F.col("user_id").alias("movie_id"), "rank", F.col("movie_id").alias("similar_movie_id"),
                             F.col("score").alias("similarity"))
 

@@ -21,7 +21,7 @@ from mfspark.data.movielens import detect_release, release_named
 from mfspark.errors import ConfigError
 from mfspark.evaluation import split as splits
 from mfspark.evaluation.metrics import held_out_ranking, rating_metrics
-from mfspark.evaluation.tuning import ListsGrid, search_lists
+from mfspark.evaluation.tuning import ListsGrid, best_list_row, list_point, point_key, score_lists, search_lists
 from mfspark.models.als.estimator import ALS, ALSModel, ALSParams, model_name
 from mfspark.models.base import COLD_START_STRATEGIES, DEFAULT_COLD_START
 from mfspark.models.bias import BiasModel, BiasParams
@@ -45,7 +45,10 @@ RANKING_K = 10  # the evaluate stage's list length, as the report's ranking colu
 # "auto": the train_lists stage searches AUTO_LISTS_GRID on a validation part of the training ratings and fits the
 # best by NDCG@10 (`mfspark.evaluation.tuning.search_lists`, as `mfspark tune --lists`).
 LIST_MODELS = ("implicit", "ease", "auto", "ratings")
-AUTO_LISTS_GRID = ListsGrid(ranks=(10, 64), regs=(0.1,), ease_regs=(100.0, 200.0, 500.0))
+# Its candidates: the implicit default and alpha 1, EASE's reg log-spaced (x2) over the few hundreds where MovieLens
+# peaks, at two liked thresholds (>= 3 and >= 4; docs/accuracy.md, "Ranking quality").
+AUTO_LISTS_GRID = ListsGrid(ranks=(64,), regs=(0.3,), alphas=(0.5, 1.0), ease_regs=(100.0, 200.0, 400.0, 800.0),
+                            ease_min_ratings=(3.0, 4.0))
 LISTS_ALS = IMPLICIT_LISTS
 PIPELINE_ALS = ALSParams(biases=True)  # the train stage's model: ALS on the bias baseline's residuals
 # What options, profile tables and parameter files may set of each model of the pipeline (mfspark.params):
@@ -229,16 +232,29 @@ def run_evaluate(ctx: StageContext, out: str) -> dict:
         "rmse": metrics["als"]["rmse"], "mae": metrics["als"]["mae"], "test": metrics["als"],
         "split": asdict(c.split) | splits.cold_start_counts(split), "baseline": metrics["baseline"],
         "lists": metrics.get("lists", metrics["als"]),
-        **_lists_candidates(ctx),
+        **_lists_candidates(ctx, metrics.get("lists")),
     }
     ctx.fs.write_json(join(out, "metrics.json"), report_view)
     return {"metrics": metrics}
 
 
-def _lists_candidates(ctx: StageContext) -> dict:
-    """With --lists auto: the candidates' validation scores and the chosen model (train_lists/candidates.json)."""
-    path = join(ctx.stage_dir(ctx.config.lists_stage), "candidates.json")
-    return {"lists_candidates": ctx.fs.read_json(path)} if ctx.config.lists == "auto" and ctx.fs.exists(path) else {}
+def _lists_candidates(ctx: StageContext, chosen_test: dict | None) -> dict:
+    """With --lists auto: every candidate of train_lists/candidates.json with its validation scores and its test
+    scores (`test_ndcg`, `test_precision`): each one refitted on all the training ratings and its lists scored on
+    the test split, as the chosen one is (its scores: `chosen_test`, the lists model's own)."""
+    c = ctx.config
+    path = join(ctx.stage_dir(c.lists_stage), "candidates.json")
+    if c.lists != "auto" or not ctx.fs.exists(path):
+        return {}
+    record = ctx.fs.read_json(path)
+    chosen = point_key(best_list_row(record["candidates"]))
+    others = [(kind, params) for kind, params in c.lists_grid.points(c.lists_als, c.ease)
+              if point_key(list_point(kind, params)) != chosen]
+    tested = {point_key(row): row for _, _, row in score_lists(ctx.split, others, "test")}
+    tested[chosen] = {"test_ndcg": chosen_test["ndcg@10"], "test_precision": chosen_test["precision@10"]}
+    record["candidates"] = [row | {name: tested[point_key(row)][name] for name in ("test_ndcg", "test_precision")}
+                            for row in record["candidates"]]
+    return {"lists_candidates": record}
 
 
 def run_recommend(ctx: StageContext, out: str) -> dict:

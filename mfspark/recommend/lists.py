@@ -129,14 +129,18 @@ def audiences(user_factors: DataFrame, item_factors: DataFrame, seen: DataFrame,
     return named.select("movie_id", "rank", "user_id", "score")
 
 
-def similar_movies(item_factors: DataFrame, k: int, sizes: BlockSizes | None = None) -> DataFrame:
+def similar_movies(item_factors: DataFrame, k: int, sizes: BlockSizes | None = None, movies: DataFrame | None = None,
+                   candidates: Candidates | None = None) -> DataFrame:
     """Top-K movies by cosine similarity of item factors, the movie itself excluded:
-    `(movie_id, rank, similar_movie_id, similarity)`. Zero vectors have no neighbours."""
+    `(movie_id, rank, similar_movie_id, similarity)`. Zero vectors have no neighbours. `movies` (movie_id): the
+    movies whose neighbours are wanted (None: all); `candidates`: which movies may be neighbours."""
     norm = F.sqrt(F.aggregate("features", F.lit(0.0), lambda acc, v: acc + v * v))
     unit = item_factors.where(norm > 0).select(
         "id", F.transform("features", lambda v: (v / norm).cast("float")).alias("features"))
-    exclude = unit.select(F.col("id").alias("query_id"), F.col("id").alias("candidate_id"))
-    lists = top_n(unit, unit, k, exclude, sizes)
+    queries = unit if movies is None else unit.join(
+        movies.select(F.col("movie_id").cast("int").alias("id")).distinct(), "id", "left_semi")
+    exclude = queries.select(F.col("id").alias("query_id"), F.col("id").alias("candidate_id"))
+    lists = top_n(queries, (candidates or Candidates()).apply(unit, "id"), k, exclude, sizes)
     return lists.select(F.col("query_id").alias("movie_id"), "rank",
                        F.col("candidate_id").alias("similar_movie_id"), F.col("score").alias("similarity"))
 

@@ -21,10 +21,12 @@ from pyspark.sql import functions as F
 
 from mfspark.evaluation.metrics import Recommender, held_out_ranking, rating_metrics
 from mfspark.evaluation.mllib_reference import fit_mllib
+from mfspark.evaluation.neighbours import most_watched, neighbour_quality
 from mfspark.evaluation.split import Split
 from mfspark.models.als.estimator import ALS, ALSModel, ALSParams
 from mfspark.models.bias import BiasModel, BiasParams, clipped, with_bias_columns
-from mfspark.recommend.lists import genre_rows, recommend_for_users
+from mfspark.models.ease import EASEModel
+from mfspark.recommend.lists import Candidates, genre_rows, recommend_for_users
 
 log = logging.getLogger(__name__)
 
@@ -297,26 +299,34 @@ def cosine_matrix(model: ALSModel, movie_ids: list[int]) -> np.ndarray:
     return unit @ unit.T
 
 
-def nearest_neighbours(model: ALSModel, movies: DataFrame, movie_ids: list[int], k: int,
-                       min_count: int) -> dict[int, list[dict]]:
-    """Each movie's k most cosine-similar movies among those with >= min_count training ratings.
+def similar_pairs(model: ALSModel | EASEModel, queries: DataFrame, k: int, movies: DataFrame,
+                  min_count: int) -> DataFrame:
+    """(movie_id, rank, similar_movie_id, similarity): the `model`'s k most similar movies of each of `queries`
+    (movie_id) among the movies with >= min_count training ratings, by the model's own `similar_items` (ALS: cosine
+    of the item factors; EASE: B_ij, what liking the movie adds to the other's score)."""
+    frequent = Candidates(allow=movies.where(F.col("count") >= min_count).select("movie_id"))
+    return model.similar_items(k, queries, frequent)
 
-    The few query vectors are broadcast against the item factors; nothing per pair is kept but the top k.
-    """
-    items = (model.item_factors.select(F.col("id").alias("movie_id"), "features")
-             .join(movies.where(F.col("count") >= min_count).select("movie_id", "title"), "movie_id")
-             .withColumn("_norm", norm("features")))
-    queries = items.where(F.col("movie_id").isin(movie_ids)).select(
-        F.col("movie_id").alias("query_id"), F.col("features").alias("_q"), F.col("_norm").alias("_qnorm"))
-    pairs = (items.crossJoin(F.broadcast(queries)).where(F.col("movie_id") != F.col("query_id"))
-             .withColumn("similarity", dot("features", "_q") / (F.col("_norm") * F.col("_qnorm"))))
-    ranked = pairs.withColumn("_rank", F.row_number().over(
-        Window.partitionBy("query_id").orderBy(F.desc("similarity"), "movie_id")))
-    rows = ranked.where(F.col("_rank") <= k).select("query_id", "_rank", "title", "similarity").collect()
+
+def nearest_neighbours(model: ALSModel | EASEModel, movies: DataFrame, movie_ids: list[int], k: int,
+                       min_count: int) -> dict[int, list[dict]]:
+    """Each of `movie_ids`' k most similar movies (`similar_pairs`) with their titles: k rows per movie reach
+    the driver."""
+    queries = movies.sparkSession.createDataFrame([(m,) for m in movie_ids], "movie_id int")
+    titles = movies.select(F.col("movie_id").alias("similar_movie_id"), "title")
+    rows = similar_pairs(model, queries, k, movies, min_count).join(titles, "similar_movie_id").collect()
     result: dict[int, list[dict]] = {m: [] for m in movie_ids}
-    for row in sorted(rows, key=lambda r: (r.query_id, r._rank)):
-        result[row.query_id].append({"title": row.title, "similarity": row.similarity})
+    for row in sorted(rows, key=lambda r: (r.movie_id, r["rank"])):
+        result[row.movie_id].append({"title": row.title, "similarity": row.similarity})
     return result
+
+
+def similar_movie_quality(model: ALSModel | EASEModel, watched: DataFrame, movies: DataFrame, count: int, k: int,
+                          min_count: int) -> dict[str, float]:
+    """Genre agreement and co-watch lift (`evaluation.neighbours`) of the k neighbours (`similar_pairs`) of the
+    `count` most-watched movies of `watched` (user_id, movie_id: the training ratings)."""
+    pairs = similar_pairs(model, most_watched(watched, count), k, movies, min_count)
+    return neighbour_quality(pairs, movies.select("movie_id", "genres"), watched)
 
 
 # ---------------------------------------------------------------- residual structure

@@ -19,6 +19,8 @@ from pyspark.sql import functions as F
 from mfspark.errors import ConfigError, InputError
 from mfspark.evaluation import split as splits
 from mfspark.models.als.estimator import ALSModel
+from mfspark.models.ease import EASEModel
+from mfspark.models.lists_model import load_model
 from mfspark.report import analysis, figures
 from mfspark.report import sweep as sweeps
 from mfspark.report.inputs import ReportInputs
@@ -43,6 +45,8 @@ class ReportOptions:
     heatmap_per_genre: int = 5
     neighbours: int = 5
     neighbour_min_count: int = 20
+    quality_movies: int = 200  # similar movies' numbers: the neighbours of this many most-watched movies
+    quality_neighbours: int = 10
     pca_users: int = 1000
     pca_movies: int = 300
     pca_ends: int = 6
@@ -118,16 +122,28 @@ def convergence_section(split: splits.Split, model: ALSModel, metrics: dict, opt
     return {"history": history, "heldout": heldout, "note": note}
 
 
-def similarity_section(model: ALSModel, movies: DataFrame, options: ReportOptions) -> dict:
+def similarity_section(models: dict[str, ALSModel | EASEModel], movies: DataFrame, watched: DataFrame,
+                       options: ReportOptions) -> dict:
+    """The heatmap of the rating model's factors, and each model's (`models`: name -> model) neighbours of the
+    picked movies with the numbers of `similar_movie_quality` (the neighbours of the most-watched movies)."""
     picked = analysis.popular_by_genre(movies, options.heatmap_per_genre, options.heatmap_genres)
     ids = [m["movie_id"] for m in picked]
-    matrix = analysis.cosine_matrix(model, ids)
-    neighbours = analysis.nearest_neighbours(model, movies, ids, options.neighbours, options.neighbour_min_count)
+    matrix = analysis.cosine_matrix(models["rating model"], ids)
+    neighbours = {name: analysis.nearest_neighbours(model, movies, ids, options.neighbours,
+                                                    options.neighbour_min_count) for name, model in models.items()}
+    quality = {name: analysis.similar_movie_quality(model, watched, movies, options.quality_movies,
+                                                    options.quality_neighbours, options.neighbour_min_count)
+               for name, model in models.items()}
     note = (f"The {options.heatmap_per_genre} most-rated movies of each genre (a movie's genre: the first of "
             f"{', '.join(analysis.DISPLAY_GENRES)} it has). Neighbours: the {options.neighbours} most similar "
-            f"movies by cosine of the item factors, among movies with at least {options.neighbour_min_count} "
-            "training ratings.")
-    return {"movies": picked, "matrix": matrix.tolist(), "neighbours": neighbours, "note": note}
+            f"movies among movies with at least {options.neighbour_min_count} training ratings, by each model: the "
+            "rating model (ALS on rating values) by cosine of its item factors; the lists model (the run's "
+            "train_lists: EASE by its item-item weight B_ij, what liking the movie adds to the other's score; "
+            "implicit ALS by cosine of its item factors). Numbers: over the "
+            f"{options.quality_neighbours} neighbours of each of the {options.quality_movies} most-watched training "
+            "movies, genre agreement = share of neighbours sharing at least one genre with the movie, co-watch lift "
+            "= P(both) / (P(movie) P(neighbour)) over the training users, averaged over the pairs.")
+    return {"movies": picked, "matrix": matrix.tolist(), "neighbours": neighbours, "quality": quality, "note": note}
 
 
 def residual_section(residuals: DataFrame, movies: DataFrame, options: ReportOptions) -> dict:
@@ -193,7 +209,8 @@ def build_report(spark: SparkSession, inputs: ReportInputs, out: str, options: R
         data["sweep"] = {"points": points, "note": "From `mfspark sweep` " + inputs.sweep + "."}
     points, explained = analysis.item_map(model, movies, options.map_movies)
     data["item_map"] = {"points": points, "explained": explained}
-    data["similarity"] = similarity_section(model, movies, options)
+    models = {"rating model": model} | ({"lists model": load_model(spark, inputs.lists)} if inputs.lists else {})
+    data["similarity"] = similarity_section(models, movies, split.train.select("user_id", "movie_id"), options)
     timer.lap("latent space")
     residuals = biases.residuals(split.train.select("user_id", "movie_id", "rating")).cache()
     data["residuals"] = residual_section(residuals, movies, options)

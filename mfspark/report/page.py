@@ -71,14 +71,18 @@ def accuracy_table(rows: list[dict], ranking_keys: list[str]) -> str:
 
 
 def lists_candidates_table(candidates: dict, test: dict) -> str:
-    """`--lists auto`'s candidates by validation NDCG@10; the chosen one (bold) with its test scores."""
+    """`--lists auto`'s candidates by validation NDCG@10, each with its test scores (refitted on all training: the
+    evaluate stage's `test_ndcg`, `test_precision`); the chosen one in bold. A run evaluated before candidates had
+    test scores shows the chosen one's only (`test`: the lists' metrics)."""
     body = []
     for row in sorted(candidates["candidates"], key=lambda r: -r["validation_ndcg"]):
         chosen = row is max(candidates["candidates"], key=lambda r: r["validation_ndcg"])
         what = ", ".join(f"{k} {row[k]:g}" for k in ("rank", "reg", "alpha", "min_rating") if row.get(k) is not None)
+        scores = {"ndcg@10": row["test_ndcg"], "precision@10": row["test_precision"]} if "test_ndcg" in row else \
+            test if chosen else {}
         cells = [f"<td>{escape(row['model'])}</td><td>{escape(what)}</td>", number(row["validation_ndcg"]),
-                 number(row["validation_precision"]), number(test.get("ndcg@10") if chosen else None),
-                 number(test.get("precision@10") if chosen else None)]
+                 number(row["validation_precision"]), number(scores.get("ndcg@10")),
+                 number(scores.get("precision@10"))]
         body.append(f"<tr{BEST if chosen else ''}>{''.join(cells)}</tr>")
     return table(["lists model", "parameters", "validation NDCG@10", "validation precision@10", "test NDCG@10",
                   "test precision@10"], body, "lists-candidates")
@@ -98,12 +102,22 @@ def sweep_table(points: list[dict]) -> str:
     return table(["rank", "lambda", "train RMSE", "held-out RMSE", "fit s"], rows, "sweep")
 
 
-def neighbours_table(movies: list[dict], neighbours: dict[int, list[dict]]) -> str:
+def neighbours_table(movies: list[dict], neighbours: dict[str, dict[int, list[dict]]]) -> str:
+    """Each movie's neighbours by each model (`neighbours`: model name -> movie id -> neighbours), side by side."""
     rows = []
     for m in movies:
-        listed = "; ".join(f"{escape(n['title'])} ({n['similarity']:.2f})" for n in neighbours.get(m["movie_id"], []))
-        rows.append(f"<tr><td>{escape(m['title'])}</td><td>{escape(m['genre'])}</td><td>{listed}</td></tr>")
-    return table(["movie", "genre", "nearest neighbours (cosine similarity)"], rows, "neighbours", "neighbours")
+        listed = ["; ".join(f"{escape(n['title'])} ({n['similarity']:.2f})" for n in by_movie.get(m["movie_id"], []))
+                  for by_movie in neighbours.values()]
+        rows.append(f"<tr><td>{escape(m['title'])}</td><td>{escape(m['genre'])}</td>"
+                    + "".join(f"<td>{cell}</td>" for cell in listed) + "</tr>")
+    return table(["movie", "genre", *(f"{name}: nearest neighbours (similarity)" for name in neighbours)], rows,
+                 "neighbours", "neighbours")
+
+
+def neighbour_quality_table(quality: dict[str, dict]) -> str:
+    rows = [f"<tr><td>{escape(name)}</td>{number(q['genre_agreement'])}{number(q['lift'], 2)}{number(q['pairs'])}</tr>"
+            for name, q in quality.items()]
+    return table(["similar movies of", "genre agreement", "co-watch lift", "pairs"], rows, "neighbour-quality")
 
 
 def top_n_table(items: list[dict]) -> str:
@@ -145,7 +159,9 @@ def page(data: dict, drawn: dict[str, Drawn]) -> str:
     sections += [
         "<h2>The latent space</h2>", figure(drawn["item_map"]),
         "<h2>Similar movies</h2>", f"<p class=\"note\">{escape(sim['note'])}</p>",
-        figure(drawn["similarity"]), neighbours_table(sim["movies"], {int(k): v for k, v in sim["neighbours"].items()}),
+        figure(drawn["similarity"]), neighbour_quality_table(sim["quality"]),
+        neighbours_table(sim["movies"], {name: {int(k): v for k, v in by_movie.items()}
+                                         for name, by_movie in sim["neighbours"].items()}),
         "<h2>Residual structure</h2>", f"<p class=\"note\">{escape(data['residuals']['note'])}</p>",
         figure(drawn["residual_correlation"]), figure(drawn["residual_components"]),
         f"<h2>User {user['user_id']}</h2>", f"<p class=\"note\">{escape(user['note'])}</p>",

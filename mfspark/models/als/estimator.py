@@ -684,9 +684,17 @@ class ALSModel(Model):
                                     candidates, sizes)
         return self.indexes.decode(lists)
 
-    def similar_items(self, n: int) -> DataFrame:
-        """(movie_id, rank, similar_movie_id, similarity): top-n by cosine of the item factors."""
-        similar = similar_movies(self.encoded(self.indexes).item_factors, n)
+    def similar_items(self, n: int, movies: DataFrame | None = None,
+                      candidates: Candidates | None = None) -> DataFrame:
+        """(movie_id, rank, similar_movie_id, similarity): top-n by cosine of the item factors, for `movies`
+        (movie_id; None: all), the neighbours among `candidates` (None: all)."""
+        encode = self.indexes.encode
+        if movies is not None and self.indexes.any:
+            movies = encode(movies, None, "movie_id")
+        if candidates is not None and self.indexes.any:
+            candidates = Candidates(*(None if allowed is None else encode(allowed, None, "movie_id")
+                                      for allowed in (candidates.allow, candidates.block)))
+        similar = similar_movies(self.encoded(self.indexes).item_factors, n, movies=movies, candidates=candidates)
         return self.indexes.decode(self.indexes.decode(similar, None, "movie_id"), None, "similar_movie_id")
 
     def fold_in(self, ratings) -> np.ndarray:
