@@ -220,12 +220,12 @@ def test_planted_low_rank_data_is_recovered_to_the_noise_floor(spark):
 
 
 def test_mapinarrow_fallback_builds_the_same_model(spark, monkeypatch):
-    from mfspark.models.als import blocks as als_blocks
+    from mfspark.runtime import spark_internals
 
     rows, *_ = small_ratings(seed=3, n_users=12, n_items=9)
     ratings = spark.createDataFrame(rows, RATINGS_SCHEMA)
     fast = ALS(rank=3, max_iter=2, seed=4).fit(ratings)
-    monkeypatch.setattr(als_blocks, "USE_ARROW_BATCH_RDD", False)
+    monkeypatch.setattr(spark_internals, "USE_ARROW_BATCH_RDD", False)
     fallback = ALS(rank=3, max_iter=2, seed=4).fit(ratings)
     a, b = factors_by_id(fast.user_factors), factors_by_id(fallback.user_factors)
     assert a.keys() == b.keys()

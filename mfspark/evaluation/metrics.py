@@ -112,15 +112,22 @@ def catalog_coverage(recommendations: DataFrame, k: int, catalog_size: int) -> f
     return distinct / catalog_size
 
 
-def held_out_ranking(recommend: Recommender, split: Split, k: int, threshold: float = DEFAULT_THRESHOLD) -> dict:
+def held_out_ranking(recommend: Recommender, split: Split, k: int, threshold: float = DEFAULT_THRESHOLD,
+                     catalog: int | None = None) -> dict:
     """`ranking_metrics` of every test user's top k, that user's training movies excluded; coverage over
-    the training catalogue.
+    the training catalogue (`catalog`: its size, `training_catalog(split)`, counted here when not given; callers
+    scoring several models on one split count it once).
 
     >>> held_out_ranking(model.recommend_for_users, split, 10)["ndcg@10"]  # doctest: +SKIP
     """
     users = split.test.select("user_id").distinct()
-    catalog = split.train.select("movie_id").distinct().count()
+    catalog = training_catalog(split) if catalog is None else catalog
     lists = recommend(users, k, split.train.select("user_id", "movie_id")).cache()
     metrics = ranking_metrics(lists, split.test, k, threshold, catalog_size=catalog)
     lists.unpersist()
     return metrics
+
+
+def training_catalog(split: Split) -> int:
+    """How many distinct movies the training part of `split` has: the catalogue coverage is measured against."""
+    return split.train.select("movie_id").distinct().count()

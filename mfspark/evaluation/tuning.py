@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, replace
 from pyspark.sql import DataFrame, SparkSession
 
 from mfspark.errors import ConfigError
-from mfspark.evaluation.metrics import held_out_ranking, rating_metrics
+from mfspark.evaluation.metrics import held_out_ranking, rating_metrics, training_catalog
 from mfspark.evaluation.split import Split, random_split
 from mfspark.models.als.estimator import ALS, ALSParams, model_name
 from mfspark.models.ease import EASE, EASEParams
@@ -234,9 +234,9 @@ def score_lists(split: Split, points: list[tuple[str, ALSParams | EASEParams]],
     """(kind, params, row) per point: fitted on `split.train`, its top-10 lists of the `split.test` users scored
     (`label`_ndcg, `label`_precision: NDCG@10 and precision@10). Implicit points first, then EASE by threshold.
     On the validation carve this is the search; on the test split, every candidate's test scores."""
-    scored = []
+    scored, catalog = [], training_catalog(split)
     for kind, params, model, fit_s in _fitted(points, split.train):
-        metrics = held_out_ranking(model.recommend_for_users, split, LIST_K)
+        metrics = held_out_ranking(model.recommend_for_users, split, LIST_K, catalog=catalog)
         scored.append((kind, params, list_point(kind, params) | {
             f"{label}_ndcg": metrics["ndcg@10"], f"{label}_precision": metrics["precision@10"],
             "fit_s": round(fit_s, 3)}))

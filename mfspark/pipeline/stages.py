@@ -20,7 +20,7 @@ from mfspark.data.ingest import DEFAULT_MAX_REJECT_FRACTION, describe_input, ing
 from mfspark.data.movielens import detect_release, release_named
 from mfspark.errors import ConfigError
 from mfspark.evaluation import split as splits
-from mfspark.evaluation.metrics import held_out_ranking, rating_metrics
+from mfspark.evaluation.metrics import held_out_ranking, rating_metrics, training_catalog
 from mfspark.evaluation.tuning import ListsGrid, best_list_row, list_point, point_key, score_lists, search_lists
 from mfspark.models.als.estimator import ALS, ALSModel, ALSParams, model_name
 from mfspark.models.base import COLD_START_STRATEGIES, DEFAULT_COLD_START
@@ -221,12 +221,13 @@ def run_evaluate(ctx: StageContext, out: str) -> dict:
     split, c = ctx.split, ctx.config
     als = ALSModel.load(ctx.spark, join(ctx.stage_dir("train"), "factors"))
     baseline = BiasModel.load(ctx.spark, join(ctx.stage_dir("baseline"), "biases"))
+    catalog = training_catalog(split)
     metrics = {name: rating_metrics(model.predict(split.test, cold_start))
-               | held_out_ranking(model.recommend_for_users, split, RANKING_K)
+               | held_out_ranking(model.recommend_for_users, split, RANKING_K, catalog=catalog)
                for name, model, cold_start in (("als", als, c.cold_start), ("baseline", baseline, DEFAULT_COLD_START))}
     if c.lists_stage != "train":
         lists = load_model(ctx.spark, ctx.stage_dir(c.lists_stage))
-        metrics["lists"] = held_out_ranking(lists.recommend_for_users, split, RANKING_K)
+        metrics["lists"] = held_out_ranking(lists.recommend_for_users, split, RANKING_K, catalog=catalog)
     report_view = {
         "model": model_name(c.als), "params": asdict(c.als),
         "rmse": metrics["als"]["rmse"], "mae": metrics["als"]["mae"], "test": metrics["als"],

@@ -109,6 +109,42 @@ def arrow_batch_rdd(frame: DataFrame) -> RDD | None:
     return RDD(batches, frame.sparkSession.sparkContext, NoOpSerializer())
 
 
+# The fast JVM-to-Python path of `pack_partitions`; tests turn it off to exercise the fallback.
+USE_ARROW_BATCH_RDD = True
+
+
+def pack_partitions(frame: DataFrame, pack) -> RDD:
+    """`pack` (Arrow record batches -> (int, bytes) pairs, e.g. (block, pickled arrays)) run over each partition
+    of `frame`, as an RDD of those pairs.
+
+    Fast path: the partitions' Arrow record batches as a plain Python RDD (`arrow_batch_rdd`), about 4x faster
+    than `mapInArrow` plus `.rdd` because nothing is converted back into rows. If a Spark version lacks it, the
+    same packing runs inside `mapInArrow`.
+    """
+    batches = arrow_batch_rdd(frame) if USE_ARROW_BATCH_RDD else None
+    if batches is not None:
+        schema = arrow_schema(frame.schema)
+        return batches.mapPartitions(lambda payloads: pack(_record_batches(payloads, schema)))
+
+    def as_arrow(batches):
+        import pyarrow as pa
+
+        for block, payload in pack(batches):
+            yield pa.RecordBatch.from_arrays([pa.array([block], pa.int32()), pa.array([payload], pa.binary())],
+                                             names=["block", "payload"])
+
+    rows = frame.mapInArrow(as_arrow, "block int, payload binary").rdd
+    return rows.map(lambda row: (row.block, row.payload))
+
+
+def _record_batches(payloads, schema):
+    """Arrow record batches from the serialized IPC messages of `toArrowBatchRdd`."""
+    import pyarrow as pa
+
+    for payload in payloads:
+        yield pa.ipc.read_record_batch(pa.py_buffer(payload), schema)
+
+
 def parquet_columns(frame: DataFrame) -> tuple[list[str], list[str]] | None:
     """(files, source column of each output column) when `frame` is only a selection of columns of
     a Parquet table (`spark.read.parquet(path).select(...)`, renames allowed), else None.

@@ -202,47 +202,11 @@ def _resident_side(packed: RDD, num_blocks: int, num_peers: int, storage_level: 
 
 # Ratings per packed chunk: keeps each pickled payload far below 2 GB.
 PACK_CHUNK_RATINGS = 4_000_000
-# The fast JVM-to-Python path; tests turn it off to exercise the fallback.
-USE_ARROW_BATCH_RDD = True
-
-
 def _packed_ratings(triples: DataFrame, side: int, num_user_blocks: int, num_item_blocks: int,
                     reads: Accumulator | None = None, flagged: Accumulator | None = None) -> RDD:
     """(block, pickled arrays) chunks of one side's ratings, packed where the rows arrive."""
-    return packed_by_block(triples, lambda batches: _pack_by_block(batches, side, num_user_blocks, num_item_blocks,
+    return spark_internals.pack_partitions(triples, lambda batches: _pack_by_block(batches, side, num_user_blocks, num_item_blocks,
                                                                    flagged, reads))
-
-
-def packed_by_block(frame: DataFrame, pack) -> RDD:
-    """`pack` (Arrow record batches -> (block, payload) pairs) run over each partition of `frame`.
-
-    Fast path: the partitions' Arrow record batches as a plain Python RDD
-    (`spark_internals.arrow_batch_rdd`), about 4x faster than `mapInArrow` plus `.rdd`
-    because nothing is converted back into rows. If a Spark version lacks it, the same
-    packing runs inside `mapInArrow` (logged as a warning).
-    """
-    batches = spark_internals.arrow_batch_rdd(frame) if USE_ARROW_BATCH_RDD else None
-    if batches is not None:
-        schema = spark_internals.arrow_schema(frame.schema)
-        return batches.mapPartitions(lambda payloads: pack(_record_batches(payloads, schema)))
-
-    def as_arrow(batches):
-        import pyarrow as pa
-
-        for block, payload in pack(batches):
-            yield pa.RecordBatch.from_arrays([pa.array([block], pa.int32()), pa.array([payload], pa.binary())],
-                                             names=["block", "payload"])
-
-    rows = frame.mapInArrow(as_arrow, "block int, payload binary").rdd
-    return rows.map(lambda row: (row.block, row.payload))
-
-
-def _record_batches(payloads, schema):
-    """Arrow record batches from the serialized IPC messages of `toArrowBatchRdd`."""
-    import pyarrow as pa
-
-    for payload in payloads:
-        yield pa.ipc.read_record_batch(pa.py_buffer(payload), schema)
 
 
 def _pack_by_block(batches, side: int, num_user_blocks: int, num_item_blocks: int,
