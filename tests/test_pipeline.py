@@ -112,6 +112,7 @@ def test_evaluate_writes_ranking_metrics_and_the_report_reads_the_pipeline_root(
     result, root = six_stage_run
     evaluated = json.loads((root / "latest" / "evaluate" / "metrics.json").read_text())
     assert {"kind": "random", "test_fraction": 0.2, "seed": 42}.items() <= evaluated["split"].items()
+    assert not (root / "latest" / "evaluate" / "_train_pairs").exists()  # the stage's scratch, removed
     # The held-out RMSE of the written model (factors + its bias tables), recomputed with numpy on the split.
     train, test = split_frames(spark, root / "latest")
     expected = rmse(predicted_ratings(root / "latest" / "train" / "factors", test,

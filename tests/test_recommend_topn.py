@@ -71,6 +71,35 @@ def test_top_n_with_exclusions_read_straight_from_parquet_equals_brute_force(spa
         brute_force_rows(query_ids, queries, candidate_ids, candidates, excluded, 4)
 
 
+def test_some_users_lists_exclude_seen_pairs_alike_when_read_from_parquet_or_semi_joined(spark, problem, tmp_path):
+    """A subset of users: a local Parquet table of seen pairs is read whole by the engine's tasks (the other users'
+    pairs are dropped when blocks are assembled); any other table is first semi-joined to the subset. Both give
+    the brute-force lists of the subset."""
+    from pyspark.sql import functions as F
+
+    from mfspark.recommend.lists import recommend_for_users
+    from mfspark.recommend.topn import reads_exclusions_directly
+
+    query_ids, queries, candidate_ids, candidates, excluded = problem
+    spark.createDataFrame(sorted(excluded), "user_id int, movie_id int").write.parquet(str(tmp_path / "seen"))
+    from_parquet = spark.read.parquet(str(tmp_path / "seen"))
+    in_memory = spark.createDataFrame(sorted(excluded), "user_id int, movie_id int")
+
+    def as_pairs(seen):
+        return seen.select(F.col("user_id").alias("query_id"), F.col("movie_id").alias("candidate_id"))
+
+    assert reads_exclusions_directly(as_pairs(from_parquet)) and not reads_exclusions_directly(as_pairs(in_memory))
+    some = {int(q) for q in query_ids[::3]}
+    users = spark.createDataFrame([(u,) for u in sorted(some)], "user_id int")
+    expected = [row for row in brute_force_rows(query_ids, queries, candidate_ids, candidates, excluded, 4)
+                if row[0] in some]
+    for seen in (from_parquet, in_memory):
+        lists = recommend_for_users(factor_frame(spark, query_ids, queries),
+                                    factor_frame(spark, candidate_ids, candidates), seen, 4, users=users,
+                                    sizes=BlockSizes(queries=7, candidates=4))
+        assert sorted(tuple(r) for r in lists.collect()) == expected
+
+
 def test_block_assembly_sorts_factors_and_builds_the_exclusion_csr_from_chunks():
     factor_chunks = [{"ids": np.array([30, 10]), "factors": np.array([[3.0], [1.0]], np.float32)},
                      {"ids": np.array([20]), "factors": np.array([[2.0]], np.float32)}]

@@ -113,16 +113,18 @@ def catalog_coverage(recommendations: DataFrame, k: int, catalog_size: int) -> f
 
 
 def held_out_ranking(recommend: Recommender, split: Split, k: int, threshold: float = DEFAULT_THRESHOLD,
-                     catalog: int | None = None) -> dict:
+                     catalog: int | None = None, seen: DataFrame | None = None) -> dict:
     """`ranking_metrics` of every test user's top k, that user's training movies excluded; coverage over
-    the training catalogue (`catalog`: its size, `training_catalog(split)`, counted here when not given; callers
-    scoring several models on one split count it once).
+    the training catalogue. Callers scoring several models on one split may give what is the same for all:
+    `catalog`, its size (`training_catalog(split)`), and `seen`, the training (user_id, movie_id) pairs, e.g.
+    written once to Parquet, which the top-N engine then reads in its tasks (see `topn.reads_exclusions_directly`).
 
     >>> held_out_ranking(model.recommend_for_users, split, 10)["ndcg@10"]  # doctest: +SKIP
     """
     users = split.test.select("user_id").distinct()
     catalog = training_catalog(split) if catalog is None else catalog
-    lists = recommend(users, k, split.train.select("user_id", "movie_id")).cache()
+    seen = split.train.select("user_id", "movie_id") if seen is None else seen
+    lists = recommend(users, k, seen).cache()
     metrics = ranking_metrics(lists, split.test, k, threshold, catalog_size=catalog)
     lists.unpersist()
     return metrics

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from mfspark.recommend.topn import GROUP_MASK, LIST_GROUPS, BlockSizes, top_n
+from mfspark.recommend.topn import GROUP_MASK, LIST_GROUPS, BlockSizes, reads_exclusions_directly, top_n
 
 LIST_COLUMNS = ("user_id", "rank", "movie_id", "score")
 # Users with fewer input ratings than this get the cold-start list. Chosen from benchmarks/results/ranking.md:
@@ -94,13 +94,14 @@ def recommend_for_users(user_factors: DataFrame, item_factors: DataFrame, seen: 
     here, see `fallback_lists`).
     """
     queries, items = scoring_factors(user_factors, item_factors, baseline)
+    exclude = None if seen is None else \
+        seen.select(F.col("user_id").alias("query_id"), F.col("movie_id").alias("candidate_id"))
     if users is not None:
         subset = users.select(F.col("user_id").cast("int")).distinct()
         queries = queries.join(subset.withColumnRenamed("user_id", "id"), "id", "left_semi")
-        seen = seen.join(subset, "user_id", "left_semi") if seen is not None else None
+        if exclude is not None and not reads_exclusions_directly(exclude):
+            exclude = exclude.join(subset.withColumnRenamed("user_id", "query_id"), "query_id", "left_semi")
     items = (candidates or Candidates()).apply(items, "id")
-    exclude = None if seen is None else \
-        seen.select(F.col("user_id").alias("query_id"), F.col("movie_id").alias("candidate_id"))
     lists = top_n(queries, items, n, exclude, sizes)
     named = lists.select(F.col("query_id").alias("user_id"), "rank", F.col("candidate_id").alias("movie_id"),
                          "score")
@@ -180,8 +181,10 @@ def fallback_lists(users: DataFrame, movie_biases: DataFrame, mu: float, seen: D
     key = F.col("count") if order == "popularity" else F.col("bias")
     movies = movie_biases.select(F.col("movie_id").alias("id"), F.array(key.cast("float")).alias("features"))
     movies = (candidates or Candidates()).apply(movies, "id")
-    exclude = None if seen is None else seen.join(users.select("user_id").distinct(), "user_id", "left_semi") \
-        .select(F.col("user_id").alias("query_id"), F.col("movie_id").alias("candidate_id"))
+    exclude = None if seen is None else \
+        seen.select(F.col("user_id").alias("query_id"), F.col("movie_id").alias("candidate_id"))
+    if exclude is not None and not reads_exclusions_directly(exclude):
+        exclude = exclude.join(queries.select(F.col("id").alias("query_id")), "query_id", "left_semi")
     lists = top_n(queries, movies, n, exclude, sizes)
     named = lists.select(F.col("query_id").alias("user_id"), "rank", F.col("candidate_id").alias("movie_id"))
     scored = named.join(F.broadcast(movie_biases.select("movie_id", F.col("bias").alias("score"))), "movie_id")

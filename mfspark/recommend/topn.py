@@ -147,15 +147,31 @@ def _exclusion_chunks(exclude: DataFrame, num_blocks: int, keys: list[int]) -> D
     there against seconds for the JVM's scan and row-by-row Arrow conversion. Else the
     frame's Arrow batches are packed.
     """
-    pairs = exclude.select(F.col("query_id").cast("int"), F.col("candidate_id").cast("int"))
-    source = spark_internals.parquet_columns(pairs)
-    if source is None or not all(path.startswith("file:") for path in source[0]):
+    pairs = _int_pairs(exclude)
+    source = _local_parquet_source(pairs)
+    if source is None:
         return pairs.mapInArrow(lambda batches: _chunk_batches(_pack_exclusions(batches, num_blocks), keys),
                                 _CHUNK_SCHEMA)
     paths = [unquote(urlparse(path).path) for path in source[0]]
     tasks = max(1, len(paths))
     return pairs.sparkSession.range(tasks, numPartitions=tasks).mapInArrow(
         lambda batches: _chunk_batches(_read_and_pack(batches, paths, source[1], num_blocks), keys), _CHUNK_SCHEMA)
+
+
+def reads_exclusions_directly(exclude: DataFrame) -> bool:
+    """Whether `top_n`'s tasks read these (query_id, candidate_id) pairs from their local Parquet files
+    themselves. Pairs of queries not given are dropped when the blocks are assembled, so a caller restricting
+    such a table to its queries with a join would only turn that read into a JVM conversion of the pairs left."""
+    return _local_parquet_source(_int_pairs(exclude)) is not None
+
+
+def _int_pairs(exclude: DataFrame) -> DataFrame:
+    return exclude.select(F.col("query_id").cast("int"), F.col("candidate_id").cast("int"))
+
+
+def _local_parquet_source(pairs: DataFrame) -> tuple[list[str], list[str]] | None:
+    source = spark_internals.parquet_columns(pairs)
+    return source if source is not None and all(path.startswith("file:") for path in source[0]) else None
 
 
 def _read_and_pack(batches, paths: list[str], columns: list[str], num_blocks: int):

@@ -205,8 +205,8 @@ PACK_CHUNK_RATINGS = 4_000_000
 def _packed_ratings(triples: DataFrame, side: int, num_user_blocks: int, num_item_blocks: int,
                     reads: Accumulator | None = None, flagged: Accumulator | None = None) -> RDD:
     """(block, pickled arrays) chunks of one side's ratings, packed where the rows arrive."""
-    return spark_internals.pack_partitions(triples, lambda batches: _pack_by_block(batches, side, num_user_blocks, num_item_blocks,
-                                                                   flagged, reads))
+    return spark_internals.pack_partitions(
+        triples, lambda batches: _pack_by_block(batches, side, num_user_blocks, num_item_blocks, flagged, reads))
 
 
 def _pack_by_block(batches, side: int, num_user_blocks: int, num_item_blocks: int,
