@@ -111,7 +111,7 @@ def alternate(ratings: DataFrame, lambdas: list[tuple[float, float]], sweeps: in
         raise ValueError("sweeps must be >= 1")
     spark = ratings.sparkSession
     arrays = spark_internals.pack_partitions(
-        ratings.select(F.col("user_id").cast("int"), F.col("movie_id").cast("int"), F.col("rating").cast("double")),
+        ratings.select("user_id", "movie_id", F.col("rating").cast("double")),
         _rating_arrays).map(lambda pair: pickle.loads(pair[1])).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         summary = arrays.treeAggregate(_EMPTY_SUMMARY, _add_to_summary, _merge_summaries, depth=2)
@@ -141,7 +141,8 @@ def _rating_arrays(batches):
     parts = list(batches)
     if not parts:
         return
-    columns = [np.concatenate([part.column(j).to_numpy() for part in parts]) for j in range(3)]
+    # Ids keep their type (int, long or string: an indexed ALS model's baseline sees its input's ids).
+    columns = [np.concatenate([part.column(j).to_numpy(zero_copy_only=False) for part in parts]) for j in range(3)]
     yield 0, pickle.dumps(tuple(columns), protocol=5)
 
 
@@ -192,7 +193,7 @@ def _bias_table(spark: SparkSession, id_col: str, ids: np.ndarray, counts: np.nd
     import pyarrow as pa
 
     points = len(biases)
-    columns = {id_col: pa.array(np.tile(ids, points), pa.int32()), "bias": pa.array(biases.ravel(), pa.float64()),
+    columns = {id_col: pa.array(np.tile(ids, points)), "bias": pa.array(biases.ravel(), pa.float64()),
                "count": pa.array(np.tile(counts, points).astype(np.int32), pa.int32())}
     if key:
         columns = {key: pa.array(np.repeat(np.arange(points, dtype=np.int32), len(ids)), pa.int32()), **columns}
