@@ -4,11 +4,12 @@
         --out benchmarks/results/implicit_solvers.md
 
 Exactly what the train_lists stage fits by default (`LISTS_ALS`: rank 64, reg 0.3, alpha 0.5, 10
-iterations) on what it fits it on: the liked ratings (>= 4) of the pipeline's default split (random
-80/20, seed 42). One Spark session; after a warm-up fit (kernel compilation in the workers) each
-solver fits --repeats times, taking turns so machine load drifts hit both alike. The table keeps each
-solver's fastest fit: the layout, the median and total of the per-iteration seconds the fit logs
-(`FitHistory`), and the final objective (sum c (p - x.y)^2 + reg * penalty, of the factors returned).
+iterations; --rank changes the rank only) on what it fits it on: the liked ratings (>= 4) of the
+pipeline's default split (random 80/20, seed 42). One Spark session; after a warm-up fit (kernel
+compilation in the workers) each solver fits --repeats times, taking turns so machine load drifts hit
+both alike. The table keeps each solver's fastest fit: the layout, the median and total of the
+per-iteration seconds the fit logs (`FitHistory`), and the final objective (sum c (p - x.y)^2 +
+reg * penalty, of the factors returned).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="markdown file for the results table")
     parser.add_argument("--cg-steps", type=int, nargs="+", default=[LISTS_ALS.cg_steps],
                         help="cg variants to fit (steps per entity and half-step)")
+    parser.add_argument("--rank", type=int, default=LISTS_ALS.rank)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--profile", default="local")
     parser.add_argument("--work", default="out/bench_implicit_solvers", help="Spark scratch and checkpoint root")
@@ -58,12 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     ratings = read_ratings(spark, args.input).select("user_id", "movie_id", "rating")
     train = liked(random_split(ratings, split.test_fraction, split.seed).train).cache()
     positives = train.count()
-    configs = {"cholesky": replace(LISTS_ALS, implicit_solver="cholesky")}
-    configs |= {f"cg, {steps} steps": replace(LISTS_ALS, implicit_solver="cg", cg_steps=steps)
-                for steps in args.cg_steps}
+    p = replace(LISTS_ALS, rank=args.rank)
+    configs = {"cholesky": replace(p, implicit_solver="cholesky")}
+    configs |= {f"cg, {steps} steps": replace(p, implicit_solver="cg", cg_steps=steps) for steps in args.cg_steps}
     warm_up = train.where(F.col("user_id") % 50 == 0)  # kernels compiled in the workers before any timed fit
     for solver in IMPLICIT_SOLVERS:
-        ALS(**asdict(replace(LISTS_ALS, max_iter=1, implicit_solver=solver))).fit(warm_up)
+        ALS(**asdict(replace(p, max_iter=1, implicit_solver=solver))).fit(warm_up)
     results: dict[str, list[dict]] = {name: [] for name in configs}
     for repeat in range(args.repeats):
         for name in configs if repeat % 2 == 0 else reversed(configs):
@@ -78,7 +80,6 @@ def main(argv: list[str] | None = None) -> int:
                      " ".join(f"{s:.2f}" for s in seconds), run["objective"])
     spark_version = spark.version
     spark.stop()
-    p = LISTS_ALS
     lines = [
         f"# The lists model's implicit ALS by solver (rank {p.rank}, reg {p.reg:g}, alpha {p.alpha:g}, "
         f"{p.max_iter} iterations)",

@@ -26,15 +26,16 @@ chooses its `LeastSquaresNESolver` once:
   O(k^2 + n_u k) (~10k multiply-adds for the example above), and each step needs one such product.
   The residual r = b - A x of the warm start needs one more and the honest objective of the x
   returned (sum_{p=1} c - 2 x.b + x^T A x without the shift, from A x formed once more) another, so
-  three steps cost five products, ~3x less than the Cholesky solve at rank 64 and ~6x less at 128.
+  three steps cost five products, ~3x less than the Cholesky solve at rank 64 and ~5x less at 128.
   As ALS converges the previous factors are close to the new optimum, so a few steps per
   half-step track it (each step cannot raise the entity's objective: CG minimises
   1/2 x^T A x - b.x over a growing Krylov space around the start). Worked example, rank 2, one
   user with one positive rating (c = 2) of y = (1, 0), Y^T Y = I, reg n+ = 1: A = I + (2-1) y y^T + I =
-  diag(3, 2), b = 2 y = (2, 0). From x0 = (0, 0): r = p = (2, 0), A p = (6, 0), step 4/6 = 2/3, x = (2/3, 0),
-  r = 0: exact in one step, as CG is exact after as many steps as A has distinct eigenvalues
-  (here the one direction the rating touches). An entity with no ratings gets x = 0 (its exact
-  solution, as Cholesky's), and one whose residual is already ~0 keeps its factors.
+  diag(3, 2), b = 2 y = (2, 0). From x0 = (0, 0): r = p = (2, 0), A p = (6, 0), step r.r / p.Ap = 4/12,
+  x = (2/3, 0), r = 0: exact in one step, as the error from the start lies along one eigenvector of A (in
+  general CG is exact after as many steps as A has distinct eigenvalues, at most k). An entity with no
+  ratings gets x = 0 (its exact solution, as Cholesky's), and one whose residual is already ~0 keeps
+  its factors.
 """
 
 from __future__ import annotations
