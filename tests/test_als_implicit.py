@@ -223,8 +223,8 @@ def test_implicit_fold_in_equals_a_further_user_half_step(spark):
 
 
 def test_cg_fit_reaches_the_cholesky_objective_within_one_percent(spark):
-    """The cg solver (3 steps, each half-step from the side's previous factors, over several blocks and a
-    checkpoint segment boundary) reaches the exact solver's objective, and logs the objective of its factors."""
+    """The cg solver (3 steps, each half-step from the side's previous factors, over several blocks and
+    checkpoint segment boundaries) reaches the exact solver's objective and logs the objective of its factors."""
     from mfspark.evaluation.mllib_reference import implicit_objective
 
     ratings = spark.createDataFrame(planted_implicit_ratings(), RATINGS_SCHEMA).cache()
@@ -236,4 +236,7 @@ def test_cg_fit_reaches_the_cholesky_objective_within_one_percent(spark):
     assert cg.history.iterations[-1].objective == pytest.approx(cg_objective, rel=1e-5)
     assert cg_objective == pytest.approx(exact.history.iterations[-1].objective, rel=0.01)
     assert len(cg.history.iterations) == 12
+    # a warm start (blocks re-partitioned from a model's factor tables) starts the cg half-steps too
+    resumed = ALS(**{**common, "max_iter": 2}, implicit_solver="cg").fit(ratings, initial_model=cg)
+    assert resumed.history.iterations[-1].objective <= cg.history.iterations[-1].objective * (1 + 1e-4)
     ratings.unpersist()
