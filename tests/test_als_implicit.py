@@ -72,6 +72,49 @@ def test_nonnegative_implicit_solution_is_the_constrained_optimum():
         np.testing.assert_allclose(solution.factors[e], expected, atol=1e-6)
 
 
+def cg_block(start_seed=2, rank=6):
+    """A block, its source factors and Gram, a random start, and the exact solution (numpy)."""
+    indptr, cols, ratings, mask, dense = implicit_block(n_dst=20, n_src=40)
+    y = np.random.default_rng(1).standard_normal((40, rank))
+    start = np.random.default_rng(start_seed).standard_normal((20, rank))
+    return (indptr, cols, ratings, y, gram_matrix(y)), start, implicit_reference(mask, dense, y, 0.1, 2.0), mask, dense
+
+
+def test_cg_converges_to_the_exact_solution_as_steps_grow():
+    block, start, exact, mask, dense = cg_block()
+    c, p = confidence_preference(mask, dense, 2.0)
+    errors, losses = [], []
+    for steps in (1, 2, 4, 8, 16):
+        solution = solve_implicit_block(*block, reg=0.1, alpha=2.0, start=start, cg_steps=steps)
+        errors.append(np.abs(solution.factors - exact).max())
+        # the loss and penalty are those of the factors returned, not of the exact solution
+        assert solution.squared_error == pytest.approx((c * (p - solution.factors @ block[3].T) ** 2).sum(), rel=1e-9)
+        assert solution.penalty == pytest.approx((p.sum(1) * (solution.factors**2).sum(1)).sum(), rel=1e-9)
+        losses.append(solution.squared_error + 0.1 * solution.penalty)
+    assert errors == sorted(errors, reverse=True) and errors[0] > 0.1
+    assert losses == sorted(losses, reverse=True)  # each step lowers every entity's objective
+    np.testing.assert_allclose(solution.factors, exact, rtol=1e-8, atol=1e-8)  # 16 steps > rank 6: exact
+    np.testing.assert_allclose(start, cg_block()[1])  # the start is not written to
+
+
+def test_one_cg_step_from_the_exact_solution_stays_there():
+    block, _, exact, _, _ = cg_block()
+    for steps in (1, 3):
+        solution = solve_implicit_block(*block, reg=0.1, alpha=2.0, start=exact, cg_steps=steps)
+        np.testing.assert_allclose(solution.factors, exact, rtol=1e-9, atol=1e-10)
+
+
+def test_cg_gives_an_entity_without_ratings_zero_factors():
+    indptr, cols, ratings, y, gram = cg_block()[0]
+    indptr = np.insert(indptr, 3, indptr[2])  # entity 2 now has no ratings
+    start = np.random.default_rng(5).standard_normal((len(indptr) - 1, y.shape[1]))
+    exact = solve_implicit_block(indptr, cols, ratings, y, gram, reg=0.1, alpha=2.0)
+    solution = solve_implicit_block(indptr, cols, ratings, y, gram, reg=0.1, alpha=2.0, start=start, cg_steps=20)
+    assert not solution.factors[2].any() and not exact.factors[2].any()
+    np.testing.assert_allclose(solution.factors, exact.factors, rtol=1e-8, atol=1e-8)
+    assert solution.squared_error == pytest.approx(exact.squared_error, rel=1e-9)
+
+
 RATINGS_SCHEMA = "user_id int, movie_id int, rating float"
 
 
@@ -126,6 +169,12 @@ def test_implicit_needs_a_nonnegative_alpha_and_no_biases():
         ALS(implicit=True, alpha=-1.0)
     with pytest.raises(ConfigError, match="no biases"):
         ALS(implicit=True, biases=True)
+    with pytest.raises(ConfigError, match="implicit_solver"):
+        ALS(implicit=True, implicit_solver="lu")
+    with pytest.raises(ConfigError, match="cg_steps"):
+        ALS(implicit=True, cg_steps=0)
+    with pytest.raises(ConfigError, match="nonnegative factors need the exact implicit solver"):
+        ALS(implicit=True, implicit_solver="cg", nonnegative=True)
 
 
 def planted_implicit_ratings(seed=3, n_users=120, n_items=80, rank=3, density=0.12):
@@ -171,3 +220,23 @@ def test_implicit_fold_in_equals_a_further_user_half_step(spark):
     further = implicit_reference(mask, dense, np.array([items[i] for i in item_ids], np.float64), 0.1, 2.0)[u]
     np.testing.assert_allclose(folded.factors, further, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(folded.factors, users[user], rtol=1e-5, atol=1e-6)
+
+
+def test_cg_fit_reaches_the_cholesky_objective_within_one_percent(spark):
+    """The cg solver (3 steps, each half-step from the side's previous factors, over several blocks and
+    checkpoint segment boundaries) reaches the exact solver's objective and logs the objective of its factors."""
+    from mfspark.evaluation.mllib_reference import implicit_objective
+
+    ratings = spark.createDataFrame(planted_implicit_ratings(), RATINGS_SCHEMA).cache()
+    common = dict(rank=4, reg=0.1, max_iter=12, seed=1, implicit=True, alpha=2.0, num_user_blocks=3,
+                  num_item_blocks=2)
+    exact = ALS(**common, implicit_solver="cholesky").fit(ratings)
+    cg = ALS(**common, implicit_solver="cg", checkpoint_interval=5).fit(ratings)
+    cg_objective = implicit_objective(ratings, cg.user_factors, cg.item_factors, 0.1, 2.0)
+    assert cg.history.iterations[-1].objective == pytest.approx(cg_objective, rel=1e-5)
+    assert cg_objective == pytest.approx(exact.history.iterations[-1].objective, rel=0.01)
+    assert len(cg.history.iterations) == 12
+    # a warm start (blocks re-partitioned from a model's factor tables) starts the cg half-steps too
+    resumed = ALS(**{**common, "max_iter": 2}, implicit_solver="cg").fit(ratings, initial_model=cg)
+    assert resumed.history.iterations[-1].objective <= cg.history.iterations[-1].objective * (1 + 1e-4)
+    ratings.unpersist()

@@ -111,3 +111,24 @@ def test_hash_partition_keys_land_in_their_own_partition(spark):
     placed = dict(frame.select("block", F.spark_partition_id().alias("p")).collect())
     assert placed == {k: i for i, k in enumerate(keys)}
     assert spark_internals._murmur3_int(-7) == spark.range(1).select(F.hash(F.lit(-7))).first()[0]
+
+
+def own_block(block):
+    return block
+
+
+def test_co_partitioned_union_reads_partition_i_of_each_rdd_without_a_shuffle(spark):
+    sc = spark.sparkContext
+    resident = spark_internals.one_record_per_batch(
+        sc.parallelize([(b, f"r{b}.{p}") for b in range(3) for p in range(2)]).partitionBy(3, own_block)
+        .mapPartitions(lambda rows: rows, preservesPartitioning=True))
+    messages = sc.parallelize([(b, f"m{s}->{b}") for s in range(2) for b in range(3)], 4).partitionBy(3, own_block)
+    union = spark_internals.co_partitioned_union(resident, messages)
+    solved = union.mapPartitions(lambda rows: [sorted(value for _, value in rows)], preservesPartitioning=True)
+    # the result keeps the partitioner, so it can be unioned again (e.g. as the next half-step's start)
+    again = spark_internals.co_partitioned_union(resident, solved.map(lambda v: (0, v), preservesPartitioning=True))
+    assert union.getNumPartitions() == 3 and again.getNumPartitions() == 3
+    assert solved.collect() == [sorted([f"r{b}.0", f"r{b}.1", f"m0->{b}", f"m1->{b}"]) for b in range(3)]
+    assert union._jrdd.rdd().dependencies().head().getClass().getSimpleName() == "OneToOneDependency"
+    with pytest.raises(ValueError, match="do not share one JVM partitioner"):
+        spark_internals.co_partitioned_union(resident, sc.parallelize([(0, "x")], 3))

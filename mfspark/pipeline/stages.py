@@ -53,8 +53,8 @@ LISTS_ALS = IMPLICIT_LISTS
 PIPELINE_ALS = ALSParams(biases=True)  # the train stage's model: ALS on the bias baseline's residuals
 # What options, profile tables and parameter files may set of each model of the pipeline (mfspark.params):
 # the train stage's rating model (implicit feedback is the lists model's), the lists model, the baseline.
-ALS_FIELDS = settable_names(ALSParams, exclude=("implicit", "alpha"))
-LISTS_FIELDS = ("rank", "reg", "max_iter", "alpha")
+ALS_FIELDS = settable_names(ALSParams, exclude=("implicit", "alpha", "implicit_solver", "cg_steps"))
+LISTS_FIELDS = ("rank", "reg", "max_iter", "alpha", "implicit_solver", "cg_steps")
 BASELINE_FIELDS = ("lambda_u", "lambda_i")
 
 

@@ -228,6 +228,28 @@ def zip_partitions(left: RDD, right: RDD) -> RDD:
     return RDD(pairs, left.ctx, PairDeserializer(left._jrdd_deserializer, right._jrdd_deserializer))
 
 
+def co_partitioned_union(*rdds: RDD) -> RDD:
+    """Partition i of the result is partition i of each of `rdds` in turn (a narrow JVM union, no shuffle).
+
+    Stands in for `RDD.union`, which re-pickles both sides through a Python pass when their serializers
+    differ (batch sizes) and then loses the co-location. Every RDD here must carry the same partitioner in
+    the JVM (`partitionBy` with the same function and count, then only partition-preserving maps): the JVM
+    union is then a `PartitionerAwareUnionRDD`, which keeps that partitioner. Anything else is refused, as a
+    plain union would silently concatenate the partitions. Each JVM element on every side must be a
+    pickled list of records (pyspark's batched pickles, whatever the batch size), read back as one stream.
+    """
+    from pyspark import RDD
+    from pyspark.serializers import BatchedSerializer, CPickleSerializer
+
+    union = rdds[0]._jrdd
+    for rdd in rdds[1:]:
+        union = union.union(rdd._jrdd)  # JavaRDD.union: SparkContext.union, partitioner-aware when it can be
+    if union.rdd().getClass().getSimpleName() != "PartitionerAwareUnionRDD":
+        raise ValueError("co_partitioned_union: the RDDs do not share one JVM partitioner "
+                         f"({[rdd._jrdd.rdd().partitioner().toString() for rdd in rdds]})")
+    return RDD(union, rdds[0].ctx, BatchedSerializer(CPickleSerializer()))
+
+
 def one_record_per_batch(rdd: RDD) -> RDD:
     """`rdd` re-encoded one pickled record per serialized batch (`RDD._reserialize` with pyspark's
     `BatchedSerializer(CPickleSerializer(), 1)`), so `zip_partitions` pairs records, not batches of them:

@@ -327,44 +327,64 @@ def route_factors(solved: RDD, num_peers: int) -> RDD:
 
 
 def solve_half_step(dst: Side, messages: RDD, half_step: HalfStep, source_width: int, terms: Accumulator,
-                    step: int) -> RDD:
+                    step: int, previous: RDD | None = None) -> RDD:
     """New (block, SolvedBlock) of every destination block from its resident records and the routed factors.
 
     Resident partition b and message partition b both hold one record per peer block, so
     a JVM zip pairs them without reshuffling the in-blocks; the solve, and the routing that
     follows unless the result is persisted, run in the same Python task. The block's
     objective terms (squared error, weighted penalty) go to `terms` under (step, block).
+
+    `previous`: the side's (block, SolvedBlock) before this half-step, for a solver that starts
+    from them (`HalfStep.warm`: implicit "cg"). It is partitioned as the resident records and the
+    messages (`partitionBy` by block, then partition-preserving maps only), so partition b of all
+    three is read by one narrow JVM union (`spark_internals.co_partitioned_union`), no shuffle;
+    the union keeps that partitioner, so this half-step's result can be the next one's `previous`.
+    It is read twice (routed to the other side and here), so the caller persists it.
     """
     num_peers = dst.num_peers
 
-    def solve(pairs):
-        records, received = [], {}
-        for record, (dst_block, (src_block, factors, checksum, gram)) in pairs:
-            if dst_block != record[0]:
-                raise ValueError(f"block mismatch in half-step {step}: factors for {dst_block} met block {record[0]}")
-            records.append(record)
-            received[src_block] = factors, checksum, gram
+    def solve(elements):
+        records, received, start = [], {}, None
+        for key, value in elements:
+            if isinstance(value, BlockRecord):
+                records.append((key, value))
+            elif isinstance(value, SolvedBlock):
+                start = key, value
+            else:
+                received[value[0]] = key, value[1:]
         block, in_block, sends = _gather_resident(records)
+        for dst_block, _ in [*received.values(), *([start] if start else [])]:
+            if dst_block != block:
+                raise ValueError(f"block mismatch in half-step {step}: factors for {dst_block} met block {block}")
         if sorted(received) != list(range(num_peers)):
             raise ValueError(f"block {block}, half-step {step}: messages from {sorted(received)}, "
                              f"expected one from each of {num_peers} blocks")
-        for s, (_, checksum, _) in received.items():
+        for s, (_, (_, checksum, _)) in received.items():
             if checksum != in_block.src_checksums[s]:
                 raise ValueError(
                     f"half-step {step}, block {block}: the factors block {s} sent are not the ones this block's "
                     "ratings refer to. The two sides read different rows from the input DataFrame (a "
                     "nondeterministic input, e.g. sample() after a shuffle): cache or checkpoint it before fit.")
-        stack = np.vstack([received[s][0].reshape(-1, source_width) for s in range(num_peers)])
+        stack = np.vstack([received[s][1][0].reshape(-1, source_width) for s in range(num_peers)])
         if stack.shape[0] != int(in_block.src_counts.sum()):
             raise ValueError(f"block {block}: received {stack.shape[0]} factors, "
                              f"expected {int(in_block.src_counts.sum())}")
-        grams = [gram for _, _, gram in received.values() if gram is not None]
-        factors, counts, gram, squared_error, penalty = half_step.solve(in_block, stack, sum(grams) if grams else None)
+        if half_step.warm and (start is None or not np.array_equal(start[1].ids, in_block.ids)):
+            raise ValueError(f"block {block}, half-step {step}: the solver starts from this block's previous "
+                             "factors, which did not arrive")
+        grams = [gram for _, (_, _, gram) in received.values() if gram is not None]
+        factors, counts, gram, squared_error, penalty = half_step.solve(
+            in_block, stack, sum(grams) if grams else None, start[1].factors if start else None)
         _freeze_worker_heap_once()
         terms.add({(step, block): (squared_error, penalty, time.time())})
         return [(block, SolvedBlock(in_block.ids, factors.astype(np.float32), sends, counts, gram))]
 
-    return _zip_resident(dst.blocks, messages).mapPartitions(solve, preservesPartitioning=True)
+    if previous is None:
+        elements = _zip_resident(dst.blocks, messages).flatMap(lambda pair: pair)
+    else:
+        elements = spark_internals.co_partitioned_union(dst.blocks, messages, previous)
+    return elements.mapPartitions(solve, preservesPartitioning=True)
 
 
 _worker_heap_frozen = False

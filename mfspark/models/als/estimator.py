@@ -57,6 +57,7 @@ from mfspark.errors import ConfigError, InputError
 from mfspark.models.als import blocks, solvers
 from mfspark.models.als.foldin import LearnedItems, fold_in, rating_pairs
 from mfspark.models.als.ids import IdIndexes
+from mfspark.models.als.implicit_kernels import IMPLICIT_SOLVERS
 from mfspark.models.base import (
     DEFAULT_COLD_START,
     OBSERVED,
@@ -136,6 +137,12 @@ class ALSParams:
     implicit: bool = param(False, "implicit feedback (Hu/Koren/Volinsky, MLlib's implicitPrefs): ratings are "
                                   "confidences")
     alpha: float = param(1.0, "implicit feedback: confidence 1 + alpha * |rating|", low=0)
+    implicit_solver: str = param("cholesky", "implicit feedback: solve each user's and movie's equations exactly "
+                                             "(cholesky) or by a few conjugate-gradient steps from the previous "
+                                             "iteration's factors (cg: faster at high rank)",
+                                 choices=IMPLICIT_SOLVERS)
+    cg_steps: int = param(3, "implicit feedback with the cg solver: conjugate-gradient steps per user or movie "
+                             "and half-step", low=1)
 
     @property
     def learned_biases(self) -> bool:
@@ -167,6 +174,8 @@ class ALSParams:
                               "(--biases --bias-fit learned)")
         if not self.scale_reg and not self.learned_biases:
             raise ConfigError("a constant reg (--constant-reg) needs learned biases (--biases --bias-fit learned)")
+        if self.implicit and self.implicit_solver == "cg" and self.nonnegative:
+            raise ConfigError("nonnegative factors need the exact implicit solver (--implicit-solver cholesky)")
         if self.learned_biases and self.nonnegative:
             raise ConfigError("nonnegative factors are not available with learned biases")
 
@@ -266,9 +275,9 @@ class ALS:
             for variant in variants:
                 variant_started = time.perf_counter()
                 history = FitHistory(num_ratings=num_ratings, build_seconds=build_seconds)
-                user_factors, item_factors, checkpoint_file = ALS(**asdict(variant))._alternate(
+                user_factors, item_factors, checkpoint_files = ALS(**asdict(variant))._alternate(
                     spark, users, items, baseline, history, initial_model)
-                if checkpoint_file:  # the model's blocks have their own checkpoint
+                for checkpoint_file in checkpoint_files:  # the model's blocks have their own checkpoint
                     HadoopFileSystem(spark).delete(checkpoint_file)
                 history.fit_seconds = build_seconds + time.perf_counter() - variant_started
                 yield ALSModel.from_blocks(spark, replace(variant, min_rating=scale[0], max_rating=scale[1]),
@@ -308,8 +317,10 @@ class ALS:
         job, a stage per half-step, so the loop pays no per-iteration job or collect. Each
         solve reports its objective terms to an accumulator, which a reporter thread turns
         into per-iteration log lines while the job runs. At the end of every
-        `checkpoint_interval` iterations the user factors are checkpointed, so lineage and
-        shuffle files stay bounded however many iterations run.
+        `checkpoint_interval` iterations the user factors are checkpointed (with the implicit cg
+        solver, which starts each side from its previous factors, the item factors too), so lineage
+        and shuffle files stay bounded however many iterations run. Returns (user blocks, item
+        blocks, the checkpoint files of the last segment end, which the caller deletes).
         """
         p = self.params
         level = getattr(StorageLevel, p.storage_level)
@@ -319,7 +330,8 @@ class ALS:
         mu = baseline().mu if p.learned_biases else 0.0
         user_step, item_step = solvers.half_steps(p.rank, p.reg, p.nonnegative, p.learned_biases, mu,
                                                   p.bias_reg_user, p.bias_reg_item, p.rated_weight,
-                                                  p.alpha if p.implicit else None, p.rated_sides, p.scale_reg)
+                                                  p.alpha if p.implicit else None, p.rated_sides, p.scale_reg,
+                                                  p.implicit_solver, p.cg_steps)
         user_solved = blocks.initial_solved_blocks(users, user_step, p.seed)
         # With no iteration at all the model is the starting point.
         item_solved = blocks.initial_solved_blocks(items, item_step, p.seed + 1)
@@ -328,36 +340,53 @@ class ALS:
                 blocks.warm_solved_blocks(seeded, _factor_pairs(previous), side.num_blocks, step)
                 for seeded, previous, side, step in ((user_solved, initial_model.user_factors, users, user_step),
                                                      (item_solved, initial_model.item_factors, items, item_step)))
-        checkpoint_file, done = None, 0
+        # A warm solver (implicit cg) starts each half-step from the side's previous factors: every solved
+        # side is then read twice (routed to the other side, and as its next start), so each is kept until the
+        # job that reads it has run, and at the end of a segment the item factors are kept (and checkpointed)
+        # with the users'.
+        warm = user_step.warm
+        checkpoint_files, done = {}, 0
         for end in _segment_ends(p.max_iter, p.checkpoint_interval):
-            previous = user_solved
+            spent = [user_solved, item_solved] if warm else [user_solved]  # released after this segment's job
+            if warm:
+                for solved in spent:
+                    solved.persist(level)
             for iteration in range(done + 1, end + 1):
                 item_solved = blocks.solve_half_step(items, blocks.route_factors(user_solved, items.num_blocks),
-                                                     item_step, user_step.width, terms, 2 * iteration - 1)
+                                                     item_step, user_step.width, terms, 2 * iteration - 1,
+                                                     item_solved if warm else None)
                 if iteration == p.max_iter:  # the model's item factors: kept, not recomputed
                     _keep_model_factors(item_solved, level)
                 user_solved = blocks.solve_half_step(users, blocks.route_factors(item_solved, users.num_blocks),
-                                                     user_step, item_step.width, terms, 2 * iteration)
+                                                     user_step, item_step.width, terms, 2 * iteration,
+                                                     user_solved if warm else None)
+                if warm and iteration < end:
+                    spent += [item_solved.persist(level), user_solved.persist(level)]
             if end < p.max_iter:
-                user_solved.persist(level)
-                if p.checkpoint_interval > 0 and end % p.checkpoint_interval == 0:
-                    user_solved.checkpoint()
+                kept = {"users": user_solved, "items": item_solved} if warm else {"users": user_solved}
+                for solved in kept.values():
+                    solved.persist(level)
+                    if p.checkpoint_interval > 0 and end % p.checkpoint_interval == 0:
+                        solved.checkpoint()
                 with reporter.running(sc):
-                    user_solved.count()
-                if user_solved.isCheckpointed():
-                    checkpoint_file = _replace_checkpoint(spark, checkpoint_file, user_solved.getCheckpointFile())
+                    blocks.materialise(*kept.values())
+                for name, solved in kept.items():
+                    if solved.isCheckpointed():
+                        checkpoint_files[name] = _replace_checkpoint(spark, checkpoint_files.get(name),
+                                                                     solved.getCheckpointFile())
             else:
                 _keep_model_factors(user_solved, level)
                 with reporter.running(sc):
                     blocks.materialise(user_solved, item_solved)
             reporter.finish(end)
-            previous.unpersist()
+            for solved in spent:
+                solved.unpersist()
             done = end
         if p.max_iter == 0:
             for solved in (user_solved, item_solved):
                 _keep_model_factors(solved, level)
             blocks.materialise(user_solved, item_solved)
-        return user_solved, item_solved, checkpoint_file
+        return user_solved, item_solved, list(checkpoint_files.values())
 
 
 def _read_metadata(spark: SparkSession, path: str) -> dict:

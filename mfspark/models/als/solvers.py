@@ -33,7 +33,9 @@ class HalfStep:
     `scale_reg` False: constant factor reg instead of ALS-WR's reg * n (learned biases only;
     `kernels.solve_biased_block`). Implicit
     feedback (`alpha`, MLlib's implicitPrefs): rows are the rank factors, and every block sends
-    its part of X^T X (users) or Y^T Y (items) the same way.
+    its part of X^T X (users) or Y^T Y (items) the same way. `implicit_solver` "cg" (implicit feedback
+    only): `cg_steps` conjugate-gradient steps from the block's previous factors instead of the exact
+    solve (`implicit_kernels`), so its half-step also reads those (`warm`).
     """
 
     rank: int
@@ -46,6 +48,13 @@ class HalfStep:
     rated: str | None = None  # who-rated-what indicator: None, "rows" (users), "columns" (items) or "both"
     alpha: float | None = None  # implicit feedback: confidence 1 + alpha |r| (`implicit_kernels`)
     scale_reg: bool = True
+    implicit_solver: str = "cholesky"  # implicit feedback: "cholesky" or "cg" (`implicit_kernels.IMPLICIT_SOLVERS`)
+    cg_steps: int = 3
+
+    @property
+    def warm(self) -> bool:
+        """Whether a solve starts from the block's previous factors (then `solve` needs them)."""
+        return self.alpha is not None and self.implicit_solver == "cg"
 
     @property
     def width(self) -> int:
@@ -62,11 +71,14 @@ class HalfStep:
             gram = np.stack([gram, np.zeros_like(gram)])
         return rows, gram
 
-    def solve(self, in_block: InBlock, stack: np.ndarray, source_gram: np.ndarray | None):
-        """(new rows, rating counts, Gram to send, squared error, weighted penalty) of a block."""
+    def solve(self, in_block: InBlock, stack: np.ndarray, source_gram: np.ndarray | None,
+              previous: np.ndarray | None = None):
+        """(new rows, rating counts, Gram to send, squared error, weighted penalty) of a block; `previous`: its
+        rows before this half-step, which a `warm` solve starts from."""
         if self.alpha is not None:
             result = solve_implicit_block(in_block.indptr, in_block.cols, in_block.ratings, stack, source_gram,
-                                          self.reg, self.alpha, self.nonnegative)
+                                          self.reg, self.alpha, self.nonnegative,
+                                          previous if self.warm else None, self.cg_steps)
             factors = result.factors.astype(np.float32)  # the Gram of the factors as shipped
             return factors, None, gram_matrix(factors), result.squared_error, self.reg * result.penalty
         if not self.learned_biases:
@@ -94,12 +106,13 @@ class HalfStep:
 def half_steps(rank: int, reg: float, nonnegative: bool, learned_biases: bool = False, mu: float = 0.0,
                bias_reg_user: float = 0.0, bias_reg_item: float = 0.0,
                rated_weight: float = 0.0, alpha: float | None = None, rated_sides: str = "users",
-               scale_reg: bool = True) -> tuple[HalfStep, HalfStep]:
-    """(user side, item side) half-steps of one model (`alpha`: implicit feedback)."""
+               scale_reg: bool = True, implicit_solver: str = "cholesky", cg_steps: int = 3
+               ) -> tuple[HalfStep, HalfStep]:
+    """(user side, item side) half-steps of one model (`alpha`: implicit feedback, solved by `implicit_solver`)."""
     rated = rated_weight > 0
     both = rated and rated_sides == "both"
     user = HalfStep(rank, reg, nonnegative, learned_biases, mu, bias_reg_user, rated_weight,
-                    "both" if both else "rows" if rated else None, alpha, scale_reg)
+                    "both" if both else "rows" if rated else None, alpha, scale_reg, implicit_solver, cg_steps)
     item = HalfStep(rank, reg, nonnegative, learned_biases, mu, bias_reg_item, rated_weight,
-                    "both" if both else "columns" if rated else None, alpha, scale_reg)
+                    "both" if both else "columns" if rated else None, alpha, scale_reg, implicit_solver, cg_steps)
     return user, item
