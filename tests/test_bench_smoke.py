@@ -66,6 +66,12 @@ def test_bench_als_implicit(work, ingest):
     table(work / "als_implicit.md")
 
 
+def test_bench_implicit_solvers(work, ingest):
+    run("benchmarks/bench_implicit_solvers.py", "--input", ingest, "--out", work / "implicit_solvers.md",
+        "--rank", 4, "--cg-steps", 3, "--repeats", 1, "--work", work / "implicit_solvers")
+    assert "cg, 3 steps" in table(work / "implicit_solvers.md")
+
+
 def test_bench_baseline(work, ingest):
     assert '"rmse' in run("benchmarks/bench_baseline.py", ingest, "--work", work / "baseline", "--sweeps", 2)
 
