@@ -2,6 +2,7 @@
 
 import hashlib
 import sys
+from pathlib import Path
 
 from mfspark.runtime.provenance import HASH_CHUNK_BYTES, file_md5, versions
 
@@ -36,3 +37,25 @@ def test_file_md5_of_a_file_read_through_hadoop_equals_the_local_digest(spark, t
     assert file_md5(remote) == hashlib.md5(data).hexdigest()
     assert remote.stat().st_size == len(data) and remote.is_file() and not remote.is_dir()
     assert [p.name for p in HadoopPath(HadoopFileSystem(spark), tmp_path.as_uri()).iterdir()] == ["ratings.csv"]
+
+
+def test_an_input_is_hashed_once_per_version_of_the_file(tmp_path, monkeypatch):
+    """The pipeline's plan and the ingest manifest both describe the inputs: one md5 pass per file version."""
+    from mfspark.data import ingest
+
+    reads = []
+
+    def counted_md5(path):
+        reads.append(path)
+        return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+    monkeypatch.setattr(ingest, "file_md5", counted_md5)
+    ingest._input_md5.cache_clear()
+    path = tmp_path / "ratings.csv"
+    path.write_text("1,2\n")
+    first, again = ingest.describe_input(path), ingest.describe_input(path)
+    path.write_text("1,2,3\n")  # another version: its size (and modification time) changed
+    changed = ingest.describe_input(path)
+    assert first == again and first["md5"] == hashlib.md5(b"1,2\n").hexdigest()
+    assert changed["md5"] == hashlib.md5(b"1,2,3\n").hexdigest() and changed["bytes"] == 6
+    assert len(reads) == 2
