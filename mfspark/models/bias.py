@@ -123,13 +123,16 @@ def alternate(ratings: DataFrame, lambdas: list[tuple[float, float]], sweeps: in
         indexed = arrays.map(lambda part: _indexed(part, *ids.value)).persist(StorageLevel.MEMORY_AND_DISK)
         lambda_u, lambda_i = (np.array(side, dtype=np.float64)[:, None] for side in zip(*lambdas))
         user_biases = np.zeros((len(lambdas), len(user_ids)))
-        for sweep in range(1, sweeps + 1):
-            started = time.perf_counter()
-            movie_biases = _residual_sums(indexed, user_biases, 1, len(movie_ids)) / (movie_counts + lambda_i)
-            user_biases = _residual_sums(indexed, movie_biases, 0, len(user_ids)) / (user_counts + lambda_u)
-            log.debug("bias sweep %d/%d in %.2f s", sweep, sweeps, time.perf_counter() - started)
-        indexed.unpersist()
-        ids.destroy()
+        try:
+            for sweep in range(1, sweeps + 1):
+                started = time.perf_counter()
+                movie_biases = _residual_sums(indexed, user_biases, 1, len(movie_ids)) / (movie_counts + lambda_i)
+                arrays.unpersist()  # `indexed` is cached now: the raw arrays would only double the memory
+                user_biases = _residual_sums(indexed, movie_biases, 0, len(user_ids)) / (user_counts + lambda_u)
+                log.debug("bias sweep %d/%d in %.2f s", sweep, sweeps, time.perf_counter() - started)
+        finally:
+            indexed.unpersist()
+            ids.destroy()
     finally:
         arrays.unpersist()
     return FittedBiases(mu, (float(lowest), float(highest)), user_ids, user_counts, movie_ids, movie_counts,
